@@ -1,0 +1,104 @@
+// The header a plugin author includes: a C++ view of the C ABI (plugin_abi.h), the
+// handler shim that keeps exceptions from crossing the .so boundary, and the export
+// macro. A plugin is one .cpp:
+//
+//   ops::Status handle_echo(ops::sdk::Call& call, const rapidjson::Value& args) {
+//     return call.send_result(R"({"echo":true})");
+//   }
+//   OPS_EXPORT_PLUGIN("echo", "1.0.0",
+//       OPS_OPERATION("echo", "Echoes", "1.0.0", OPS_PAYLOAD_NONE, R"({"type":"object"})",
+//                     handle_echo));
+//
+// A Call is used only on the thread running the handler, and only until it returns.
+#pragma once
+
+#include <rapidjson/document.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "opserver/error.hpp"
+#include "opserver/plugin_abi.h"
+
+namespace ops::sdk {
+
+class Call {
+ public:
+  Call(const ops_host_v1* host, ops_call* call) noexcept : host_(host), call_(call) {}
+
+  std::string_view user() const { return host_->user(call_); }
+  // The user's storage directory (host-owned fd: do not close).
+  int user_dir() const { return host_->user_dir(call_); }
+  // Server-private directory on the user directories' filesystem (host-owned fd).
+  int scratch_dir() const { return host_->scratch_dir(call_); }
+  // This operation's "settings" object from ops.json.
+  const rapidjson::Value& settings();
+  // settings()[name] as an unsigned integer, or `fallback` when absent.
+  std::uint64_t setting_u64(const char* name, std::uint64_t fallback);
+
+  std::uint64_t payload_size() const { return host_->payload_size(call_); }
+  // > 0 bytes read, 0 at the end of the payload, -1 when it can no longer arrive.
+  std::int64_t read_payload(void* buf, std::size_t cap) {
+    return host_->read_payload(call_, buf, cap);
+  }
+
+  // Sends the ok response; for an "out" operation `payload_size` bytes must follow.
+  Status send_result(std::string_view result_json, std::uint64_t payload_size = 0);
+  Status write_payload(const void* buf, std::size_t len);
+  Status send_file(int fd, std::uint64_t offset, std::uint64_t len);
+  bool result_sent() const noexcept { return result_sent_; }
+
+  void log(ops_log_level level, const std::string& message) {
+    host_->log(call_, level, message.c_str());
+  }
+  // See ops_host_v1::create_user.
+  Status create_user(const std::string& name, const std::string& key);
+
+  const ops_host_v1* host() const noexcept { return host_; }
+  ops_call* raw() const noexcept { return call_; }
+
+ private:
+  const ops_host_v1* host_;
+  ops_call* call_;
+  bool result_sent_ = false;
+  bool settings_parsed_ = false;
+  rapidjson::Document settings_;
+};
+
+using Handler = Status (*)(Call&, const rapidjson::Value& args);
+
+namespace detail {
+int run_handler(Handler handler, const ops_host_v1* host, ops_call* call, const char* args,
+                std::size_t args_len) noexcept;
+}  // namespace detail
+
+// The C entry point for a C++ handler. Parses args, runs the handler, turns an Error
+// into host->fail and any exception into `internal` (details logged, never sent).
+template <Handler H>
+int call_shim(const ops_host_v1* host, ops_call* call, const char* args,
+              std::size_t args_len) noexcept {
+  return detail::run_handler(H, host, call, args, args_len);
+}
+
+}  // namespace ops::sdk
+
+#define OPS_OPERATION(name, summary, version, payload, schema, handler) \
+  ops_op_v1 {                                                            \
+    sizeof(ops_op_v1), name, summary, version, payload, schema,          \
+        &::ops::sdk::call_shim<handler>                                  \
+  }
+
+// Defines the two exported symbols of plugin_abi.h for the operations listed.
+#define OPS_EXPORT_PLUGIN(plugin_name, plugin_version, ...)                                 \
+  extern "C" OPS_EXPORT const ops_plugin_stamp_v1 ops_plugin_stamp = {                      \
+      OPS_PLUGIN_ABI_VERSION, sizeof(ops_plugin_stamp_v1), OPS_BUILD_SIGNATURE};            \
+  namespace {                                                                               \
+  const ops_op_v1 ops_plugin_ops_[] = {__VA_ARGS__};                                        \
+  const ops_plugin_v1 ops_plugin_descriptor_ = {                                            \
+      OPS_PLUGIN_ABI_VERSION, sizeof(ops_plugin_v1), plugin_name, plugin_version,           \
+      sizeof(ops_plugin_ops_) / sizeof(ops_plugin_ops_[0]), ops_plugin_ops_};               \
+  }                                                                                         \
+  extern "C" OPS_EXPORT const ops_plugin_v1* ops_plugin_entry(void) {                       \
+    return &ops_plugin_descriptor_;                                                         \
+  }

@@ -1,0 +1,182 @@
+/* opserver plugin ABI, version 1: the one boundary between the server and a plugin .so.
+ *
+ * Plain C so that the plugin and the server may be built by different compilers or
+ * standard libraries. Only these cross it: byte spans, UTF-8 JSON text, OPS/1 error
+ * codes as integers, and the host vtable below. No C++ types, no exceptions, nothing
+ * allocated on one side and freed on the other.
+ *
+ * Rules: structs are only ever extended by appending fields; `struct_size` tells the
+ * reader how much of a struct the writer knew about. A plugin exports two symbols:
+ *   ops_plugin_stamp  (data)     checked before anything in the plugin is called;
+ *   ops_plugin_entry  (function) returns the plugin's descriptor.
+ * The C++ wrapper in plugin.hpp (OPS_EXPORT_PLUGIN) writes both for you.
+ */
+#ifndef OPSERVER_PLUGIN_ABI_H
+#define OPSERVER_PLUGIN_ABI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define OPS_PLUGIN_ABI_VERSION 1u
+
+#if defined(__GNUC__)
+#define OPS_EXPORT __attribute__((visibility("default")))
+#else
+#define OPS_EXPORT
+#endif
+
+/* The build signature: compiler family and major version plus the C++ standard
+ * library ABI. The server refuses a plugin whose signature differs from its own, as
+ * nginx refuses a module that "is not binary compatible". */
+#define OPS_STR2_(x) #x
+#define OPS_STR_(x) OPS_STR2_(x)
+#if defined(__clang__)
+#define OPS_COMPILER_SIG_ "clang-" OPS_STR_(__clang_major__)
+#elif defined(__GNUC__)
+#define OPS_COMPILER_SIG_ "gcc-" OPS_STR_(__GNUC__)
+#else
+#define OPS_COMPILER_SIG_ "unknown"
+#endif
+#if defined(_GLIBCXX_USE_CXX11_ABI)
+#define OPS_STDLIB_SIG_ "libstdc++-cxx11abi-" OPS_STR_(_GLIBCXX_USE_CXX11_ABI)
+#elif defined(_LIBCPP_VERSION)
+#define OPS_STDLIB_SIG_ "libc++-" OPS_STR_(_LIBCPP_ABI_VERSION)
+#else
+#define OPS_STDLIB_SIG_ "c"
+#endif
+/* The plugin ABI is pure C, so only the C ABI really matters; the signature still
+ * names the C++ runtime because the SDK's C++ wrapper is compiled into the plugin. */
+#define OPS_BUILD_SIGNATURE "x86_64-linux/" OPS_STDLIB_SIG_
+
+/* Response payload direction of an operation (OPS/1 §4). */
+typedef enum ops_payload_dir {
+  OPS_PAYLOAD_NONE = 0, /* no payload either way */
+  OPS_PAYLOAD_IN = 1,   /* the request carries one */
+  OPS_PAYLOAD_OUT = 2   /* the response carries one */
+} ops_payload_dir;
+
+/* OPS/1 §3 error codes. The numbers are part of the ABI and never change. */
+typedef enum ops_code {
+  OPS_OK = 0,
+  OPS_BAD_FRAME = 1,
+  OPS_BAD_REQUEST = 2,
+  OPS_AUTH_FAILED = 3,
+  OPS_UNKNOWN_OPERATION = 4,
+  OPS_FORBIDDEN = 5,
+  OPS_INVALID_ARGS = 6,
+  OPS_NOT_FOUND = 7,
+  OPS_ALREADY_EXISTS = 8,
+  OPS_CONFLICT = 9,
+  OPS_PAYLOAD_TOO_LARGE = 10,
+  OPS_CHECKSUM_MISMATCH = 11,
+  OPS_QUOTA_EXCEEDED = 12,
+  OPS_TIMEOUT = 13,
+  OPS_UNAVAILABLE = 14,
+  OPS_INTERNAL = 15
+} ops_code;
+
+typedef enum ops_log_level {
+  OPS_LOG_DEBUG = 0,
+  OPS_LOG_INFO = 1,
+  OPS_LOG_WARN = 2,
+  OPS_LOG_ERROR = 3
+} ops_log_level;
+
+/* One request in progress. OWNERSHIP: host-owned; valid only until the handler returns. */
+typedef struct ops_call ops_call;
+
+/* Services the host offers a handler. OWNERSHIP: host-owned; valid until the plugin is
+ * unloaded. Every function may be called only from the thread running the handler. */
+typedef struct ops_host_v1 {
+  uint32_t struct_size;
+
+  /* The authenticated user's name. OWNERSHIP: host; valid until the handler returns. */
+  const char* (*user)(ops_call* call);
+  /* The user's storage directory, opened O_DIRECTORY. OWNERSHIP: host; do not close. */
+  int (*user_dir)(ops_call* call);
+  /* A server-private directory on the same filesystem as the user directories, for
+   * temporary files that must never be visible through a user's paths. Emptied by the
+   * server at start-up. OWNERSHIP: host; do not close. */
+  int (*scratch_dir)(ops_call* call);
+  /* This operation's "settings" object from ops.json as JSON text ("{}" if none).
+   * OWNERSHIP: host; valid until the plugin is unloaded. */
+  const char* (*settings)(ops_call* call);
+
+  /* Size in bytes of the request payload (0 if none). */
+  uint64_t (*payload_size)(ops_call* call);
+  /* Reads up to `cap` bytes of the request payload into `buf`. Returns the number read
+   * (> 0), 0 once the whole payload has been read, or -1 when it can no longer arrive
+   * (client gone, stalled past the payload timeout, server shutting down). */
+  int64_t (*read_payload)(ops_call* call, void* buf, size_t cap);
+
+  /* Sends the success response: `result_json` must be one JSON object. For an
+   * OPS_PAYLOAD_OUT operation, exactly `payload_size` bytes must then follow through
+   * write_payload/send_file; otherwise `payload_size` must be 0. Returns 0, or -1 if
+   * the connection failed (the handler should then clean up and return). */
+  int (*send_result)(ops_call* call, const char* result_json, size_t len, uint64_t payload_size);
+  /* Sends response payload bytes. Returns 0, or -1 if the connection failed. */
+  int (*write_payload)(ops_call* call, const void* buf, size_t len);
+  /* Sends `len` bytes of the open file `fd` from `offset` (sendfile where the transport
+   * allows). Returns 0, or -1 if the file ended early or the connection failed; the
+   * host then closes the connection, as OPS/1 §3 asks. The fd stays the caller's. */
+  int (*send_file)(ops_call* call, int fd, uint64_t offset, uint64_t len);
+
+  /* Records the error answer for this request; the handler then returns `code`.
+   * `message` is for people: never a key or a host path. */
+  void (*fail)(ops_call* call, int code, const char* message);
+  /* Writes a line to the server log, tagged with the operation and user. */
+  void (*log)(ops_call* call, int level, const char* message);
+
+  /* Creates a user with `key` (UTF-8, NUL-terminated) and an empty storage directory,
+   * atomically: the user is either fully present or absent. Returns OPS_OK,
+   * OPS_ALREADY_EXISTS, OPS_INVALID_ARGS (bad name) or OPS_UNAVAILABLE/OPS_INTERNAL. */
+  int (*create_user)(ops_call* call, const char* name, const char* key);
+} ops_host_v1;
+
+/* A handler. Returns OPS_OK after send_result, or an error code after fail().
+ * `args_json` is the request's args object, already validated against the schema.
+ * OWNERSHIP: args_json is host-owned and valid until the handler returns. */
+typedef int (*ops_handler_fn)(const ops_host_v1* host, ops_call* call, const char* args_json,
+                              size_t args_len);
+
+/* One operation. OWNERSHIP: plugin-owned; every pointer valid until unload. */
+typedef struct ops_op_v1 {
+  uint32_t struct_size;
+  const char* name;        /* the `operate` name */
+  const char* summary;     /* one line for describe */
+  const char* version;     /* semantic version of this operation */
+  int payload;             /* ops_payload_dir */
+  const char* args_schema; /* JSON Schema (draft-04) of args, as text */
+  ops_handler_fn call;
+} ops_op_v1;
+
+/* The plugin. OWNERSHIP: plugin-owned; valid until unload. */
+typedef struct ops_plugin_v1 {
+  uint32_t abi_version; /* OPS_PLUGIN_ABI_VERSION the plugin was built for */
+  uint32_t struct_size;
+  const char* name;    /* the plugin's name, e.g. "upload" */
+  const char* version; /* the plugin's version */
+  size_t op_count;
+  const ops_op_v1* ops;
+} ops_plugin_v1;
+
+/* Read by the server before calling anything in the plugin. */
+typedef struct ops_plugin_stamp_v1 {
+  uint32_t abi_version;
+  uint32_t struct_size;
+  const char* build_signature; /* OPS_BUILD_SIGNATURE of the plugin's build */
+} ops_plugin_stamp_v1;
+
+#define OPS_PLUGIN_STAMP_SYMBOL "ops_plugin_stamp"
+#define OPS_PLUGIN_ENTRY_SYMBOL "ops_plugin_entry"
+typedef const ops_plugin_v1* (*ops_plugin_entry_fn)(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* OPSERVER_PLUGIN_ABI_H */
