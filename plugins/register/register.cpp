@@ -1,0 +1,102 @@
+// register (OPS/1 §5): creates a user with its own key and storage directory.
+//
+// Decisions:
+//  - `user` must match ^[a-z_][a-z0-9_.-]{0,31}$ (§5); an existing name is
+//    `already_exists`.
+//  - `key`, when given, is used exactly as sent: 1 to 1024 bytes of UTF-8 with no control
+//    character (U+0000-U+001F, U+007F), so that it can be typed, stored one per line and
+//    passed on a command line. When absent, a key of 64 lowercase hex characters (256 bits
+//    from OpenSSL's CSPRNG) is generated. Either way the key is returned once, in the
+//    result; the server never shows it again.
+//  - The host's create_user does the rest atomically (ops_host_v1::create_user): the user
+//    is fully present (key and storage directory) or absent, and can log in at once.
+//  - Who may call register is the `allow` list of config/ops.json (only admin by default).
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <string>
+
+#include "opserver/plugin.hpp"
+#include "opserver/proof.hpp"
+
+namespace {
+
+using ops::ErrorCode;
+using ops::Status;
+using ops::sdk::Call;
+
+constexpr std::size_t kMaxKeyBytes = 1024;
+constexpr std::size_t kGeneratedKeyBytes = 32;  // 64 hex characters
+
+constexpr const char* kSchema = R"json({
+  "$schema": "http://json-schema.org/draft-04/schema#",
+  "type": "object",
+  "properties": {
+    "user": {"type": "string", "pattern": "^[a-z_][a-z0-9_.-]{0,31}$",
+             "description": "the new user's name"},
+    "key": {"type": "string", "minLength": 1, "maxLength": 1024,
+            "description": "the new user's key (default: 64 random hex characters)"}
+  },
+  "required": ["user"],
+  "additionalProperties": false
+})json";
+
+// §5 user name rule, checked here too so the plugin does not depend on the host's
+// regex engine.
+bool valid_user_name(const std::string& name) {
+  if (name.empty() || name.size() > 32) return false;
+  auto lower_or_underscore = [](char c) { return (c >= 'a' && c <= 'z') || c == '_'; };
+  if (!lower_or_underscore(name[0])) return false;
+  for (char c : name.substr(1)) {
+    if (!lower_or_underscore(c) && !(c >= '0' && c <= '9') && c != '.' && c != '-') return false;
+  }
+  return true;
+}
+
+bool has_control_character(const std::string& s) {
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) return true;
+  }
+  return false;
+}
+
+Status handle_register(Call& call, const rapidjson::Value& args) {
+  const rapidjson::Value& user_value = args["user"];
+  const std::string user(user_value.GetString(), user_value.GetStringLength());
+  if (!valid_user_name(user)) {
+    return ops::fail(ErrorCode::invalid_args, "user must match ^[a-z_][a-z0-9_.-]{0,31}$");
+  }
+
+  std::string key;
+  if (auto it = args.FindMember("key"); it != args.MemberEnd()) {
+    key.assign(it->value.GetString(), it->value.GetStringLength());
+    // The schema counts characters; the rule is in bytes. The header was valid UTF-8
+    // (§7), so the key is too.
+    if (key.empty() || key.size() > kMaxKeyBytes) {
+      return ops::fail(ErrorCode::invalid_args, "key must be 1 to 1024 bytes");
+    }
+    if (has_control_character(key)) {
+      return ops::fail(ErrorCode::invalid_args, "key must not contain control characters");
+    }
+  } else {
+    key = ops::proof::random_hex(kGeneratedKeyBytes);
+  }
+
+  if (Status created = call.create_user(user, key); !created) return created;
+
+  rapidjson::StringBuffer out;
+  rapidjson::Writer<rapidjson::StringBuffer> w(out);
+  w.StartObject();
+  w.Key("user");
+  w.String(user.data(), static_cast<rapidjson::SizeType>(user.size()));
+  w.Key("key");
+  w.String(key.data(), static_cast<rapidjson::SizeType>(key.size()));
+  w.EndObject();
+  return call.send_result(std::string_view(out.GetString(), out.GetSize()));
+}
+
+}  // namespace
+
+OPS_EXPORT_PLUGIN("register", "1.0.0",
+                  OPS_OPERATION("register", "Create a user with a key and a storage directory",
+                                "1.0.0", OPS_PAYLOAD_NONE, kSchema, handle_register))
