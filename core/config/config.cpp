@@ -1,0 +1,291 @@
+#include "config/config.hpp"
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <charconv>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "proto/strict_json.hpp"
+
+namespace ops::core {
+namespace fs = std::filesystem;
+
+bool OperationPolicy::allows(std::string_view user) const {
+  for (const std::string& name : allow) {
+    if (name == "*" || name == user) return true;
+  }
+  return false;
+}
+
+Status parse_listen(std::string_view text, std::string& host, std::uint16_t& port) {
+  std::size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 == text.size()) {
+    return fail(ErrorCode::invalid_args, "expected HOST:PORT, got \"" + std::string(text) + "\"");
+  }
+  std::string_view h = text.substr(0, colon);
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  std::string_view p = text.substr(colon + 1);
+  unsigned value = 0;
+  auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), value);
+  if (ec != std::errc() || end != p.data() + p.size() || value > 65535) {
+    return fail(ErrorCode::invalid_args, "invalid port in \"" + std::string(text) + "\"");
+  }
+  host = std::string(h);
+  port = static_cast<std::uint16_t>(value);
+  return ok_status();
+}
+
+namespace {
+
+// One JSON file being validated: knows where each value sits, for file:line:col errors.
+class ConfigFile {
+ public:
+  explicit ConfigFile(fs::path path) : path_(std::move(path)) {}
+
+  Status load() {
+    std::ifstream in(path_, std::ios::binary);
+    if (!in) return fail(ErrorCode::not_found, path_.string() + ": cannot open the file");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    text_ = ss.str();
+    if (text_.find_first_not_of(" \t\r\n") == std::string::npos) {
+      return fail(ErrorCode::invalid_args, path_.string() + ":1:1: the file is empty");
+    }
+    // Configs may end with a newline; the header rule against trailing bytes is for frames.
+    std::string_view body = text_;
+    while (!body.empty() && (body.back() == '\n' || body.back() == '\r' || body.back() == ' ' ||
+                             body.back() == '\t')) {
+      body.remove_suffix(1);
+    }
+    JsonError error;
+    StrictJsonOptions options;
+    options.offsets = &offsets_;
+    if (!parse_strict_json(body, doc_, error, options)) return error_at(error.offset, error.reason);
+    if (!doc_.IsObject()) return error_at(0, "the top level must be a JSON object");
+    return ok_status();
+  }
+
+  const rapidjson::Document& doc() const { return doc_; }
+  const fs::path& path() const { return path_; }
+
+  Error error_at(std::size_t offset, const std::string& reason) const {
+    LineCol lc = line_col(text_, offset);
+    return Error{ErrorCode::invalid_args, path_.string() + ":" + std::to_string(lc.line) + ":" +
+                                              std::to_string(lc.col) + ": " + reason};
+  }
+  Error error_at(const std::string& pointer, const std::string& reason) const {
+    auto it = offsets_.find(pointer);
+    return error_at(it == offsets_.end() ? 0 : it->second, reason);
+  }
+
+ private:
+  fs::path path_;
+  std::string text_;
+  rapidjson::Document doc_;
+  std::map<std::string, std::size_t> offsets_;
+};
+
+// Reads typed members of one object, refusing unknown ones (a typo such as "alow" is an
+// error, not a silently ignored key).
+class ObjectReader {
+ public:
+  ObjectReader(const ConfigFile& file, const rapidjson::Value& object, std::string pointer)
+      : file_(file), object_(object), pointer_(std::move(pointer)) {}
+
+  Status check_known(std::initializer_list<std::string_view> known) const {
+    for (auto it = object_.MemberBegin(); it != object_.MemberEnd(); ++it) {
+      std::string_view name(it->name.GetString(), it->name.GetStringLength());
+      bool found = false;
+      for (std::string_view k : known) found = found || k == name;
+      if (!found) {
+        return file_.error_at(member_pointer(name),
+                              "unknown setting \"" + std::string(name) + "\"");
+      }
+    }
+    return ok_status();
+  }
+
+  const rapidjson::Value* find(std::string_view name) const {
+    auto it = object_.FindMember(rapidjson::Value(rapidjson::StringRef(name.data(), name.size())));
+    return it == object_.MemberEnd() ? nullptr : &it->value;
+  }
+
+  Status string(std::string_view name, std::string& out) const {
+    const rapidjson::Value* v = find(name);
+    if (!v) return ok_status();
+    if (!v->IsString() || v->GetStringLength() == 0) {
+      return bad(name, "must be a non-empty string");
+    }
+    out.assign(v->GetString(), v->GetStringLength());
+    return ok_status();
+  }
+
+  Status path(std::string_view name, fs::path& out) const {
+    std::string s;
+    if (Status st = string(name, s); !st) return st;
+    if (!s.empty()) out = s;
+    return ok_status();
+  }
+
+  template <class T>
+  Status integer(std::string_view name, T& out, std::uint64_t min, std::uint64_t max) const {
+    const rapidjson::Value* v = find(name);
+    if (!v) return ok_status();
+    if (!v->IsUint64() || v->GetUint64() < min || v->GetUint64() > max) {
+      return bad(name,
+                 "must be an integer from " + std::to_string(min) + " to " + std::to_string(max));
+    }
+    out = static_cast<T>(v->GetUint64());
+    return ok_status();
+  }
+
+  Status millis(std::string_view name, std::chrono::milliseconds& out, std::uint64_t min) const {
+    std::uint64_t value = static_cast<std::uint64_t>(out.count());
+    if (Status st = integer(name, value, min, 7ull * 24 * 3600 * 1000); !st) return st;
+    out = std::chrono::milliseconds(value);
+    return ok_status();
+  }
+
+  Error bad(std::string_view name, const std::string& reason) const {
+    return file_.error_at(member_pointer(name), "\"" + std::string(name) + "\" " + reason);
+  }
+  std::string member_pointer(std::string_view name) const {
+    return pointer_ + "/" + std::string(name);
+  }
+
+ private:
+  const ConfigFile& file_;
+  const rapidjson::Value& object_;
+  std::string pointer_;
+};
+
+std::string to_json(const rapidjson::Value& value) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+  value.Accept(writer);
+  return {buffer.GetString(), buffer.GetSize()};
+}
+
+Status load_operations(const ConfigFile& file, Config& config) {
+  ObjectReader top(file, file.doc(), "");
+  if (Status st = top.check_known({"plugin_dir", "operations"}); !st) return st;
+  if (Status st = top.path("plugin_dir", config.plugin_dir); !st) return st;
+  if (!top.find("plugin_dir")) return file.error_at(0, "missing \"plugin_dir\"");
+  const rapidjson::Value* ops = top.find("operations");
+  if (!ops) return file.error_at(0, "missing \"operations\"");
+  if (!ops->IsObject()) return top.bad("operations", "must be an object of operation names");
+
+  for (auto it = ops->MemberBegin(); it != ops->MemberEnd(); ++it) {
+    std::string name(it->name.GetString(), it->name.GetStringLength());
+    std::string pointer = "/operations/" + name;
+    if (name.empty()) return file.error_at(pointer, "an operation name must not be empty");
+    if (name == "describe") {
+      return file.error_at(pointer, "\"describe\" is built in and always enabled");
+    }
+    if (!it->value.IsObject()) {
+      return file.error_at(pointer, "operation \"" + name + "\" must be an object");
+    }
+    ObjectReader op(file, it->value, pointer);
+    if (Status st = op.check_known({"allow", "max_payload", "settings"}); !st) return st;
+    OperationPolicy policy;
+    const rapidjson::Value* allow = op.find("allow");
+    if (!allow) {
+      return file.error_at(pointer, "operation \"" + name + "\" needs an \"allow\" list");
+    }
+    if (!allow->IsArray()) {
+      return op.bad("allow", "must be an array of user names or \"*\", e.g. [\"*\"]");
+    }
+    for (rapidjson::SizeType i = 0; i < allow->Size(); ++i) {
+      const rapidjson::Value& user = (*allow)[i];
+      if (!user.IsString() || user.GetStringLength() == 0) {
+        return file.error_at(pointer + "/allow/" + std::to_string(i),
+                             "each \"allow\" entry must be a user name or \"*\"");
+      }
+      policy.allow.emplace_back(user.GetString(), user.GetStringLength());
+    }
+    if (const rapidjson::Value* max = op.find("max_payload")) {
+      std::uint64_t value = 0;
+      if (Status st = op.integer("max_payload", value, 0, (std::uint64_t{1} << 53) - 1); !st) {
+        return st;
+      }
+      (void)max;
+      policy.max_payload = value;
+    }
+    if (const rapidjson::Value* settings = op.find("settings")) {
+      if (!settings->IsObject()) return op.bad("settings", "must be an object");
+      policy.settings_json = to_json(*settings);
+    }
+    config.operations.emplace(std::move(name), std::move(policy));
+  }
+  return ok_status();
+}
+
+}  // namespace
+
+Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& overrides) {
+  Config config;
+  config.server_config_path = server_json;
+  ConfigFile file(server_json);
+  if (Status st = file.load(); !st) return st.error();
+
+  ObjectReader r(file, file.doc(), "");
+  if (Status st = r.check_known({"listen", "storage_dir", "state_dir", "ops_config", "io_threads",
+                                 "worker_threads", "max_frame", "max_auth_frame",
+                                 "max_unauthenticated", "max_connections", "discard_limit",
+                                 "output_buffer", "handshake_timeout_ms", "idle_timeout_ms",
+                                 "payload_timeout_ms", "shutdown_grace_ms", "log_level"});
+      !st) {
+    return st.error();
+  }
+  std::string listen = "127.0.0.1:9000";
+  fs::path ops_path = "config/ops.json";
+  Status checks[] = {
+      r.string("listen", listen),
+      r.path("storage_dir", config.storage_dir),
+      r.path("state_dir", config.state_dir),
+      r.path("ops_config", ops_path),
+      r.integer("io_threads", config.io_threads, 0, 1024),
+      r.integer("worker_threads", config.worker_threads, 1, 4096),
+      // §1: LEN >= 2, and a u32; the auth frame fits inside the largest frame.
+      r.integer("max_frame", config.max_frame, 2, 0xFFFFFFFFu),
+      r.integer("max_auth_frame", config.max_auth_frame, 2, 1u << 20),
+      r.integer("max_unauthenticated", config.max_unauthenticated, 1, 1u << 20),
+      r.integer("max_connections", config.max_connections, 1, 1u << 24),
+      r.integer("discard_limit", config.discard_limit, 0, std::uint64_t{1} << 53),
+      r.integer("output_buffer", config.output_buffer, 4096, 1u << 30),
+      r.millis("handshake_timeout_ms", config.handshake_timeout, 1),
+      r.millis("idle_timeout_ms", config.idle_timeout, 1),
+      r.millis("payload_timeout_ms", config.payload_timeout, 1),
+      r.millis("shutdown_grace_ms", config.shutdown_grace, 0),
+      r.string("log_level", config.log_level),
+  };
+  for (Status& st : checks) {
+    if (!st) return st.error();
+  }
+  static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
+  if (!kLevels.contains(config.log_level)) {
+    return r.bad("log_level", "must be one of trace, debug, info, warn, error, off");
+  }
+  if (config.max_auth_frame > config.max_frame) config.max_auth_frame = config.max_frame;
+
+  if (overrides.listen) listen = *overrides.listen;
+  if (Status st = parse_listen(listen, config.listen_host, config.listen_port); !st) {
+    if (overrides.listen) return fail(ErrorCode::invalid_args, "--listen: " + st.error().message);
+    return r.bad("listen", st.error().message);
+  }
+
+  config.ops_config_path = ops_path;
+  ConfigFile ops_file(ops_path);
+  if (Status st = ops_file.load(); !st) return st.error();
+  if (Status st = load_operations(ops_file, config); !st) return st.error();
+
+  if (overrides.storage_dir) config.storage_dir = *overrides.storage_dir;
+  if (overrides.state_dir) config.state_dir = *overrides.state_dir;
+  if (overrides.plugin_dir) config.plugin_dir = *overrides.plugin_dir;
+  return config;
+}
+
+}  // namespace ops::core

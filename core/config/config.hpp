@@ -1,0 +1,72 @@
+// The server's configuration: config/server.json (settings) and the ops.json it names
+// (§6), validated strictly into one immutable Config. Loaded once at start-up, on the
+// main thread; read-only afterwards, so shared freely between threads.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "opserver/error.hpp"
+
+namespace ops::core {
+
+struct OperationPolicy {
+  std::vector<std::string> allow;            // user names; "*" means everyone
+  std::optional<std::uint64_t> max_payload;  // request payload limit for this operation
+  std::string settings_json = "{}";          // the plugin's own "settings" object
+
+  bool allows(std::string_view user) const;
+};
+
+struct Config {
+  std::filesystem::path server_config_path;
+  std::filesystem::path ops_config_path;
+
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 9000;
+  std::filesystem::path storage_dir = "var/storage";
+  std::filesystem::path state_dir = "var/state";
+  std::filesystem::path plugin_dir = "build/plugins";
+
+  unsigned io_threads = 0;       // 0: the hardware threads
+  unsigned worker_threads = 64;  // plugin calls run here, never on an I/O thread
+
+  std::uint32_t max_frame = 1u << 20;     // §1
+  std::uint32_t max_auth_frame = 4096;    // §7
+  std::size_t max_unauthenticated = 256;  // §7
+  std::size_t max_connections = 100000;
+  std::uint64_t discard_limit = 64u << 20;  // unread request payload skipped, not closed
+  std::size_t output_buffer = 256u << 10;   // buffered responses before a flush is forced
+
+  std::chrono::milliseconds handshake_timeout{10000};  // §7
+  std::chrono::milliseconds idle_timeout{300000};      // §7
+  std::chrono::milliseconds payload_timeout{60000};    // §7
+  std::chrono::milliseconds shutdown_grace{10000};
+
+  std::string log_level = "info";
+
+  std::map<std::string, OperationPolicy> operations;  // enabled operations, by name
+};
+
+// Command-line overrides, applied after the files are read.
+struct ConfigOverrides {
+  std::optional<std::string> listen;
+  std::optional<std::filesystem::path> storage_dir;
+  std::optional<std::filesystem::path> state_dir;
+  std::optional<std::filesystem::path> plugin_dir;
+};
+
+// Reads and validates both files. Relative paths inside them are resolved against the
+// working directory the server was started from. Errors read "file:line:col: reason".
+Result<Config> load_config(const std::filesystem::path& server_json,
+                           const ConfigOverrides& overrides = {});
+
+// "HOST:PORT" or "[V6]:PORT".
+Status parse_listen(std::string_view text, std::string& host, std::uint16_t& port);
+
+}  // namespace ops::core

@@ -1,0 +1,161 @@
+#include "dispatch/registry.hpp"
+
+#include <rapidjson/pointer.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+namespace ops::core {
+
+std::string_view payload_name(ops_payload_dir dir) noexcept {
+  switch (dir) {
+    case OPS_PAYLOAD_IN:
+      return "in";
+    case OPS_PAYLOAD_OUT:
+      return "out";
+    default:
+      return "none";
+  }
+}
+
+Result<std::unique_ptr<Registry>> Registry::build(const Config& config,
+                                                  std::vector<LoadedOperation> loaded) {
+  auto registry = std::make_unique<Registry>();
+  std::map<std::string, LoadedOperation*> by_name;
+  for (LoadedOperation& op : loaded) by_name.emplace(op.op->name, &op);
+
+  for (const auto& [name, policy] : config.operations) {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) {
+      std::string provided;
+      for (const auto& [n, op] : by_name) {
+        provided += (provided.empty() ? "" : ", ") + n + " (" + op->file.filename().string() + ")";
+      }
+      if (provided.empty()) provided = "nothing";
+      return Error{ErrorCode::internal, "operation \"" + name + "\" is enabled in " +
+                                            config.ops_config_path.string() +
+                                            " but no plugin provides it; " +
+                                            config.plugin_dir.string() + " provides: " + provided};
+    }
+    const LoadedOperation& source = *it->second;
+    Operation op;
+    op.name = name;
+    op.summary = source.op->summary ? source.op->summary : "";
+    op.version = source.op->version ? source.op->version : source.plugin_version;
+    op.plugin = source.plugin_name;
+    op.payload = static_cast<ops_payload_dir>(source.op->payload);
+    op.handler = source.op->call;
+    op.policy = policy;
+    op.schema_doc = std::make_shared<rapidjson::Document>();
+    if (op.schema_doc->Parse(source.op->args_schema).HasParseError() ||
+        !op.schema_doc->IsObject()) {
+      return Error{ErrorCode::internal, "plugin " + source.file.string() + ": operation \"" + name +
+                                            "\" has an args schema that is not a JSON object"};
+    }
+    op.schema = std::make_shared<rapidjson::SchemaDocument>(*op.schema_doc);
+    op.source = source;
+    registry->ops_.emplace(name, std::move(op));
+  }
+  return registry;
+}
+
+const Operation* Registry::find(std::string_view name) const {
+  auto it = ops_.find(name);
+  return it == ops_.end() ? nullptr : &it->second;
+}
+
+std::string Registry::describe_for(std::string_view user) const {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
+  w.StartObject();
+  w.Key("operations");
+  w.StartArray();
+  for (const auto& [name, op] : ops_) {
+    if (!op.policy.allows(user)) continue;
+    w.StartObject();
+    w.Key("name");
+    w.String(op.name);
+    w.Key("summary");
+    w.String(op.summary);
+    w.Key("plugin");
+    w.String(op.plugin);
+    w.Key("version");
+    w.String(op.version);
+    w.Key("payload");
+    std::string_view payload = payload_name(op.payload);
+    w.String(payload.data(), static_cast<rapidjson::SizeType>(payload.size()));
+    w.Key("args");
+    op.schema_doc->Accept(w);
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  return {buffer.GetString(), buffer.GetSize()};
+}
+
+namespace {
+
+std::string pointer_text(const rapidjson::Pointer& pointer) {
+  rapidjson::StringBuffer sb;
+  pointer.Stringify(sb);
+  std::string s(sb.GetString(), sb.GetSize());
+  return s.empty() ? "args" : "args" + s;
+}
+
+// A message that names the field, e.g. "args/path: must be a string".
+std::string explain(const Operation& op, const rapidjson::Value& args,
+                    const rapidjson::SchemaValidator& validator) {
+  std::string keyword = validator.GetInvalidSchemaKeyword();
+  rapidjson::Pointer doc_ptr = validator.GetInvalidDocumentPointer();
+  rapidjson::Pointer schema_ptr = validator.GetInvalidSchemaPointer();
+  std::string where = pointer_text(doc_ptr);
+  const rapidjson::Value* schema = schema_ptr.Get(*op.schema_doc);
+  const rapidjson::Value* value = doc_ptr.Get(args);
+
+  if (keyword == "required" && schema && value && value->IsObject()) {
+    auto req = schema->FindMember("required");
+    if (req != schema->MemberEnd() && req->value.IsArray()) {
+      for (const auto& name : req->value.GetArray()) {
+        if (name.IsString() && !value->HasMember(name)) {
+          return where + ": missing required member \"" + name.GetString() + "\"";
+        }
+      }
+    }
+    return where + ": a required member is missing";
+  }
+  if (keyword == "additionalProperties" && schema && value && value->IsObject()) {
+    auto props = schema->FindMember("properties");
+    for (auto m = value->MemberBegin(); m != value->MemberEnd(); ++m) {
+      if (props == schema->MemberEnd() || !props->value.IsObject() ||
+          !props->value.HasMember(m->name)) {
+        return where + ": unknown member \"" + std::string(m->name.GetString()) + "\"";
+      }
+    }
+    return where + ": unknown member";
+  }
+  if (keyword == "type" && schema) {
+    auto type = schema->FindMember("type");
+    if (type != schema->MemberEnd() && type->value.IsString()) {
+      return where + ": must be of type " + type->value.GetString();
+    }
+    return where + ": has the wrong type";
+  }
+  if (keyword == "pattern") return where + ": does not have the required form";
+  if (keyword == "minimum" || keyword == "maximum" || keyword == "exclusiveMinimum" ||
+      keyword == "exclusiveMaximum") {
+    return where + ": is out of range";
+  }
+  if (keyword == "minLength") return where + ": is too short";
+  if (keyword == "maxLength") return where + ": is too long";
+  if (keyword == "enum") return where + ": is not one of the allowed values";
+  return where + ": fails the \"" + keyword + "\" rule of the schema";
+}
+
+}  // namespace
+
+Status validate_args(const Operation& op, const rapidjson::Value& args) {
+  rapidjson::SchemaValidator validator(*op.schema);
+  if (args.Accept(validator)) return ok_status();
+  return fail(ErrorCode::invalid_args, explain(op, args, validator));
+}
+
+}  // namespace ops::core

@@ -1,0 +1,56 @@
+// The operations this server serves: each enabled operation of ops.json bound to the
+// plugin that provides it, with its args schema compiled once. Built at start-up,
+// immutable afterwards; read concurrently by every session.
+#pragma once
+
+#include <rapidjson/document.h>
+#include <rapidjson/schema.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+#include "opserver/error.hpp"
+#include "plugin_host/plugin_loader.hpp"
+
+namespace ops::core {
+
+struct Operation {
+  std::string name;
+  std::string summary;
+  std::string version;
+  std::string plugin;
+  ops_payload_dir payload = OPS_PAYLOAD_NONE;
+  ops_handler_fn handler = nullptr;
+  OperationPolicy policy;
+  std::shared_ptr<rapidjson::Document> schema_doc;  // outlives `schema`, which points into it
+  std::shared_ptr<rapidjson::SchemaDocument> schema;
+  LoadedOperation source;  // keeps the .so loaded
+};
+
+class Registry {
+ public:
+  // Binds every operation enabled in `config` to a loaded plugin. Errors: an enabled
+  // operation nobody provides (naming what the plugin directory does provide), a schema
+  // that is not valid JSON.
+  static Result<std::unique_ptr<Registry>> build(const Config& config,
+                                                 std::vector<LoadedOperation> loaded);
+
+  const Operation* find(std::string_view name) const;
+  const std::map<std::string, Operation, std::less<>>& operations() const { return ops_; }
+
+  // §4: the describe result for `user`: only the operations it may call.
+  std::string describe_for(std::string_view user) const;
+
+ private:
+  std::map<std::string, Operation, std::less<>> ops_;
+};
+
+// Validates `args` against the operation's schema: invalid_args naming the field.
+Status validate_args(const Operation& op, const rapidjson::Value& args);
+
+std::string_view payload_name(ops_payload_dir dir) noexcept;
+
+}  // namespace ops::core

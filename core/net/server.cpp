@@ -1,0 +1,291 @@
+#include "net/server.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <condition_variable>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "auth/handshake.hpp"
+#include "auth/user_store.hpp"
+#include "dispatch/registry.hpp"
+#include "net/server_context.hpp"
+#include "net/session.hpp"
+#include "plugin_host/plugin_loader.hpp"
+
+namespace ops::core {
+namespace asio = boost::asio;
+namespace fs = std::filesystem;
+using asio::ip::tcp;
+
+namespace {
+
+constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
+constexpr const char* kScratchName = ".ops-tmp";
+
+Error startup_error(const std::string& message) {
+  return Error{ErrorCode::internal, message};
+}
+
+// Removes everything inside `dir_fd` (one level: the scratch dir holds only files).
+void empty_directory(int dir_fd) {
+  int fd = ::dup(dir_fd);
+  DIR* dir = ::fdopendir(fd);
+  if (dir == nullptr) {
+    ::close(fd);
+    return;
+  }
+  std::size_t removed = 0;
+  while (dirent* entry = ::readdir(dir)) {
+    if (std::strcmp(entry->d_name, ".") == 0 || std::strcmp(entry->d_name, "..") == 0) continue;
+    if (::unlinkat(dir_fd, entry->d_name, 0) == 0) ++removed;
+  }
+  ::closedir(dir);
+  if (removed > 0) spdlog::info("removed {} orphaned temporary file(s)", removed);
+}
+
+bool is_inside(const fs::path& inner, const fs::path& outer) {
+  std::error_code ec;
+  fs::path a = fs::weakly_canonical(inner, ec);
+  fs::path b = fs::weakly_canonical(outer, ec);
+  auto [end, _] = std::mismatch(b.begin(), b.end(), a.begin(), a.end());
+  return end == b.end();
+}
+
+Result<tcp::endpoint> resolve_listen(asio::io_context& io, const Config& config) {
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(config.listen_host, ec);
+  if (!ec) return tcp::endpoint(address, config.listen_port);
+  tcp::resolver resolver(io);
+  auto results = resolver.resolve(config.listen_host, std::to_string(config.listen_port),
+                                  tcp::resolver::passive, ec);
+  if (ec || results.empty()) {
+    return startup_error("cannot resolve listen address " + config.listen_host + ": " +
+                         ec.message());
+  }
+  return results.begin()->endpoint();
+}
+
+}  // namespace
+
+struct Server::Impl {
+  Config config;
+  std::unique_ptr<UserStore> users;
+  std::unique_ptr<Authenticator> authenticator;
+  std::unique_ptr<Registry> registry;
+  asio::io_context io;
+  asio::thread_pool workers;
+  tcp::acceptor acceptor{io};
+  asio::signal_set signals{io, SIGINT, SIGTERM};
+  std::unique_ptr<ServerContext> context;
+  int storage_fd = -1;
+  int scratch_fd = -1;
+
+  explicit Impl(Config c) : config(std::move(c)), workers(config.worker_threads) {}
+  ~Impl() {
+    if (scratch_fd >= 0) ::close(scratch_fd);
+    if (storage_fd >= 0) ::close(storage_fd);
+  }
+
+  asio::awaitable<void> accept_loop();
+  asio::awaitable<void> stop_sequence();
+  std::vector<std::shared_ptr<Session>> live_sessions();
+};
+
+std::vector<std::shared_ptr<Session>> Server::Impl::live_sessions() {
+  std::vector<std::shared_ptr<Session>> out;
+  std::lock_guard lock(context->sessions_mutex);
+  for (auto& [raw, weak] : context->sessions) {
+    if (auto s = weak.lock()) out.push_back(std::move(s));
+  }
+  return out;
+}
+
+asio::awaitable<void> Server::Impl::accept_loop() {
+  asio::steady_timer pause(io);
+  for (;;) {
+    auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io), kAwaitTuple);
+    if (context->stopping) co_return;
+    if (ec) {
+      if (ec == asio::error::operation_aborted) co_return;
+      // EMFILE/ENFILE and friends: the connection waits in the backlog. Pause rather than
+      // spin on an accept that cannot succeed until a descriptor frees up.
+      spdlog::warn("accept failed: {}; pausing 100 ms", ec.message());
+      pause.expires_after(std::chrono::milliseconds(100));
+      co_await pause.async_wait(kAwaitTuple);
+      continue;
+    }
+    if (context->unauthenticated.load() >= config.max_unauthenticated ||
+        context->connections.load() >= config.max_connections) {
+      // §7: beyond the cap, closed at once.
+      boost::system::error_code ignored;
+      socket.close(ignored);
+      spdlog::warn(
+          "connection refused: too many {} connections",
+          context->connections.load() >= config.max_connections ? "open" : "unauthenticated");
+      continue;
+    }
+    std::make_shared<Session>(*context, std::move(socket))->start();
+  }
+}
+
+asio::awaitable<void> Server::Impl::stop_sequence() {
+  context->stopping = true;
+  boost::system::error_code ignored;
+  acceptor.close(ignored);
+  for (auto& session : live_sessions()) session->request_stop();
+
+  asio::steady_timer tick(io);
+  auto give_up = std::chrono::steady_clock::now() + config.shutdown_grace;
+  while (context->connections.load() > 0 && std::chrono::steady_clock::now() < give_up) {
+    tick.expires_after(std::chrono::milliseconds(20));
+    co_await tick.async_wait(kAwaitTuple);
+  }
+  if (context->connections.load() > 0) {
+    spdlog::warn("grace period over: closing {} connection(s)", context->connections.load());
+    for (auto& session : live_sessions()) session->force_close();
+    auto hard = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (context->connections.load() > 0 && std::chrono::steady_clock::now() < hard) {
+      tick.expires_after(std::chrono::milliseconds(20));
+      co_await tick.async_wait(kAwaitTuple);
+    }
+  }
+  io.stop();
+}
+
+Result<std::unique_ptr<Server>> Server::create(Config config) {
+  auto impl = std::make_unique<Impl>(std::move(config));
+  Config& cfg = impl->config;
+
+  // Storage and state: created if missing; the key store never inside the storage root.
+  std::error_code ec;
+  fs::create_directories(cfg.storage_dir, ec);
+  if (ec)
+    return startup_error("cannot create storage directory " + cfg.storage_dir.string() + ": " +
+                         ec.message());
+  if (is_inside(cfg.state_dir, cfg.storage_dir)) {
+    return startup_error("the state directory " + cfg.state_dir.string() +
+                         " must not be inside the storage directory " + cfg.storage_dir.string());
+  }
+  impl->storage_fd = ::open(cfg.storage_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (impl->storage_fd < 0 || ::faccessat(impl->storage_fd, ".", W_OK, 0) != 0) {
+    return startup_error("storage directory " + cfg.storage_dir.string() +
+                         " is not a writable directory");
+  }
+  if (::mkdirat(impl->storage_fd, kScratchName, 0700) != 0 && errno != EEXIST) {
+    return startup_error("cannot create " + (cfg.storage_dir / kScratchName).string() + ": " +
+                         std::strerror(errno));
+  }
+  impl->scratch_fd =
+      ::openat(impl->storage_fd, kScratchName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (impl->scratch_fd < 0) {
+    return startup_error("cannot open " + (cfg.storage_dir / kScratchName).string());
+  }
+  // Temporary files of uploads cut short by a crash: nothing refers to them any more.
+  empty_directory(impl->scratch_fd);
+
+  impl->users = std::make_unique<UserStore>(cfg.state_dir, cfg.storage_dir);
+  std::optional<fs::path> admin_key;
+  if (Status st = impl->users->open(true, &admin_key); !st) return st.error();
+  if (admin_key) {
+    spdlog::warn("created user admin; its key is in {} (mode 0600)", admin_key->string());
+  }
+  impl->authenticator = std::make_unique<Authenticator>(*impl->users, kServerVersion);
+
+  auto loaded = load_plugins(cfg.plugin_dir);
+  if (!loaded) return loaded.error();
+  auto registry = Registry::build(cfg, std::move(*loaded));
+  if (!registry) return registry.error();
+  impl->registry = std::move(*registry);
+
+  auto endpoint = resolve_listen(impl->io, cfg);
+  if (!endpoint) return endpoint.error();
+  boost::system::error_code bec;
+  impl->acceptor.open(endpoint->protocol(), bec);
+  if (!bec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), bec);
+  if (!bec) impl->acceptor.bind(*endpoint, bec);
+  if (!bec) impl->acceptor.listen(asio::socket_base::max_listen_connections, bec);
+  if (bec) {
+    return startup_error("cannot listen on " + cfg.listen_host + ":" +
+                         std::to_string(cfg.listen_port) + ": " + bec.message());
+  }
+
+  impl->context = std::unique_ptr<ServerContext>(
+      new ServerContext{impl->config, *impl->registry, *impl->users, *impl->authenticator,
+                        impl->workers, impl->storage_fd, impl->scratch_fd});
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Server::~Server() = default;
+
+int Server::run() {
+  Impl& s = *impl_;
+  auto local = s.acceptor.local_endpoint();
+  std::string ops;
+  for (const auto& [name, op] : s.registry->operations()) ops += (ops.empty() ? "" : ", ") + name;
+  spdlog::info("operations: describe{}{}", ops.empty() ? "" : ", ", ops);
+  spdlog::info("opserver listening on {}:{}", local.address().to_string(), local.port());
+
+  asio::co_spawn(s.io, s.accept_loop(), asio::detached);
+  s.signals.async_wait([&s](const boost::system::error_code& ec, int signal) {
+    if (ec) return;
+    spdlog::info("signal {}: stopping (grace {} ms)", signal, s.config.shutdown_grace.count());
+    asio::co_spawn(s.io, s.stop_sequence(), asio::detached);
+  });
+
+  unsigned threads =
+      s.config.io_threads ? s.config.io_threads : std::thread::hardware_concurrency();
+  if (threads == 0) threads = 1;
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&s] { s.io.run(); });
+  s.io.run();
+  for (auto& t : pool) t.join();
+
+  // A handler that never returns must not keep the process alive past the grace period.
+  s.workers.stop();
+  std::mutex m;
+  std::condition_variable cv;
+  bool joined = false;
+  std::thread joiner([&] {
+    s.workers.join();
+    std::lock_guard lock(m);
+    joined = true;
+    cv.notify_one();
+  });
+  std::unique_lock lock(m);
+  if (!cv.wait_for(lock, std::chrono::seconds(2), [&] { return joined; })) {
+    spdlog::error("a plugin handler did not return; exiting without it");
+    spdlog::shutdown();
+    std::_Exit(0);
+  }
+  lock.unlock();
+  joiner.join();
+  spdlog::info("stopped");
+  return 0;
+}
+
+Status check_config(const Config& config) {
+  auto loaded = load_plugins(config.plugin_dir);
+  if (!loaded) return loaded.error();
+  auto registry = Registry::build(config, std::move(*loaded));
+  if (!registry) return registry.error();
+  return ok_status();
+}
+
+}  // namespace ops::core

@@ -1,0 +1,34 @@
+// The running server: storage preparation, the user store, plugins, the registry, the
+// listener, the I/O threads and the worker pool; and the graceful stop on SIGINT/SIGTERM.
+// Created and run from main; run() returns once the server has stopped.
+#pragma once
+
+#include <memory>
+
+#include "config/config.hpp"
+#include "opserver/error.hpp"
+
+namespace ops::core {
+
+inline constexpr const char* kServerVersion = "opserver/0.1.0";
+
+class Server {
+ public:
+  // Everything that can fail before serving fails here, naming the cause.
+  static Result<std::unique_ptr<Server>> create(Config config);
+  ~Server();
+
+  // Serves until SIGINT or SIGTERM, then stops gracefully. Returns the exit status.
+  int run();
+
+ private:
+  struct Impl;
+  explicit Server(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// --check-config: validates both files, loads every plugin and binds every enabled
+// operation, without touching the storage or the user store.
+Status check_config(const Config& config);
+
+}  // namespace ops::core

@@ -1,0 +1,66 @@
+// One client connection from accept to close, as a coroutine on its own strand:
+// handshake (§2), then requests answered strictly in order (§3). Plugin handlers run on
+// the worker pool; the coroutine waits for them, so the connection's bytes are only ever
+// touched by one side at a time. A watchdog coroutine enforces the §7 deadlines.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "net/connection.hpp"
+#include "net/server_context.hpp"
+#include "proto/header.hpp"
+
+namespace ops::core {
+
+struct Operation;
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(ServerContext& context, boost::asio::ip::tcp::socket socket);
+  ~Session();
+
+  // Spawns the session and its watchdog on the socket's strand.
+  void start();
+  // Any thread: finish the request in flight, then close (graceful stop).
+  void request_stop();
+  // Any thread: break every blocked read and write now (end of the grace period).
+  void force_close() noexcept { connection_.shutdown_both(); }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  boost::asio::awaitable<void> run();
+  boost::asio::awaitable<void> watchdog();
+  boost::asio::awaitable<bool> handshake();
+  boost::asio::awaitable<Result<Header>> read_frame(std::uint32_t max_len);
+  // Returns false when the connection must close.
+  boost::asio::awaitable<bool> serve(Header& header);
+  boost::asio::awaitable<bool> call_plugin(const Operation& op, std::uint64_t id,
+                                           std::string args_json, std::uint64_t payload,
+                                           std::optional<Error>& outcome, std::uint64_t& bytes);
+  boost::asio::awaitable<bool> discard(std::uint64_t n);
+  boost::asio::awaitable<bool> flush();
+  bool complete_frame_buffered() const;
+  void answer_error(std::optional<std::uint64_t> id, const Error& error);
+  void set_deadline(Clock::time_point deadline);
+  void log_request(std::string_view op, std::optional<std::uint64_t> id, const Error* error,
+                   std::uint64_t bytes, Clock::time_point started) const;
+
+  ServerContext& ctx_;
+  Connection connection_;
+  boost::asio::steady_timer timer_;
+  Clock::time_point deadline_ = Clock::time_point::max();
+  std::string peer_;
+  std::string user_;
+  bool authenticated_ = false;
+  bool idle_ = false;
+  bool stop_requested_ = false;
+  bool timed_out_ = false;
+};
+
+}  // namespace ops::core

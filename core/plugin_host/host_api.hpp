@@ -1,0 +1,51 @@
+// The host side of the plugin ABI: the per-request state a handler sees as `ops_call*`,
+// and the ops_host_v1 vtable whose functions act on it. A CallState lives on the session
+// coroutine's frame and is used by exactly one worker thread while the handler runs.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "opserver/error.hpp"
+#include "opserver/plugin_abi.h"
+
+namespace ops::core {
+class Connection;
+class UserStore;
+struct Operation;
+}  // namespace ops::core
+
+struct ops_call {
+  ops::core::Connection* connection = nullptr;
+  const ops::core::Operation* op = nullptr;
+  ops::core::UserStore* users = nullptr;
+  std::string user;
+  std::uint64_t request_id = 0;
+  int user_dir_fd = -1;
+  int scratch_dir_fd = -1;
+  std::chrono::milliseconds stall{60000};
+
+  std::uint64_t payload_total = 0;
+  std::uint64_t payload_remaining = 0;  // request payload bytes not yet read
+  std::uint64_t response_payload_remaining = 0;
+  std::uint64_t bytes_in = 0;
+  std::uint64_t bytes_out = 0;
+
+  bool result_sent = false;
+  bool broken = false;  // the byte stream can no longer be trusted: close the connection
+  std::optional<ops::Error> error;
+};
+
+namespace ops::core {
+
+// The vtable handed to every handler. Valid for the life of the process.
+const ops_host_v1* host_vtable() noexcept;
+
+// Messages from plugins go to clients: keep them short, valid UTF-8, no control bytes.
+std::string sanitize_message(std::string_view message);
+// For logs: control characters and invalid bytes escaped as \xNN, at most `limit` bytes.
+std::string printable(std::string_view text, std::size_t limit = 128);
+
+}  // namespace ops::core

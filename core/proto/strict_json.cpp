@@ -1,0 +1,246 @@
+#include "proto/strict_json.hpp"
+
+#include <rapidjson/error/en.h>
+#include <rapidjson/memorystream.h>
+#include <rapidjson/reader.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdlib>
+#include <limits>
+#include <vector>
+
+namespace ops::core {
+namespace {
+
+// Forwards SAX events to the Document while enforcing what RapidJSON does not.
+class StrictHandler {
+ public:
+  StrictHandler(rapidjson::Document& doc, const StrictJsonOptions& options,
+                const rapidjson::MemoryStream& stream)
+      : doc_(doc), options_(options), stream_(stream) {}
+
+  bool Null() { return value() && doc_.Null(); }
+  bool Bool(bool b) { return value() && doc_.Bool(b); }
+  bool Int(int) { return false; }  // never called: numbers arrive as RawNumber
+  bool Uint(unsigned) { return false; }
+  bool Int64(int64_t) { return false; }
+  bool Uint64(uint64_t) { return false; }
+  bool Double(double) { return false; }
+
+  bool RawNumber(const char* s, rapidjson::SizeType len, bool) {
+    if (!value()) return false;
+    std::string_view text(s, len);
+    bool negative = !text.empty() && text.front() == '-';
+    std::string_view digits = negative ? text.substr(1) : text;
+    bool integral = !digits.empty() && std::all_of(digits.begin(), digits.end(),
+                                                   [](char c) { return c >= '0' && c <= '9'; });
+    if (integral && !negative) {
+      std::uint64_t v = 0;
+      auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+      if (ec == std::errc() && p == digits.data() + digits.size()) return doc_.Uint64(v);
+    } else if (integral && negative) {
+      std::int64_t v = 0;
+      auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+      // "-0" stays a double so it is never taken for the unsigned integer 0.
+      if (ec == std::errc() && p == text.data() + text.size() && v != 0) return doc_.Int64(v);
+    }
+    std::string copy(text);
+    return doc_.Double(std::strtod(copy.c_str(), nullptr));
+  }
+
+  bool String(const char* s, rapidjson::SizeType len, bool copy) {
+    if (!value()) return false;
+    if (!is_valid_utf8({s, len})) return fail("string is not valid UTF-8 (lone surrogate?)");
+    return doc_.String(s, len, copy);
+  }
+
+  bool StartObject() {
+    if (!value()) return false;
+    if (++depth_ > options_.max_depth) return fail("nesting deeper than the limit");
+    frames_.push_back(Frame{true, 0, {}});
+    return doc_.StartObject();
+  }
+  bool Key(const char* s, rapidjson::SizeType len, bool copy) {
+    std::string_view key(s, len);
+    if (!is_valid_utf8(key)) return fail("member name is not valid UTF-8 (lone surrogate?)");
+    Frame& frame = frames_.back();
+    if (std::find(frame.keys.begin(), frame.keys.end(), key) != frame.keys.end()) {
+      return fail("duplicate member name \"" + std::string(key) + "\"");
+    }
+    frame.keys.emplace_back(key);
+    pending_key_ = key;
+    return doc_.Key(s, len, copy);
+  }
+  bool EndObject(rapidjson::SizeType count) {
+    pop();
+    return doc_.EndObject(count);
+  }
+  bool StartArray() {
+    if (!value()) return false;
+    if (++depth_ > options_.max_depth) return fail("nesting deeper than the limit");
+    frames_.push_back(Frame{false, 0, {}});
+    return doc_.StartArray();
+  }
+  bool EndArray(rapidjson::SizeType count) {
+    pop();
+    return doc_.EndArray(count);
+  }
+
+  const std::string& reason() const { return reason_; }
+
+ private:
+  struct Frame {
+    bool object;
+    std::size_t index;
+    std::vector<std::string> keys;  // small objects: linear search beats hashing
+  };
+
+  // Called at the start of every value: records its offset under its JSON pointer.
+  bool value() {
+    if (options_.offsets != nullptr) {
+      std::string pointer = path_prefix();
+      if (!frames_.empty()) {
+        Frame& frame = frames_.back();
+        pointer += '/';
+        pointer += frame.object ? escape(pending_key_) : std::to_string(frame.index);
+      }
+      // The stream has consumed the value's first character already.
+      std::size_t at = stream_.Tell();
+      (*options_.offsets)[pointer] = at > 0 ? at - 1 : 0;
+    }
+    if (!frames_.empty() && !frames_.back().object) ++frames_.back().index;
+    return true;
+  }
+  std::string path_prefix() const {
+    if (options_.offsets == nullptr) return {};
+    // Rebuild from the stack of open containers (configs are small).
+    std::string path;
+    for (std::size_t i = 0; i + 1 < frames_.size(); ++i) {
+      const Frame& f = frames_[i];
+      path += '/';
+      path += f.object ? escape(f.keys.back()) : std::to_string(f.index - 1);
+    }
+    return path;
+  }
+  static std::string escape(std::string_view key) {
+    std::string out;
+    for (char c : key) {
+      if (c == '~') {
+        out += "~0";
+      } else if (c == '/') {
+        out += "~1";
+      } else {
+        out += c;
+      }
+    }
+    return out;
+  }
+  void pop() {
+    --depth_;
+    frames_.pop_back();
+  }
+  bool fail(std::string reason) {
+    reason_ = std::move(reason);
+    return false;
+  }
+
+  rapidjson::Document& doc_;
+  const StrictJsonOptions& options_;
+  const rapidjson::MemoryStream& stream_;
+  unsigned depth_ = 0;
+  std::vector<Frame> frames_;
+  std::string pending_key_;
+  std::string reason_;
+};
+
+constexpr unsigned kParseFlags = rapidjson::kParseValidateEncodingFlag |
+                                 rapidjson::kParseNumbersAsStringsFlag |
+                                 rapidjson::kParseStopWhenDoneFlag | rapidjson::kParseIterativeFlag;
+
+}  // namespace
+
+bool parse_strict_json(std::string_view text, rapidjson::Document& out, JsonError& error,
+                       const StrictJsonOptions& options) {
+  if (text.size() >= 3 && static_cast<unsigned char>(text[0]) == 0xEF &&
+      static_cast<unsigned char>(text[1]) == 0xBB && static_cast<unsigned char>(text[2]) == 0xBF) {
+    error = {0, "a byte-order mark is not allowed"};
+    return false;
+  }
+  rapidjson::MemoryStream stream(text.data(), text.size());
+  StrictHandler handler(out, options, stream);
+  rapidjson::Reader reader;
+  bool parsed = false;
+  std::size_t end = 0;
+  auto generate = [&](rapidjson::Document&) {
+    parsed = !reader.Parse<kParseFlags>(stream, handler).IsError();
+    end = stream.Tell();
+    return parsed;
+  };
+  out.Populate(generate);
+  if (!parsed) {
+    error.offset = reader.GetErrorOffset();
+    error.reason = !handler.reason().empty()
+                       ? handler.reason()
+                       : std::string(rapidjson::GetParseError_En(reader.GetParseErrorCode()));
+    out.SetNull();
+    return false;
+  }
+  // §7: nothing may follow the value inside the frame, not even whitespace.
+  if (end != text.size()) {
+    error = {end, "unexpected bytes after the JSON value"};
+    out.SetNull();
+    return false;
+  }
+  return true;
+}
+
+bool is_valid_utf8(std::string_view text) noexcept {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const auto* end = p + text.size();
+  while (p < end) {
+    unsigned c = *p;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    std::size_t n;
+    unsigned cp;
+    if ((c & 0xE0) == 0xC0) {
+      n = 1;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (static_cast<std::size_t>(end - p) <= n) return false;
+    for (std::size_t i = 1; i <= n; ++i) {
+      if ((p[i] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    static constexpr unsigned kMin[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    p += n + 1;
+  }
+  return true;
+}
+
+LineCol line_col(std::string_view text, std::size_t offset) noexcept {
+  LineCol lc;
+  for (std::size_t i = 0; i < offset && i < text.size(); ++i) {
+    if (text[i] == '\n') {
+      ++lc.line;
+      lc.col = 1;
+    } else {
+      ++lc.col;
+    }
+  }
+  return lc;
+}
+
+}  // namespace ops::core
