@@ -2,9 +2,10 @@
 //
 // The way a file is published, and why:
 //  1. Cheap refusals come first, before any payload byte is read (the host discards what
-//     is left unread): a bad path, a payload over `max_upload_bytes`, a file or symlink
-//     where a parent directory is needed, an existing file without `overwrite`, a
-//     directory at the path, or no room on the disk for the declared size.
+//     is left unread): a bad path, a file or symlink where a parent directory is needed,
+//     an existing file without `overwrite`, a directory or symlink at the path, or no
+//     room on the disk for the declared size. (A payload over the operation's
+//     "max_payload" in ops.json is refused by the host before this handler runs.)
 //  2. The bytes stream through a 1 MiB buffer into a temporary file in the host's scratch
 //     directory: server-private, on the same filesystem, unreachable by any user path
 //     (§7), emptied at start-up (so a crash leaves no orphan visible anywhere). SHA-256 is
@@ -191,13 +192,6 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
 
   if (Status v = ops::sdk::validate_path(path); !v) return v;
   const std::uint64_t size = call.payload_size();
-  const std::uint64_t limit =
-      call.setting_u64("max_upload_bytes", std::numeric_limits<std::uint64_t>::max());
-  if (size > limit) {
-    return ops::fail(ErrorCode::payload_too_large, "the file is larger than this server accepts (" +
-                                                       std::to_string(limit) + " bytes)");
-  }
-
   const int root = call.user_dir();
   const std::size_t slash = path.rfind('/');
   const std::string dir_path = slash == std::string::npos ? std::string() : path.substr(0, slash);
@@ -217,7 +211,7 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
   // Step 2: the temporary file.
   const int scratch = call.scratch_dir();
   std::string tmp_name = "upload-" + ops::proof::random_hex(16);
-  int raw = ::openat(scratch, tmp_name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+  int raw = ::openat(scratch, tmp_name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0640);
   if (raw < 0) {
     int err = errno;
     call.log(OPS_LOG_ERROR, std::string("cannot create a temporary file: ") + strerror(err));

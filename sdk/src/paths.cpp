@@ -296,7 +296,7 @@ int open_dir_raw(int root_dir, std::string_view path, bool create_missing) {
   Fd cur(first);
   for (std::string_view comp : components(path)) {
     std::string name(comp);
-    if (::mkdirat(cur.get(), name.c_str(), 0755) != 0 && errno != EEXIST) return -errno;
+    if (::mkdirat(cur.get(), name.c_str(), 0750) != 0 && errno != EEXIST) return -errno;
     // EEXIST may be a concurrent creator's directory (fine) or a file or symlink (the
     // open below refuses it).
     int next = retry_eintr_openat(cur.get(), name.c_str(),

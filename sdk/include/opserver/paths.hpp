@@ -53,9 +53,10 @@ Status validate_path(std::string_view path);
 // reverse), forbidden (a symlink in the way), unavailable, internal.
 Result<Fd> open_beneath(int root_dir, std::string_view path, int flags, mode_t mode = 0);
 
-// Opens the directory at `path` beneath `root_dir`; "" opens the root itself.
-// With create_missing, missing directories are made (mode 0755) one component at a time,
-// each under the previous one's fd, tolerating concurrent creators.
+// Opens the directory at `path` beneath `root_dir`; "" opens the root itself, as a new open
+// file description (never a dup, whose readdir offset would be shared with `root_dir`).
+// With create_missing, missing directories are made (mode 0750, like the user directories) one
+// component at a time, each under the previous one's fd, tolerating concurrent creators.
 Result<Fd> open_dir_beneath(int root_dir, std::string_view path, bool create_missing);
 
 // Splits a validated path into its parent directory (opened as above) and last component.
@@ -63,8 +64,7 @@ struct ParentAndLeaf {
   Fd parent;
   std::string leaf;
 };
-Result<ParentAndLeaf> open_parent_beneath(int root_dir, std::string_view path,
-                                          bool create_missing);
+Result<ParentAndLeaf> open_parent_beneath(int root_dir, std::string_view path, bool create_missing);
 
 // Maps an errno from a path operation to an OPS/1 error whose message names `path`
 // (the user's path, never a host path).
