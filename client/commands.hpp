@@ -1,0 +1,60 @@
+// The opclient verbs. Each returns the process exit status (exit_codes.hpp) and has
+// printed whatever it had to say. No protocol code here: only the client library.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "connection.hpp"
+
+namespace ops::opclient {
+
+struct CallFlags {
+  std::string operation;
+  std::string args_json;             // --args
+  std::vector<std::string> assigns;  // -a key=value
+  std::string in;                    // --in FILE|-
+  std::string out;                   // --out FILE|-
+};
+int run_call(const ConnectionFlags& conn, const CallFlags& flags);
+
+struct DescribeFlags {
+  std::string operation;  // optional: details of one operation
+  bool json = false;
+};
+int run_describe(const ConnectionFlags& conn, const DescribeFlags& flags);
+
+struct UploadFlags {
+  std::string local;
+  std::string remote;
+  bool overwrite = false;
+};
+int run_upload(const ConnectionFlags& conn, const UploadFlags& flags);
+
+struct DownloadFlags {
+  std::string remote;
+  std::string local;
+  bool resume = false;  // --continue
+};
+int run_download(const ConnectionFlags& conn, const DownloadFlags& flags);
+
+struct LsFlags {
+  std::string path;
+  bool recursive = false;
+  bool json = false;
+};
+int run_ls(const ConnectionFlags& conn, const LsFlags& flags);
+
+struct RegisterFlags {
+  std::string name;
+  std::string key_file_out;
+  bool json = false;
+};
+int run_register(const ConnectionFlags& conn, const RegisterFlags& flags);
+
+// Builds the args object for `call` from --args and -a key=value (JSON if it parses,
+// else a string). Returns false with a message in `error` on bad input.
+bool build_call_args(const std::string& args_json, const std::vector<std::string>& assigns,
+                     std::string& out, std::string& error);
+
+}  // namespace ops::opclient

@@ -1,0 +1,199 @@
+// opclient upload and download: files with a SHA-256 sent ahead, atomic local writes,
+// resume with --continue.
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include "commands.hpp"
+#include "exit_codes.hpp"
+#include "local_files.hpp"
+
+namespace ops::opclient {
+
+namespace {
+
+using StrictWriter =
+    rapidjson::Writer<rapidjson::StringBuffer, rapidjson::UTF8<>, rapidjson::UTF8<>,
+                      rapidjson::CrtAllocator, rapidjson::kWriteValidateEncodingFlag>;
+
+bool write_string(StrictWriter& w, const std::string& s) {
+  return w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+}
+
+// Reads an unsigned member of a result object; false when absent or not one.
+bool result_uint(const rapidjson::Document& doc, const char* name, std::uint64_t& value) {
+  if (!doc.IsObject()) return false;
+  auto it = doc.FindMember(name);
+  if (it == doc.MemberEnd() || !it->value.IsUint64()) return false;
+  value = it->value.GetUint64();
+  return true;
+}
+
+int protocol_error(const std::string& message) {
+  print_error(label_for(client::Failure::protocol), message);
+  return exit_code::kConnection;
+}
+
+}  // namespace
+
+int run_upload(const ConnectionFlags& conn, const UploadFlags& flags) {
+  std::string remote = flags.remote;
+  if (remote.empty() || remote.back() == '/') {
+    if (flags.local == "-") {
+      print_error("usage", "uploading stdin needs a REMOTE name: opclient upload - NAME");
+      return exit_code::kUsage;
+    }
+    remote += base_name(flags.local);  // like scp: into the directory, same name
+  }
+
+  int status = 0;
+  Input input;
+  if (!input.open(flags.local, status)) return status;
+
+  // The digest first (§5: the server checks it), so that corruption in transit fails the
+  // upload instead of storing a damaged file. Hashing before connecting keeps the
+  // connection from idling.
+  std::string sha256;
+  {
+    ProgressBar hashing("sha256  ", input.size(), conn.output);
+    auto digest = client::sha256_fd(input.fd(), input.size(),
+                                    hashing.enabled() ? hashing.callback() : client::Progress{});
+    if (!digest) {
+      print_error(label_for(client::Failure::local),
+                  "cannot read " + input.name() + ": " + digest.error().message);
+      return exit_code::kLocal;
+    }
+    hashing.finish();
+    sha256 = std::move(*digest);
+  }
+  if (!input.rewind(status)) return status;
+
+  rapidjson::StringBuffer buffer;
+  StrictWriter w(buffer);
+  w.StartObject();
+  w.Key("path");
+  if (!write_string(w, remote)) {
+    print_error("usage", "the remote path is not valid UTF-8");
+    return exit_code::kUsage;
+  }
+  if (flags.overwrite) {
+    w.Key("overwrite");
+    w.Bool(true);
+  }
+  w.Key("sha256");
+  write_string(w, sha256);
+  w.EndObject();
+
+  auto client = open_client(conn, status);
+  if (!client) return status;
+  ProgressBar bar("upload  ", input.size(), conn.output);
+  auto response =
+      client->call_fd("upload", {buffer.GetString(), buffer.GetSize()}, input.fd(), input.size(),
+                      bar.enabled() ? bar.callback() : client::Progress{});
+  if (!response) {
+    bar.stop();
+    return report(response.error(), client->last_failure());
+  }
+  bar.finish();
+  if (!response->ok) return report(response->error, client::Failure::none);
+
+  rapidjson::Document result;
+  result.Parse(response->result_json.c_str());
+  std::uint64_t size = 0;
+  if (result_uint(result, "size", size) && size != input.size()) {
+    return protocol_error("the server stored " + std::to_string(size) + " bytes, we sent " +
+                          std::to_string(input.size()));
+  }
+  if (result.IsObject()) {
+    auto it = result.FindMember("sha256");
+    if (it != result.MemberEnd() && it->value.IsString() && sha256 != it->value.GetString()) {
+      return protocol_error("the server reports another sha256 than the one we sent");
+    }
+  }
+  print_json(response->result_json, stdout);
+  return exit_code::kOk;
+}
+
+int run_download(const ConnectionFlags& conn, const DownloadFlags& flags) {
+  std::string local = flags.local;
+  const std::string remote_name = base_name(flags.remote);
+  if (local.empty()) {
+    if (remote_name.empty()) {
+      print_error("usage", "cannot derive a local name from \"" + flags.remote + "\"; give LOCAL");
+      return exit_code::kUsage;
+    }
+    local = remote_name;
+  } else if (local != "-" && (local.back() == '/' || is_directory(local))) {
+    if (local.back() != '/') local += '/';
+    local += remote_name;
+  }
+  if (flags.resume && local == "-") {
+    print_error("usage", "--continue needs a local file, not stdout");
+    return exit_code::kUsage;
+  }
+
+  int status = 0;
+  Output output;
+  std::uint64_t offset = 0;
+  if (!output.open(local, flags.resume, offset, status)) return status;
+
+  rapidjson::StringBuffer buffer;
+  StrictWriter w(buffer);
+  w.StartObject();
+  w.Key("path");
+  if (!write_string(w, flags.remote)) {
+    print_error("usage", "the remote path is not valid UTF-8");
+    return exit_code::kUsage;
+  }
+  if (offset > 0) {
+    w.Key("offset");
+    w.Uint64(offset);
+  }
+  w.EndObject();
+
+  auto client = open_client(conn, status);
+  if (!client) return status;
+  auto response = client->call("download", {buffer.GetString(), buffer.GetSize()});
+  if (!response) return report(response.error(), client->last_failure());
+  if (!response->ok) {
+    int code = report(response->error, client::Failure::none);
+    if (response->error.code == ErrorCode::invalid_args && offset > 0) {
+      note(conn.output, "the local partial file " + output.partial_path() + " has " +
+                            std::to_string(offset) +
+                            " bytes; is it longer than the remote file? Remove it or drop "
+                            "--continue");
+    }
+    return code;
+  }
+
+  rapidjson::Document result;
+  result.Parse(response->result_json.c_str());
+  std::uint64_t length = 0;
+  // §7: result.length always equals the payload that follows.
+  if (result_uint(result, "length", length) && length != response->payload_size) {
+    return protocol_error("the server announced " + std::to_string(length) + " bytes but sends " +
+                          std::to_string(response->payload_size));
+  }
+  ProgressBar bar("download", offset + response->payload_size, conn.output, offset);
+  Status s = client->read_payload_to_fd(output.fd(), response->payload_size,
+                                        bar.enabled() ? bar.callback() : client::Progress{});
+  if (!s) {
+    bar.stop();
+    int code = report(s.error(), client->last_failure());
+    if (!output.is_stdout()) {
+      if (output.keeps_partial()) {
+        note(conn.output, "partial download kept in " + output.partial_path() +
+                              "; run the same command again to resume");
+      } else {
+        note(conn.output, "partial download removed (use --continue to keep and resume it)");
+      }
+    }
+    return code;
+  }
+  bar.finish();
+  if (!output.commit(status)) return status;
+  if (!output.is_stdout()) print_json(response->result_json, stdout);
+  return exit_code::kOk;
+}
+
+}  // namespace ops::opclient
