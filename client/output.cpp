@@ -136,7 +136,9 @@ void ProgressBar::draw(bool final) {
   if (filled < kBarWidth) bar[filled] = '>';
 
   char eta[32] = "--:--";
-  if (final) {
+  if (final && seconds < 60) {
+    std::snprintf(eta, sizeof eta, "%.1fs", seconds);
+  } else if (final) {
     std::snprintf(eta, sizeof eta, "%d:%02d", static_cast<int>(seconds) / 60,
                   static_cast<int>(seconds) % 60);
   } else if (rate > 0) {

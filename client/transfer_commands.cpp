@@ -95,7 +95,13 @@ int run_upload(const ConnectionFlags& conn, const UploadFlags& flags) {
     return report(response.error(), client->last_failure());
   }
   bar.finish();
-  if (!response->ok) return report(response->error, client::Failure::none);
+  if (!response->ok) {
+    int code = report(response->error, client::Failure::none);
+    if (response->error.code == ErrorCode::already_exists && !flags.overwrite) {
+      note(conn.output, "use --overwrite to replace " + remote);
+    }
+    return code;
+  }
 
   rapidjson::Document result;
   result.Parse(response->result_json.c_str());
