@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <climits>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -259,6 +260,18 @@ int refine_enotdir(int root, std::string_view path) {
 
 // open_beneath without validation, returning an fd or -errno.
 int open_beneath_raw(int root, std::string_view path, int flags, mode_t mode) {
+  if (path.size() >= PATH_MAX) {
+    // §5 allows 4096 bytes, but the kernel takes at most PATH_MAX (4096) including the
+    // NUL. Resolve it in two halves split at a '/': the first half beneath `root`, the
+    // second beneath that directory, so each step is confined as before.
+    std::size_t cut = path.rfind('/', path.size() / 2);
+    if (cut == std::string_view::npos || cut == 0) cut = path.find('/', path.size() / 2);
+    if (cut == std::string_view::npos) return -ENAMETOOLONG;
+    int dir = open_beneath_raw(root, path.substr(0, cut), O_RDONLY | O_DIRECTORY, 0);
+    if (dir < 0) return dir;
+    Fd holder(dir);
+    return open_beneath_raw(dir, path.substr(cut + 1), flags, mode);
+  }
   flags |= O_CLOEXEC | O_NOFOLLOW;
   std::string p(path);
   int fd = open_with_openat2(root, p, flags, mode);

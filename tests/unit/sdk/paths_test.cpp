@@ -167,6 +167,8 @@ TEST(ErrorFromErrno, MapsToProtocolCodes) {
 //   root/file.txt, root/sub/inner.txt, root/sub/deeper/
 //   root/link_dir -> <outside>   root/link_file -> <outside>/secret.txt
 //   root/sub/up -> ..            root/rel_link -> file.txt
+int run_without_openat2(const std::function<int()>& body);
+
 class Beneath : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -323,6 +325,25 @@ TEST_F(Beneath, CreatesMissingDirectories) {
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.error().code, ErrorCode::not_found);
   EXPECT_FALSE(fs::exists(root_path_ / "absent"));
+}
+
+// 4096 bytes is legal (§5) but one more than the kernel's PATH_MAX allows with the NUL.
+TEST_F(Beneath, TheLongestLegalPathOpens) {
+  const std::string longest = path_of_bytes(4096);
+  auto made = open_dir_beneath(root_, longest, true);
+  ASSERT_TRUE(made.ok()) << made.error().message;
+  auto again = open_beneath(root_, longest, O_RDONLY | O_DIRECTORY);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  const std::string file_path = longest.substr(0, 4019) + "/" + std::string(76, 'f');
+  ASSERT_EQ(file_path.size(), 4096u);
+  auto file = open_beneath(root_, file_path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+  EXPECT_TRUE(file.ok()) << file.error().message;
+  auto parent = open_parent_beneath(root_, longest, false);
+  ASSERT_TRUE(parent.ok()) << parent.error().message;
+  EXPECT_EQ(parent->leaf, longest.substr(longest.rfind('/') + 1));
+  int rc = run_without_openat2(
+      [&] { return open_beneath(root_, longest, O_RDONLY | O_DIRECTORY).ok() ? 0 : 1; });
+  EXPECT_EQ(rc, 0);
 }
 
 TEST_F(Beneath, MkdirStopsAtAFileInTheMiddle) {
