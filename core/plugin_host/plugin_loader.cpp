@@ -39,7 +39,9 @@ Result<std::vector<LoadedOperation>> load_one(const fs::path& file) {
                                   std::to_string(OPS_PLUGIN_ABI_VERSION));
   }
   std::string signature = stamp.build_signature ? stamp.build_signature : "(none)";
-  if (signature != OPS_BUILD_SIGNATURE) {
+  // Same architecture, and the same C++ library ABI unless the plugin is plain C.
+  bool compatible = signature == OPS_BUILD_SIGNATURE || signature == OPS_BUILD_SIGNATURE_ARCH "c";
+  if (!compatible) {
     return plugin_error(file, "is not binary compatible: built as \"" + signature +
                                   "\", this server is \"" OPS_BUILD_SIGNATURE "\"");
   }

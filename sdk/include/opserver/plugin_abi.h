@@ -29,28 +29,31 @@ extern "C" {
 #define OPS_EXPORT
 #endif
 
-/* The build signature: compiler family and major version plus the C++ standard
- * library ABI. The server refuses a plugin whose signature differs from its own, as
- * nginx refuses a module that "is not binary compatible". */
+/* The build signature: target architecture and, for C++ builds, the standard library
+ * ABI. The server refuses a plugin whose signature is incompatible with its own, as nginx
+ * refuses a module that "is not binary compatible". A plugin written in C reports "c" for
+ * the library part and is accepted by any server of the same architecture. */
+#ifdef __cplusplus
+#include <cstddef> /* defines the standard library's ABI macros */
+#endif
 #define OPS_STR2_(x) #x
 #define OPS_STR_(x) OPS_STR2_(x)
-#if defined(__clang__)
-#define OPS_COMPILER_SIG_ "clang-" OPS_STR_(__clang_major__)
-#elif defined(__GNUC__)
-#define OPS_COMPILER_SIG_ "gcc-" OPS_STR_(__GNUC__)
+#if defined(__x86_64__)
+#define OPS_ARCH_SIG_ "x86_64"
+#elif defined(__aarch64__)
+#define OPS_ARCH_SIG_ "aarch64"
 #else
-#define OPS_COMPILER_SIG_ "unknown"
+#define OPS_ARCH_SIG_ "other"
 #endif
-#if defined(_GLIBCXX_USE_CXX11_ABI)
+#if defined(__cplusplus) && defined(_GLIBCXX_USE_CXX11_ABI)
 #define OPS_STDLIB_SIG_ "libstdc++-cxx11abi-" OPS_STR_(_GLIBCXX_USE_CXX11_ABI)
-#elif defined(_LIBCPP_VERSION)
+#elif defined(__cplusplus) && defined(_LIBCPP_VERSION)
 #define OPS_STDLIB_SIG_ "libc++-" OPS_STR_(_LIBCPP_ABI_VERSION)
 #else
 #define OPS_STDLIB_SIG_ "c"
 #endif
-/* The plugin ABI is pure C, so only the C ABI really matters; the signature still
- * names the C++ runtime because the SDK's C++ wrapper is compiled into the plugin. */
-#define OPS_BUILD_SIGNATURE "x86_64-linux/" OPS_STDLIB_SIG_
+#define OPS_BUILD_SIGNATURE OPS_ARCH_SIG_ "-linux/" OPS_STDLIB_SIG_
+#define OPS_BUILD_SIGNATURE_ARCH OPS_ARCH_SIG_ "-linux/"
 
 /* Response payload direction of an operation (OPS/1 §4). */
 typedef enum ops_payload_dir {

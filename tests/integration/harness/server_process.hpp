@@ -1,0 +1,133 @@
+// Test harness: runs the real opserver binary on an ephemeral loopback port with the real
+// plugin .so files, a temporary storage root and state directory, and short deadlines
+// where a test asks for them. Also a raw OPS/1 connection for malformed input.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "opserver/client.hpp"
+
+namespace ops::test {
+
+namespace fs = std::filesystem;
+
+// A fresh directory under /tmp, removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// The default ops.json body: the four standard operations, register for admin only.
+std::string default_ops_json(const std::string& plugin_dir);
+
+struct ServerOptions {
+  // Full ops.json text; empty means default_ops_json(plugin_dir).
+  std::string ops_json;
+  // Extra members spliced into server.json, e.g. R"("idle_timeout_ms": 500)".
+  std::string settings;
+  std::string plugin_dir = OPS_PLUGIN_DIR;
+};
+
+class ServerProcess {
+ public:
+  // Starts the server and waits until it listens; throws std::runtime_error (with the
+  // server's log) if it exits first.
+  explicit ServerProcess(ServerOptions options = {});
+  ~ServerProcess();
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+
+  std::uint16_t port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  const fs::path& root() const { return dir_.path(); }
+  fs::path storage_dir() const { return root() / "storage"; }
+  fs::path state_dir() const { return root() / "state"; }
+  fs::path config_path() const { return root() / "server.json"; }
+  std::string admin_key() const;
+
+  client::Options options(const std::string& user, const std::string& key) const;
+  // Connects and authenticates; fails the current test (ADD_FAILURE) and returns null
+  // if that does not work.
+  std::unique_ptr<client::Client> connect(const std::string& user, const std::string& key) const;
+  std::unique_ptr<client::Client> connect_admin() const;
+  // Registers `name` through the register operation as admin; returns its key.
+  std::string add_user(const std::string& name) const;
+
+  std::string log() const;
+  bool running();
+  // SIGTERM, then waits up to `limit`; returns the exit status (-1 if it had to SIGKILL).
+  int stop(std::chrono::milliseconds limit = std::chrono::seconds(15));
+  // SIGKILL, then reap.
+  void kill();
+
+  // Resident set size and open descriptors of the server, from /proc.
+  std::uint64_t rss_bytes() const;
+  std::size_t open_fds() const;
+
+ private:
+  TempDir dir_;
+  pid_t pid_ = -1;
+  std::uint16_t port_ = 0;
+  bool reaped_ = false;
+};
+
+struct RunResult {
+  int status = -1;
+  std::string output;  // stdout and stderr together
+};
+// Runs a program to completion (argv[0] is the binary), in `cwd` if given.
+RunResult run_program(const std::vector<std::string>& argv, const fs::path& cwd = {},
+                      const std::string& stdin_data = {});
+
+// A raw TCP connection for bytes no well-behaved client sends.
+class RawConnection {
+ public:
+  explicit RawConnection(std::uint16_t port);
+  ~RawConnection();
+  RawConnection(const RawConnection&) = delete;
+  RawConnection& operator=(const RawConnection&) = delete;
+
+  bool send(std::string_view bytes);
+  // Reads one frame; returns its header text, or nullopt on close or timeout.
+  std::optional<std::string> read_frame(
+      std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // The raw bytes of the next frame (length prefix included), or nullopt.
+  std::optional<std::string> read_frame_bytes(
+      std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // Reads exactly n payload bytes.
+  std::optional<std::string> read_exact(
+      std::size_t n, std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // True if the server closes the connection within `timeout` (any bytes are discarded).
+  bool closed_within(std::chrono::milliseconds timeout);
+  // Reads the challenge and authenticates; returns true on welcome.
+  bool authenticate(const std::string& user, const std::string& key);
+  // The challenge's nonce, once read (by authenticate or read_challenge).
+  std::string read_challenge();
+  int fd() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+};
+
+// A request header as JSON text.
+std::string request_json(std::uint64_t id, const std::string& operate,
+                         const std::string& args_json = "", std::uint64_t payload = 0);
+// Frame helper: length prefix + header.
+std::string frame_of(std::string_view header);
+
+}  // namespace ops::test
