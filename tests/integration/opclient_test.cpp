@@ -1,0 +1,738 @@
+// opclient end to end: the real binary against the real server (and, for what a correct
+// server never does, a scripted fake one). Every verb, pipes in and out, the exit status
+// of each error class, key sources, resume, and a 100 MiB round trip checked by SHA-256.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <rapidjson/document.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <random>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness/server_process.hpp"
+#include "opserver/client.hpp"
+#include "opserver/frame.hpp"
+#include "opserver/proof.hpp"
+
+extern char** environ;
+
+namespace ops::test {
+namespace {
+
+// --- running opclient ---
+
+struct CliRun {
+  int status = -1;
+  std::string out;
+  std::string err;
+};
+
+struct RunSpec {
+  std::vector<std::string> args;
+  std::map<std::string, std::string> env;  // OPS_* from the test's environment are dropped
+  std::string stdin_data;
+  std::string stdin_file;  // when set, stdin is this file instead of a pipe
+  fs::path cwd;
+};
+
+std::string drain(int fd) {
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+  }
+  return text;
+}
+
+CliRun run_opclient(const RunSpec& spec) {
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::strncmp(*e, "OPS_", 4) != 0) env_strings.emplace_back(*e);
+  }
+  for (const auto& [k, v] : spec.env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> argv_strings{OPS_CLIENT_BIN};
+  argv_strings.insert(argv_strings.end(), spec.args.begin(), spec.args.end());
+  std::vector<char*> argv;
+  for (auto& s : argv_strings) argv.push_back(s.data());
+  argv.push_back(nullptr);
+
+  int out_pipe[2], err_pipe[2], in_pipe[2];
+  EXPECT_EQ(::pipe2(out_pipe, O_CLOEXEC), 0);
+  EXPECT_EQ(::pipe2(err_pipe, O_CLOEXEC), 0);
+  EXPECT_EQ(::pipe2(in_pipe, O_CLOEXEC), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (!spec.stdin_file.empty()) {
+      int fd = ::open(spec.stdin_file.c_str(), O_RDONLY);
+      ::dup2(fd, 0);
+    } else {
+      ::dup2(in_pipe[0], 0);
+    }
+    ::dup2(out_pipe[1], 1);
+    ::dup2(err_pipe[1], 2);
+    if (!spec.cwd.empty() && ::chdir(spec.cwd.c_str()) != 0) ::_exit(126);
+    ::execve(argv[0], argv.data(), envp.data());
+    ::_exit(127);
+  }
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
+  ::close(in_pipe[0]);
+  std::thread feeder([&] {
+    std::size_t done = 0;
+    while (done < spec.stdin_data.size()) {
+      ssize_t n = ::write(in_pipe[1], spec.stdin_data.data() + done, spec.stdin_data.size() - done);
+      if (n <= 0) break;
+      done += static_cast<std::size_t>(n);
+    }
+    ::close(in_pipe[1]);
+  });
+  CliRun run;
+  std::thread err_reader([&] { run.err = drain(err_pipe[0]); });
+  run.out = drain(out_pipe[0]);
+  err_reader.join();
+  feeder.join();
+  ::close(out_pipe[0]);
+  ::close(err_pipe[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  run.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return run;
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_file(const fs::path& path, const std::string& data, mode_t mode = 0644) {
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << data;
+  }
+  ::chmod(path.c_str(), mode);
+}
+
+std::string sha256_of_file(const fs::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  auto digest = client::sha256_fd(fd);
+  ::close(fd);
+  return digest ? *digest : std::string();
+}
+
+rapidjson::Document json(const std::string& text) {
+  rapidjson::Document d;
+  d.Parse(text.c_str());
+  EXPECT_FALSE(d.HasParseError()) << text;
+  return d;
+}
+
+std::string ops_json_with(const std::string& upload_extra) {
+  return R"({
+  "plugin_dir": ")" +
+         std::string(OPS_PLUGIN_DIR) + R"(",
+  "operations": {
+    "upload": {"allow": ["*"])" +
+         upload_extra + R"(},
+    "download": {"allow": ["*"]},
+    "list": {"allow": ["*"]},
+    "register": {"allow": ["admin"]}
+  }
+})";
+}
+
+std::uint16_t closed_port() {
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(s);
+  return ntohs(addr.sin_port);
+}
+
+// --- a scripted fake server, for what the real one never does ---
+
+class FakeServer {
+ public:
+  explicit FakeServer(std::function<void(int)> script) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    ::listen(listen_fd_, 4);
+    socklen_t len = sizeof addr;
+    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this, script = std::move(script)] {
+      int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) return;
+      script(fd);
+      ::close(fd);
+    });
+  }
+  ~FakeServer() {
+    ::shutdown(listen_fd_, SHUT_RDWR);
+    thread_.join();
+    ::close(listen_fd_);
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  int listen_fd_ = -1;
+  std::uint16_t port_ = 0;
+  std::thread thread_;
+};
+
+bool read_n(int fd, void* data, std::size_t n) {
+  char* p = static_cast<char*>(data);
+  while (n > 0) {
+    pollfd pfd{fd, POLLIN, 0};
+    if (::poll(&pfd, 1, 10000) <= 0) return false;
+    ssize_t r = ::recv(fd, p, n, 0);
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+void send_all(int fd, const std::string& bytes) {
+  std::size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t w = ::send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (w <= 0) return;
+    off += static_cast<std::size_t>(w);
+  }
+}
+
+std::string fake_read_frame(int fd) {
+  unsigned char len[4];
+  if (!read_n(fd, len, 4)) return {};
+  std::string body(frame::decode_length(len), '\0');
+  if (!read_n(fd, body.data(), body.size())) return {};
+  return body;
+}
+
+constexpr const char* kFakeKey = "fake-key-for-opclient-tests";
+
+// §2 from the server's side; `server_key` may differ from the client's to fake a server
+// that does not know the key.
+bool fake_handshake(int fd, const std::string& server_key = kFakeKey) {
+  proof::Nonce nonce = proof::random_nonce();
+  send_all(fd, frame::encode(R"({"type":"challenge","protocol":"ops/1","nonce":")" +
+                             proof::to_hex(nonce) + R"(","mechanisms":["hmac-sha256"]})"));
+  auto auth = json(fake_read_frame(fd));
+  if (!auth.IsObject() || !auth.HasMember("cnonce")) return false;
+  auto cnonce = proof::from_hex<32>(auth["cnonce"].GetString());
+  const std::string user = auth["user"].GetString();
+  auto p = proof::server_proof(server_key, nonce, *cnonce, user);
+  send_all(fd, frame::encode(R"({"type":"welcome","user":")" + user + R"(","proof":")" +
+                             proof::to_hex(p) + R"(","server":"opserver/fake"})"));
+  return true;
+}
+
+std::map<std::string, std::string> fake_env(const FakeServer& server) {
+  return {{"OPS_SERVER", server.address()}, {"OPS_USER", "alice"}, {"OPS_KEY", kFakeKey}};
+}
+
+// --- the fixture: one real server for the suite ---
+
+class OpclientTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ServerOptions options;
+    // Room for the 100 MiB round trip; payload_too_large gets its own server.
+    options.ops_json = ops_json_with(R"(, "max_payload": 209715200)");
+    server_ = new ServerProcess(options);
+    keys_ = new TempDir();
+    alice_key_ = new std::string(server_->add_user("alice"));
+    write_file(keys_->path() / "alice.key", *alice_key_ + "\n", 0600);
+    write_file(keys_->path() / "admin.key", server_->admin_key() + "\n", 0600);
+  }
+  static void TearDownTestSuite() {
+    delete alice_key_;
+    delete keys_;
+    delete server_;
+  }
+
+  std::string server_address() const { return "127.0.0.1:" + std::to_string(server_->port()); }
+  std::map<std::string, std::string> alice_env() const {
+    return {{"OPS_SERVER", server_address()},
+            {"OPS_USER", "alice"},
+            {"OPS_KEY_FILE", (keys_->path() / "alice.key").string()}};
+  }
+  std::map<std::string, std::string> admin_env() const {
+    return {{"OPS_SERVER", server_address()},
+            {"OPS_USER", "admin"},
+            {"OPS_KEY_FILE", (keys_->path() / "admin.key").string()}};
+  }
+  CliRun alice(std::vector<std::string> args, std::string stdin_data = {}) const {
+    return run_opclient({std::move(args), alice_env(), std::move(stdin_data), {}, work_.path()});
+  }
+  CliRun admin(std::vector<std::string> args) const {
+    return run_opclient({std::move(args), admin_env(), {}, {}, work_.path()});
+  }
+  fs::path local(const std::string& name) const { return work_.path() / name; }
+
+  static ServerProcess* server_;
+  static TempDir* keys_;
+  static std::string* alice_key_;
+  TempDir work_;  // the current directory of each opclient run
+};
+
+ServerProcess* OpclientTest::server_ = nullptr;
+TempDir* OpclientTest::keys_ = nullptr;
+std::string* OpclientTest::alice_key_ = nullptr;
+
+#define EXPECT_EXIT_STATUS(run, expected) \
+  EXPECT_EQ((run).status, (expected)) << "stdout: " << (run).out << "\nstderr: " << (run).err
+
+// --- flags, help, usage ---
+
+TEST_F(OpclientTest, VersionAndHelp) {
+  CliRun v = alice({"--version"});
+  EXPECT_EXIT_STATUS(v, 0);
+  EXPECT_NE(v.out.find("opclient "), std::string::npos);
+
+  CliRun h = alice({"--help"});
+  EXPECT_EXIT_STATUS(h, 0);
+  EXPECT_NE(h.out.find("Exit status"), std::string::npos);
+  EXPECT_NE(h.out.find("OPS_KEY_FILE"), std::string::npos);
+  for (const char* verb : {"call", "describe", "upload", "download", "ls", "register"}) {
+    SCOPED_TRACE(verb);
+    CliRun sub = alice({verb, "--help"});
+    EXPECT_EXIT_STATUS(sub, 0);
+    EXPECT_NE(sub.out.find("Examples:"), std::string::npos);
+  }
+}
+
+TEST_F(OpclientTest, UsageErrorsExitTwo) {
+  EXPECT_EXIT_STATUS(alice({}), 2);
+  EXPECT_EXIT_STATUS(alice({"frobnicate"}), 2);
+  EXPECT_EXIT_STATUS(alice({"ls", "--no-such-flag"}), 2);
+  EXPECT_EXIT_STATUS(alice({"upload"}), 2);
+  EXPECT_EXIT_STATUS(alice({"upload", "-"}), 2);  // stdin needs a remote name
+  EXPECT_EXIT_STATUS(alice({"call", "list", "-a", "novalue"}), 2);
+  EXPECT_EXIT_STATUS(alice({"call", "list", "--args", "[1,2]"}), 2);
+  EXPECT_EXIT_STATUS(alice({"call", "list", "--args", R"({"a":1,"a":2})"}), 2);
+  EXPECT_EXIT_STATUS(alice({"ls", "--server", "host:notaport"}), 2);
+
+  CliRun no_user = run_opclient({{"ls"}, {{"OPS_SERVER", server_address()}, {"OPS_KEY", "k"}}});
+  EXPECT_EXIT_STATUS(no_user, 2);
+  EXPECT_NE(no_user.err.find("no user: use --user or OPS_USER"), std::string::npos);
+
+  CliRun no_key = run_opclient({{"ls"}, {{"OPS_SERVER", server_address()}, {"OPS_USER", "alice"}}});
+  EXPECT_EXIT_STATUS(no_key, 2);
+  EXPECT_NE(no_key.err.find("no key"), std::string::npos);
+
+  CliRun missing_key_file =
+      run_opclient({{"ls", "--key-file", "/nonexistent/key"}, {{"OPS_USER", "alice"}}});
+  EXPECT_EXIT_STATUS(missing_key_file, 2);
+}
+
+TEST_F(OpclientTest, KeySourcesAndOptionPlacement) {
+  // OPS_KEY in the environment.
+  CliRun env_key = run_opclient(
+      {{"ls"},
+       {{"OPS_SERVER", server_address()}, {"OPS_USER", "alice"}, {"OPS_KEY", *alice_key_}}});
+  EXPECT_EXIT_STATUS(env_key, 0);
+  // --key-file wins over a wrong OPS_KEY; connection options after the verb.
+  CliRun flag_key = run_opclient({{"ls", "--server", server_address(), "--user", "alice",
+                                   "--key-file", (keys_->path() / "alice.key").string()},
+                                  {{"OPS_KEY", "wrong"}}});
+  EXPECT_EXIT_STATUS(flag_key, 0);
+  // --user wins over OPS_USER.
+  CliRun flag_user = run_opclient({{"-u", "alice", "ls"},
+                                   {{"OPS_SERVER", server_address()},
+                                    {"OPS_USER", "admin"},
+                                    {"OPS_KEY_FILE", (keys_->path() / "alice.key").string()}}});
+  EXPECT_EXIT_STATUS(flag_user, 0);
+}
+
+// --- connection failures ---
+
+TEST_F(OpclientTest, UnreachableServerExitsThree) {
+  CliRun r = run_opclient({{"ls"},
+                           {{"OPS_SERVER", "127.0.0.1:" + std::to_string(closed_port())},
+                            {"OPS_USER", "alice"},
+                            {"OPS_KEY", "k"}}});
+  EXPECT_EXIT_STATUS(r, 3);
+  EXPECT_NE(r.err.find("opclient: connect_failed: cannot connect to 127.0.0.1:"), std::string::npos)
+      << r.err;
+  CliRun unknown = run_opclient(
+      {{"ls", "--server", "no-such-host.invalid:9000"}, {{"OPS_USER", "alice"}, {"OPS_KEY", "k"}}});
+  EXPECT_EXIT_STATUS(unknown, 3);
+}
+
+TEST_F(OpclientTest, WrongKeyExitsFour) {
+  CliRun r = run_opclient(
+      {{"ls"}, {{"OPS_SERVER", server_address()}, {"OPS_USER", "alice"}, {"OPS_KEY", "wrong"}}});
+  EXPECT_EXIT_STATUS(r, 4);
+  EXPECT_NE(r.err.find("opclient: auth_failed:"), std::string::npos) << r.err;
+  CliRun nobody = run_opclient(
+      {{"ls"}, {{"OPS_SERVER", server_address()}, {"OPS_USER", "nobody"}, {"OPS_KEY", "x"}}});
+  EXPECT_EXIT_STATUS(nobody, 4);
+}
+
+TEST_F(OpclientTest, WrongServerProofIsRefused) {
+  std::atomic<bool> sent_request{false};
+  CliRun r;
+  {
+    FakeServer fake([&](int fd) {
+      if (!fake_handshake(fd, "a key the server does not really know")) return;
+      sent_request = !fake_read_frame(fd).empty();  // the client must hang up instead
+    });
+    r = run_opclient({{"ls"}, fake_env(fake)});
+  }  // joins the fake server's thread
+  EXPECT_EXIT_STATUS(r, 4);
+  EXPECT_NE(r.err.find("opclient: server_proof_wrong:"), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty());
+  EXPECT_FALSE(sent_request);
+}
+
+TEST_F(OpclientTest, EveryServerErrorCodeHasItsExitStatus) {
+  for (ErrorCode code : kAllErrorCodes) {
+    const std::string name(wire_name(code));
+    SCOPED_TRACE(name);
+    FakeServer fake([&](int fd) {
+      if (!fake_handshake(fd)) return;
+      auto req = json(fake_read_frame(fd));
+      send_all(fd, frame::encode(R"({"id":)" + std::to_string(req["id"].GetUint64()) +
+                                 R"(,"ok":false,"error":{"code":")" + name +
+                                 R"(","message":"it went wrong"}})"));
+    });
+    CliRun r = run_opclient({{"call", "anything"}, fake_env(fake)});
+    const int expected = code == ErrorCode::auth_failed ? 4 : 10 + static_cast<int>(code);
+    EXPECT_EXIT_STATUS(r, expected);
+    EXPECT_EQ(r.err, "opclient: " + name + ": it went wrong\n");
+  }
+}
+
+TEST_F(OpclientTest, BrokenDownloadExitsFiveAndKeepsPartialOnlyWithContinue) {
+  for (bool resume : {false, true}) {
+    SCOPED_TRACE(resume ? "--continue" : "plain");
+    FakeServer fake([](int fd) {
+      if (!fake_handshake(fd)) return;
+      auto req = json(fake_read_frame(fd));
+      send_all(fd, frame::encode(R"({"id":)" + std::to_string(req["id"].GetUint64()) +
+                                 R"(,"ok":true,"result":{"path":"f","size":1000000,"offset":0,)"
+                                 R"("length":1000000},"payload":1000000})"));
+      send_all(fd, std::string(300000, 'p'));  // then hang up mid-payload
+    });
+    std::vector<std::string> args{"download", "f", "f.bin"};
+    if (resume) args.push_back("--continue");
+    CliRun r = run_opclient({args, fake_env(fake), {}, {}, work_.path()});
+    EXPECT_EXIT_STATUS(r, 5);
+    EXPECT_NE(r.err.find("opclient: connection_lost:"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(local("f.bin")));
+    if (resume) {
+      EXPECT_EQ(fs::file_size(local("f.bin.part")), 300000u);
+      EXPECT_NE(r.err.find("partial download kept"), std::string::npos);
+    } else {
+      EXPECT_FALSE(fs::exists(local("f.bin.part")));
+    }
+  }
+}
+
+TEST_F(OpclientTest, ProtocolViolationExitsFive) {
+  FakeServer fake([](int fd) {
+    if (!fake_handshake(fd)) return;
+    fake_read_frame(fd);
+    send_all(fd, frame::encode("not json at all"));
+  });
+  CliRun r = run_opclient({{"ls"}, fake_env(fake)});
+  EXPECT_EXIT_STATUS(r, 5);
+  EXPECT_NE(r.err.find("opclient: protocol_error:"), std::string::npos) << r.err;
+}
+
+// --- the verbs ---
+
+TEST_F(OpclientTest, Describe) {
+  CliRun table = alice({"describe"});
+  EXPECT_EXIT_STATUS(table, 0);
+  EXPECT_NE(table.out.find("OPERATION"), std::string::npos);
+  for (const char* op : {"upload", "download", "list"}) {
+    EXPECT_NE(table.out.find(op), std::string::npos) << op;
+  }
+  EXPECT_EQ(table.out.find("register"), std::string::npos);  // alice may not call it
+
+  CliRun as_json = alice({"describe", "--json"});
+  EXPECT_EXIT_STATUS(as_json, 0);
+  auto doc = json(as_json.out);
+  ASSERT_TRUE(doc.HasMember("operations"));
+  EXPECT_GE(doc["operations"].Size(), 3u);
+  EXPECT_EQ(std::count(as_json.out.begin(), as_json.out.end(), '\n'), 1);  // one line: no tty
+
+  CliRun one = alice({"describe", "upload"});
+  EXPECT_EXIT_STATUS(one, 0);
+  EXPECT_NE(one.out.find("payload: in"), std::string::npos);
+  EXPECT_NE(one.out.find("overwrite"), std::string::npos);
+
+  EXPECT_EXIT_STATUS(alice({"describe", "register"}), 14);
+  EXPECT_NE(admin({"describe"}).out.find("register"), std::string::npos);
+}
+
+TEST_F(OpclientTest, UploadLsDownload) {
+  write_file(local("hello.txt"), "hello, world\n");
+  CliRun up = alice({"upload", "hello.txt", "docs/"});
+  EXPECT_EXIT_STATUS(up, 0);
+  auto result = json(up.out);
+  EXPECT_STREQ(result["path"].GetString(), "docs/hello.txt");
+  EXPECT_EQ(result["size"].GetUint64(), 13u);
+  EXPECT_EQ(std::string(result["sha256"].GetString()), proof::sha256_hex("hello, world\n"));
+
+  CliRun again = alice({"upload", "hello.txt", "docs/hello.txt"});
+  EXPECT_EXIT_STATUS(again, 18);
+  EXPECT_NE(again.err.find("opclient: already_exists:"), std::string::npos);
+  EXPECT_NE(again.err.find("--overwrite"), std::string::npos);
+  EXPECT_EXIT_STATUS(alice({"upload", "hello.txt", "docs/hello.txt", "--overwrite"}), 0);
+
+  CliRun ls = alice({"ls"});
+  EXPECT_EXIT_STATUS(ls, 0);
+  EXPECT_NE(ls.out.find("docs/"), std::string::npos);
+  CliRun deep = alice({"ls", "docs", "-R"});
+  EXPECT_EXIT_STATUS(deep, 0);
+  EXPECT_NE(deep.out.find("13 "), std::string::npos);
+  EXPECT_NE(deep.out.find("hello.txt"), std::string::npos);
+  CliRun ls_json = alice({"ls", "-R", "--json"});
+  EXPECT_EXIT_STATUS(ls_json, 0);
+  EXPECT_TRUE(json(ls_json.out).HasMember("entries"));
+  EXPECT_EXIT_STATUS(alice({"ls", "no/such/dir"}), 17);
+
+  CliRun down = alice({"download", "docs/hello.txt"});
+  EXPECT_EXIT_STATUS(down, 0);
+  EXPECT_EQ(read_file(local("hello.txt")), "hello, world\n");
+  fs::create_directory(local("into"));
+  EXPECT_EXIT_STATUS(alice({"download", "docs/hello.txt", "into"}), 0);
+  EXPECT_EQ(read_file(local("into/hello.txt")), "hello, world\n");
+  EXPECT_FALSE(fs::exists(local("into/hello.txt.part")));
+
+  CliRun to_stdout = alice({"download", "docs/hello.txt", "-"});
+  EXPECT_EXIT_STATUS(to_stdout, 0);
+  EXPECT_EQ(to_stdout.out, "hello, world\n");  // nothing but the bytes
+
+  CliRun missing = alice({"download", "docs/nope.txt"});
+  EXPECT_EXIT_STATUS(missing, 17);
+  EXPECT_NE(missing.err.find("opclient: not_found:"), std::string::npos);
+  EXPECT_FALSE(fs::exists(local("nope.txt")));
+  EXPECT_FALSE(fs::exists(local("nope.txt.part")));
+
+  EXPECT_EXIT_STATUS(alice({"upload", "does-not-exist.txt"}), 1);
+  EXPECT_EXIT_STATUS(alice({"upload", "into"}), 1);  // a directory
+}
+
+TEST_F(OpclientTest, PipesInAndOut) {
+  std::string data(3 * 1024 * 1024 + 17, '\0');
+  std::mt19937 rng(7);
+  for (auto& c : data) c = static_cast<char>(rng());
+  CliRun up = alice({"upload", "-", "piped/data.bin"}, data);
+  EXPECT_EXIT_STATUS(up, 0);
+  EXPECT_EQ(std::string(json(up.out)["sha256"].GetString()), proof::sha256_hex(data));
+
+  CliRun call_in = alice({"call", "upload", "-a", "path=piped/call.bin", "--in", "-"}, data);
+  EXPECT_EXIT_STATUS(call_in, 0);
+  EXPECT_EQ(json(call_in.out)["size"].GetUint64(), data.size());
+
+  CliRun call_out = alice({"call", "download", "-a", "path=piped/call.bin", "--out", "-"});
+  EXPECT_EXIT_STATUS(call_out, 0);
+  EXPECT_TRUE(call_out.out == data) << "stdout carries exactly the payload";
+  EXPECT_EQ(json(call_out.err)["length"].GetUint64(), data.size());  // result on stderr
+
+  // stdin redirected from a regular file is sent without spooling.
+  write_file(local("in.bin"), data);
+  CliRun from_file = run_opclient({{"call", "upload", "-a", "path=piped/file.bin", "--in", "-"},
+                                   alice_env(),
+                                   {},
+                                   local("in.bin").string(),
+                                   work_.path()});
+  EXPECT_EXIT_STATUS(from_file, 0);
+  EXPECT_EQ(std::string(json(from_file.out)["sha256"].GetString()), proof::sha256_hex(data));
+
+  // --out FILE, and a payload without --out is skipped with a note.
+  EXPECT_EXIT_STATUS(alice({"call", "download", "-a", "path=piped/file.bin", "--out", "o.bin"}), 0);
+  EXPECT_TRUE(read_file(local("o.bin")) == data);
+  CliRun skipped = alice({"call", "download", "-a", "path=piped/file.bin"});
+  EXPECT_EXIT_STATUS(skipped, 0);
+  EXPECT_NE(skipped.err.find("discarded"), std::string::npos);
+  EXPECT_TRUE(json(skipped.out).HasMember("length"));
+}
+
+TEST_F(OpclientTest, CallArguments) {
+  ASSERT_EQ(alice({"upload", "-", "args/a.txt"}, "a").status, 0);
+  // -a values: JSON when they parse, else strings.
+  CliRun r = alice({"call", "list", "-a", "path=args", "-a", "recursive=true"});
+  EXPECT_EXIT_STATUS(r, 0);
+  auto doc = json(r.out);
+  EXPECT_EQ(doc["entries"].Size(), 1u);
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1);  // one line on a pipe
+
+  // -a overrides a member of --args.
+  EXPECT_EXIT_STATUS(alice({"call", "list", "--args", R"({"path":"nowhere"})", "-a", "path=args"}),
+                     0);
+  // recursive=maybe stays a string: the schema says boolean.
+  CliRun bad = alice({"call", "list", "-a", "recursive=maybe"});
+  EXPECT_EXIT_STATUS(bad, 16);
+  EXPECT_NE(bad.err.find("opclient: invalid_args:"), std::string::npos);
+  // A quoted number is a string.
+  EXPECT_EXIT_STATUS(alice({"call", "download", "-a", "path=args/a.txt", "-a", R"(offset="1")"}),
+                     16);
+  EXPECT_EXIT_STATUS(alice({"call", "download", "-a", "path=args/a.txt", "-a", "offset=1"}), 0);
+}
+
+TEST_F(OpclientTest, ExitStatusPerServerErrorClass) {
+  ASSERT_EQ(alice({"upload", "-", "cls/file"}, "x").status, 0);
+  write_file(local("x.txt"), "x");
+  EXPECT_EXIT_STATUS(alice({"call", "no_such_operation"}), 14);
+  EXPECT_EXIT_STATUS(alice({"register", "mallory"}), 15);
+  EXPECT_EXIT_STATUS(alice({"download", "../outside"}), 16);
+  EXPECT_EXIT_STATUS(alice({"download", "cls/missing"}), 17);
+  EXPECT_EXIT_STATUS(alice({"upload", "x.txt", "cls/file"}), 18);
+  EXPECT_EXIT_STATUS(alice({"upload", "x.txt", "cls/file/below"}), 19);
+  CliRun sum = alice({"call", "upload", "-a", "path=cls/sum", "-a",
+                      "sha256=" + std::string(64, '0'), "--in", "x.txt"});
+  EXPECT_EXIT_STATUS(sum, 21);
+  EXPECT_NE(sum.err.find("opclient: checksum_mismatch:"), std::string::npos);
+}
+
+TEST_F(OpclientTest, PayloadTooLargeExitsTwenty) {
+  ServerOptions options;
+  options.ops_json = ops_json_with(R"(, "max_payload": 1000)");
+  ServerProcess small(options);
+  write_file(local("big.bin"), std::string(5000, 'b'));
+  write_file(local("huge.bin"), std::string(100u << 20, 'h'));  // past the discard limit
+  write_file(local("k"), small.admin_key(), 0600);
+  for (const char* file : {"big.bin", "huge.bin"}) {
+    SCOPED_TRACE(file);
+    CliRun r = run_opclient({{"upload", file, "--quiet"},
+                             {{"OPS_SERVER", "127.0.0.1:" + std::to_string(small.port())},
+                              {"OPS_USER", "admin"},
+                              {"OPS_KEY_FILE", local("k").string()}},
+                             {},
+                             {},
+                             work_.path()});
+    EXPECT_EXIT_STATUS(r, 20);
+    EXPECT_NE(r.err.find("opclient: payload_too_large:"), std::string::npos) << r.err;
+  }
+}
+
+TEST_F(OpclientTest, RegisterPrintsTheKeyOnce) {
+  CliRun r = admin({"register", "bob"});
+  EXPECT_EXIT_STATUS(r, 0);
+  std::string key = r.out;
+  ASSERT_FALSE(key.empty());
+  key.pop_back();
+  EXPECT_TRUE(std::regex_match(key, std::regex("[0-9a-f]{64}"))) << r.out;
+  EXPECT_NE(r.err.find("only time"), std::string::npos);
+
+  CliRun as_bob = run_opclient(
+      {{"ls"}, {{"OPS_SERVER", server_address()}, {"OPS_USER", "bob"}, {"OPS_KEY", key}}});
+  EXPECT_EXIT_STATUS(as_bob, 0);
+
+  EXPECT_EXIT_STATUS(admin({"register", "bob"}), 18);
+  EXPECT_EXIT_STATUS(admin({"register", "Not A Name"}), 16);
+
+  CliRun to_file = admin({"register", "carol", "--key-file-out", local("carol.key").string()});
+  EXPECT_EXIT_STATUS(to_file, 0);
+  EXPECT_TRUE(to_file.out.empty());
+  struct stat st {};
+  ASSERT_EQ(::stat(local("carol.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  CliRun as_carol = run_opclient({{"ls"},
+                                  {{"OPS_SERVER", server_address()},
+                                   {"OPS_USER", "carol"},
+                                   {"OPS_KEY_FILE", local("carol.key").string()}}});
+  EXPECT_EXIT_STATUS(as_carol, 0);
+  // An existing key file is never overwritten, and nothing is registered then.
+  EXPECT_EXIT_STATUS(admin({"register", "dave", "--key-file-out", local("carol.key").string()}), 1);
+  EXPECT_EXIT_STATUS(admin({"register", "dave"}), 0);
+}
+
+TEST_F(OpclientTest, DownloadContinueResumes) {
+  std::string data(2 * 1024 * 1024 + 5, '\0');
+  std::mt19937 rng(11);
+  for (auto& c : data) c = static_cast<char>(rng());
+  ASSERT_EQ(alice({"upload", "-", "resume/file.bin"}, data).status, 0);
+
+  // A partial LOCAL.part from an interrupted run.
+  write_file(local("file.bin.part"), data.substr(0, 1000000));
+  CliRun r = alice({"download", "resume/file.bin", "--continue"});
+  EXPECT_EXIT_STATUS(r, 0);
+  EXPECT_EQ(json(r.out)["offset"].GetUint64(), 1000000u);
+  EXPECT_TRUE(read_file(local("file.bin")) == data);
+  EXPECT_FALSE(fs::exists(local("file.bin.part")));
+
+  // A partial file under the final name.
+  write_file(local("other.bin"), data.substr(0, 12345));
+  EXPECT_EXIT_STATUS(alice({"download", "resume/file.bin", "other.bin", "-c"}), 0);
+  EXPECT_TRUE(read_file(local("other.bin")) == data);
+
+  // Already complete: nothing more to fetch.
+  EXPECT_EXIT_STATUS(alice({"download", "resume/file.bin", "other.bin", "-c"}), 0);
+  EXPECT_TRUE(read_file(local("other.bin")) == data);
+
+  // Without --continue a stale .part is replaced, not appended to.
+  write_file(local("fresh.bin.part"), "stale");
+  EXPECT_EXIT_STATUS(alice({"download", "resume/file.bin", "fresh.bin"}), 0);
+  EXPECT_TRUE(read_file(local("fresh.bin")) == data);
+
+  // A local partial longer than the remote file is invalid_args, with a hint.
+  write_file(local("long.bin"), data + "extra");
+  CliRun too_long = alice({"download", "resume/file.bin", "long.bin", "--continue"});
+  EXPECT_EXIT_STATUS(too_long, 16);
+  EXPECT_NE(too_long.err.find("--continue"), std::string::npos);
+}
+
+TEST_F(OpclientTest, HundredMebibyteRoundTripBySha256) {
+  const std::uint64_t size = 100u << 20;
+  {
+    std::ofstream out(local("big.bin"), std::ios::binary);
+    std::mt19937_64 rng(2024);
+    std::vector<std::uint64_t> block(1 << 17);  // 1 MiB
+    for (std::uint64_t done = 0; done < size; done += 1 << 20) {
+      for (auto& w : block) w = rng();
+      out.write(reinterpret_cast<const char*>(block.data()), 1 << 20);
+    }
+  }
+  const std::string digest = sha256_of_file(local("big.bin"));
+  CliRun up = alice({"upload", "big.bin", "large/big.bin"});
+  EXPECT_EXIT_STATUS(up, 0);
+  auto result = json(up.out);
+  EXPECT_EQ(result["size"].GetUint64(), size);
+  EXPECT_EQ(std::string(result["sha256"].GetString()), digest);
+
+  CliRun down = alice({"download", "large/big.bin", "copy.bin"});
+  EXPECT_EXIT_STATUS(down, 0);
+  EXPECT_EQ(fs::file_size(local("copy.bin")), size);
+  EXPECT_EQ(sha256_of_file(local("copy.bin")), digest);
+  // The server's stored copy, seen from outside.
+  EXPECT_EQ(sha256_of_file(server_->storage_dir() / "alice" / "large" / "big.bin"), digest);
+}
+
+}  // namespace
+}  // namespace ops::test
