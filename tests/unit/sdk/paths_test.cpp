@@ -9,12 +9,14 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <stdio.h>  // renameat2
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdlib>
@@ -23,6 +25,7 @@
 #include <functional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -309,6 +312,55 @@ TEST_F(Beneath, ConfinesWithTheComponentWalk) {
   EXPECT_EQ(rc, 0);
   EXPECT_TRUE(fs::is_directory(root_path_ / "w1" / "w2" / "w3"));
   EXPECT_TRUE(outside_names() == std::vector<std::string>{"secret.txt"});
+}
+
+// "d" flips between a real directory and a symlink to the outside while we open through
+// it: with either resolver nothing outside is ever opened or created. Returns 0 if so.
+int swap_race(int root, const fs::path& root_path, const fs::path& outside) {
+  fs::create_directories(root_path / "d");
+  std::ofstream(root_path / "d" / "x") << "inside";
+  std::ofstream(outside / "x") << "outside";
+  fs::create_directory_symlink(outside, root_path / "swap");
+  std::atomic<bool> stop{false};
+  std::thread flipper([&] {
+    while (!stop) ::renameat2(root, "d", root, "swap", RENAME_EXCHANGE);
+  });
+  int bad = 0, opened = 0, refused = 0;
+  for (int i = 0; i < 20000; ++i) {
+    auto f = open_beneath(root, "d/x", O_RDONLY);
+    if (f.ok()) {
+      ++opened;
+      char buf[16] = {};
+      if (::pread(f->get(), buf, sizeof buf - 1, 0) != 6 || std::string(buf) != "inside") ++bad;
+    } else {
+      ++refused;
+    }
+    auto created = open_beneath(root, "d/new" + std::to_string(i % 50), O_WRONLY | O_CREAT, 0600);
+    auto dir = open_dir_beneath(root, "d/sub", true);
+    (void)created;
+    (void)dir;
+  }
+  stop = true;
+  flipper.join();
+  std::size_t outside_entries = 0;
+  for (const auto& e : fs::directory_iterator(outside)) {
+    (void)e;
+    ++outside_entries;
+  }
+  // outside holds secret.txt and x only.
+  if (outside_entries != 2) bad += 1000;
+  if (opened == 0 || refused == 0) bad += 10000;  // the race did not happen
+  return bad == 0 ? 0 : 1;
+}
+
+TEST_F(Beneath, SwapRaceWithOpenat2) {
+  EXPECT_EQ(swap_race(root_, root_path_, outside_), 0);
+}
+
+TEST_F(Beneath, SwapRaceWithTheComponentWalk) {
+  EXPECT_EQ(run_without_openat2([&] { return swap_race(root_, root_path_, outside_); }), 0);
+  std::size_t outside_entries = std::distance(fs::directory_iterator(outside_), {});
+  EXPECT_EQ(outside_entries, 2u);
 }
 
 TEST_F(Beneath, CreatesMissingDirectories) {
