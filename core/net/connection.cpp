@@ -40,11 +40,14 @@ void Connection::consume(std::size_t n) noexcept {
   if (begin_ == end_) begin_ = end_ = 0;
 }
 
-void Connection::release_idle_buffer() noexcept {
-  if (buffered() == 0 && buf_.capacity() > kReadChunk) {
-    std::vector<unsigned char>().swap(buf_);
-    begin_ = end_ = 0;
-  }
+asio::awaitable<Status> Connection::wait_idle() {
+  if (buffered() > 0) co_return ok_status();
+  std::vector<unsigned char>().swap(buf_);
+  begin_ = end_ = 0;
+  if (out_.empty()) std::string().swap(out_);
+  auto [ec] = co_await socket_.async_wait(asio::socket_base::wait_read, kAwaitTuple);
+  if (ec) co_return fail(ErrorCode::unavailable, ec.message());
+  co_return ok_status();
 }
 
 void Connection::make_room(std::size_t n) {

@@ -38,8 +38,9 @@ class Connection {
   std::size_t buffered() const noexcept { return end_ - begin_; }
   const unsigned char* data() const noexcept { return buf_.data() + begin_; }
   void consume(std::size_t n) noexcept;
-  // Gives back a large read buffer while the connection waits idle.
-  void release_idle_buffer() noexcept;
+  // Waits until the socket is readable with no buffer held, then frees the buffers:
+  // an idle connection costs its socket and little else.
+  boost::asio::awaitable<Status> wait_idle();
 
   void append(std::string_view bytes) { out_.append(bytes); }
   std::size_t pending_output() const noexcept { return out_.size(); }

@@ -161,6 +161,10 @@ asio::awaitable<void> Session::run() {
       if (stop_requested_) break;
       idle_ = true;
       set_deadline(Clock::now() + ctx_.config.idle_timeout);
+      if (Status st = co_await connection_.wait_idle(); !st) {
+        if (timed_out_) spdlog::info("conn {} user={} closed: idle timeout", peer_, user_);
+        break;
+      }
       Result<Header> header = co_await read_frame(ctx_.config.max_frame);
       idle_ = false;
       if (!header) {
