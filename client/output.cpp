@@ -31,7 +31,6 @@ std::string format_json(std::string_view json, bool pretty) {
   if (pretty) {
     rapidjson::PrettyWriter<rapidjson::StringBuffer> writer(buffer);
     writer.SetIndent(' ', 2);
-    writer.SetFormatOptions(rapidjson::kFormatSingleLineArray);
     doc.Accept(writer);
   } else {
     rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
