@@ -299,6 +299,34 @@ TEST_F(Operations, DownloadRanges) {
   EXPECT_EQ(download(c(), "digits", ",\"offset\":5,\"length\":1").payload, "5");
 }
 
+// A file that shrinks while it is being sent: the server closes the connection rather
+// than send filler or a wrong count (§3), and the next connection works.
+TEST_F(Operations, FileThatShrinksMidDownloadClosesTheConnection) {
+  const std::size_t size = 64u << 20;
+  ASSERT_TRUE(upload(c(), "shrink.bin", std::string(size, 's')).ok);
+  auto r = c().call("download", R"({"path":"shrink.bin"})");
+  ASSERT_TRUE(r.ok() && r->ok);
+  ASSERT_EQ(r->payload_size, size);
+  std::string chunk(1 << 20, '\0');
+  ASSERT_TRUE(c().read_payload(chunk.data(), chunk.size()).ok());
+  fs::resize_file(home() / "shrink.bin", 2u << 20);
+  std::uint64_t got = chunk.size();
+  bool failed = false;
+  while (got < size) {
+    if (!c().read_payload(chunk.data(), chunk.size()).ok()) {
+      failed = true;
+      break;
+    }
+    EXPECT_EQ(chunk.find_first_not_of('s'), std::string::npos) << "filler sent at " << got;
+    got += chunk.size();
+  }
+  EXPECT_TRUE(failed) << "all " << size << " bytes arrived from a 2 MiB file";
+  EXPECT_TRUE(c().broken());
+  auto again = server_->connect(user_, key_);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(download(*again, "shrink.bin", ",\"length\":3").payload, "sss");
+}
+
 // ---------------------------------------------------------------------------------------
 // list
 

@@ -431,4 +431,71 @@ TEST_F(PluginsDirect, LinkFallbackStillLetsExactlyOneCreatorWin) {
   EXPECT_EQ(fs::hard_link_count(base_ / "alice/linked/f"), 1u);
 }
 
+// Runs `body` in a child process where syscall `nr` fails with `err` (for write: only on
+// descriptors above 2, so the test's own output still works); returns the exit status.
+int run_with_failing_syscall(long nr, int err, const std::function<int()>& body) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    const bool fd_filter = nr == SYS_write;
+    std::vector<sock_filter> f = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<std::uint32_t>(nr), 0,
+                 static_cast<unsigned char>(fd_filter ? 3 : 1)),
+    };
+    if (fd_filter) {
+      f.push_back(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[0])));
+      f.push_back(BPF_JUMP(BPF_JMP | BPF_JGT | BPF_K, 2, 0, 1));
+    }
+    f.push_back(BPF_STMT(BPF_RET | BPF_K,
+                         SECCOMP_RET_ERRNO | (static_cast<std::uint32_t>(err) & SECCOMP_RET_DATA)));
+    f.push_back(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+    sock_fprog prog{static_cast<unsigned short>(f.size()), f.data()};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) ::_exit(100);
+    if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) ::_exit(101);
+    ::_exit(body());
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 200;
+}
+
+// ENOSPC from fallocate (the early reservation) or from write, and EIO from fsync: the
+// upload fails with the right code, no temporary file or new directory is left, and an
+// existing file is untouched. A failed fsync is never reported as success (fsyncgate).
+TEST_F(PluginsDirect, StorageFailuresLeaveNothingBehind) {
+  std::ofstream(base_ / "alice/old") << "old";
+  struct Case {
+    const char* name;
+    long nr;
+    int err;
+    int code;
+  };
+  for (const Case& k : {Case{"fallocate ENOSPC", SYS_fallocate, ENOSPC, OPS_UNAVAILABLE},
+                        Case{"write ENOSPC", SYS_write, ENOSPC, OPS_UNAVAILABLE},
+                        Case{"write EIO", SYS_write, EIO, OPS_INTERNAL},
+                        Case{"fsync EIO", SYS_fsync, EIO, OPS_INTERNAL}}) {
+    SCOPED_TRACE(k.name);
+    int rc = run_with_failing_syscall(k.nr, k.err, [&] {
+      const std::string body(3 << 20, 'b');
+      int r1, r2;
+      auto a = upload(R"({"path":"new/dir/f"})", body, &r1);
+      auto b = upload(R"({"path":"old","overwrite":true})", body, &r2);
+      if (r1 != k.code || r2 != k.code) {
+        std::fprintf(stderr, "%s: got %d (%s) and %d (%s)\n", k.name, r1, a.message.c_str(), r2,
+                     b.message.c_str());
+        return 1;
+      }
+      if (k.err == ENOSPC && a.message != "no space left") return 2;
+      return 0;
+    });
+    EXPECT_EQ(rc, 0);
+    EXPECT_TRUE(scratch_empty());
+    EXPECT_FALSE(fs::exists(base_ / "alice/new"));
+    EXPECT_EQ(read(base_ / "alice/old"), "old");
+  }
+}
+
 }  // namespace
