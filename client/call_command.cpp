@@ -84,7 +84,7 @@ int run_call(const ConnectionFlags& conn, const CallFlags& flags) {
   if (!client) return status;
 
   const std::uint64_t in_size = flags.in.empty() ? 0 : input.size();
-  ProgressBar up("upload  ", in_size, conn.output);
+  ProgressBar up("send    ", in_size, conn.output);
   auto response = client->call_fd(flags.operation, args, input.fd(), in_size,
                                   up.enabled() ? up.callback() : client::Progress{});
   if (!response) {
@@ -102,7 +102,7 @@ int run_call(const ConnectionFlags& conn, const CallFlags& flags) {
         return report(s.error(), client->last_failure());
       }
     } else {
-      ProgressBar down("download", response->payload_size, conn.output);
+      ProgressBar down("receive ", response->payload_size, conn.output);
       Status s = client->read_payload_to_fd(output.fd(), response->payload_size,
                                             down.enabled() ? down.callback() : client::Progress{});
       if (!s) {

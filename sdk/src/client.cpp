@@ -301,8 +301,8 @@ Status validate_object(std::string_view json, int max_depth) {
                                              std::to_string(result.Offset()) + ": " +
                                              rapidjson::GetParseError_En(result.Code()));
   }
-  // The reader accepts a scalar root: the handler only refuses scalars inside nothing when
-  // they are reached, which covers every root but an object.
+  // A scalar or array root never gets here: the handler refuses anything but an object at
+  // depth 0.
   return ok_status();
 }
 
@@ -802,6 +802,13 @@ Result<Response> Client::read_response() {
   }
   r.header_json = std::move(*text);
   in_pending_ = r.payload_size;
+  if (!r.ok && is_fatal(r.error.code) && !broken_) {
+    // §3: the server closes after these. The answer itself is still returned, and
+    // last_failure() stays none: it was the server that spoke.
+    broken_ = true;
+    broken_error_ = Error{r.error.code, "the server closed the connection after " +
+                                            std::string(wire_name(r.error.code))};
+  }
   return r;
 }
 

@@ -442,6 +442,24 @@ TEST(ClientRequests, OutOfOrderAnswerIsAProtocolFailure) {
   EXPECT_FALSE(client.send_request("list", ""));  // unusable from now on
 }
 
+TEST(ClientRequests, FatalErrorIsReturnedThenTheConnectionIsUnusable) {
+  FakeServer server([](int fd) {
+    ASSERT_TRUE(serve_handshake(fd));
+    parse(read_frame(fd));
+    write_frame(fd, R"({"id":null,"ok":false,"error":{"code":"bad_frame","message":"bad"}})");
+  });
+  auto c = Client::connect(options_for(server));
+  ASSERT_TRUE(c);
+  auto r = (*c)->call("list", "{}");
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_FALSE(r->ok);
+  EXPECT_FALSE(r->has_id);
+  EXPECT_EQ(r->error.code, ErrorCode::bad_frame);
+  EXPECT_EQ((*c)->last_failure(), Failure::none);
+  EXPECT_TRUE((*c)->broken());
+  EXPECT_FALSE((*c)->call("list", "{}"));
+}
+
 TEST(ClientRequests, UnreadPayloadIsSkippedByTheNextRead) {
   FakeServer server([](int fd) {
     ASSERT_TRUE(serve_handshake(fd));
