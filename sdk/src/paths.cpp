@@ -194,6 +194,19 @@ bool may_create(int flags) {
   return (flags & O_CREAT) || ((flags & O_TMPFILE) == O_TMPFILE);
 }
 
+// Older container seccomp profiles answer unknown syscalls with EPERM, not ENOSYS. Tell
+// that apart from a real EPERM on one file by asking for the plainest openat2 there is.
+bool openat2_blocked(int root) {
+  open_how how{};
+  how.flags = O_PATH | O_CLOEXEC;
+  long fd = ::syscall(SYS_openat2, root, ".", &how, sizeof(how));
+  if (fd >= 0) {
+    ::close(static_cast<int>(fd));
+    return false;
+  }
+  return errno == EPERM || errno == ENOSYS;
+}
+
 // Returns an fd, -1 with errno set, or -2 when openat2 is unavailable.
 int open_with_openat2(int root, const std::string& path, int flags, mode_t mode) {
   if (g_openat2_missing.load(std::memory_order_relaxed)) return -2;
@@ -205,7 +218,7 @@ int open_with_openat2(int root, const std::string& path, int flags, mode_t mode)
     long fd = ::syscall(SYS_openat2, root, path.c_str(), &how, sizeof(how));
     if (fd >= 0) return static_cast<int>(fd);
     int err = errno;
-    if (err == ENOSYS) {
+    if (err == ENOSYS || (err == EPERM && openat2_blocked(root))) {
       g_openat2_missing.store(true, std::memory_order_relaxed);
       return -2;
     }

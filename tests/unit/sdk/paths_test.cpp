@@ -170,7 +170,7 @@ TEST(ErrorFromErrno, MapsToProtocolCodes) {
 //   root/file.txt, root/sub/inner.txt, root/sub/deeper/
 //   root/link_dir -> <outside>   root/link_file -> <outside>/secret.txt
 //   root/sub/up -> ..            root/rel_link -> file.txt
-int run_without_openat2(const std::function<int()>& body);
+int run_without_openat2(const std::function<int()>& body, int err = ENOSYS);
 
 class Beneath : public ::testing::Test {
  protected:
@@ -275,8 +275,9 @@ TEST_F(Beneath, ConfinesWithOpenat2) {
 }
 
 // Runs `body` in a child process in which openat2 fails with ENOSYS, as on kernels before
-// 5.6; returns the child's exit status.
-int run_without_openat2(const std::function<int()>& body) {
+// 5.6, or with EPERM, as under older container seccomp profiles; returns the child's exit
+// status.
+int run_without_openat2(const std::function<int()>& body, int err) {
   pid_t pid = ::fork();
   if (pid == 0) {
     sock_filter filter[] = {
@@ -285,18 +286,33 @@ int run_without_openat2(const std::function<int()>& body) {
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat2, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K,
+                 SECCOMP_RET_ERRNO | (static_cast<std::uint32_t>(err) & SECCOMP_RET_DATA)),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
     sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) ::_exit(100);
     if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) ::_exit(101);
-    if (::syscall(SYS_openat2, AT_FDCWD, ".", nullptr, 0) != -1 || errno != ENOSYS) ::_exit(102);
+    if (::syscall(SYS_openat2, AT_FDCWD, ".", nullptr, 0) != -1 || errno != err) ::_exit(102);
     ::_exit(body());
   }
   int status = 0;
   ::waitpid(pid, &status, 0);
   return WIFEXITED(status) ? WEXITSTATUS(status) : 200;
+}
+
+TEST_F(Beneath, FallsBackWhenSeccompAnswersEperm) {
+  int rc = run_without_openat2(
+      [&] {
+        std::string failures = confinement_failures();
+        if (!failures.empty()) {
+          std::fprintf(stderr, "walk (EPERM): %s\n", failures.c_str());
+          return 1;
+        }
+        return 0;
+      },
+      EPERM);
+  EXPECT_EQ(rc, 0);
 }
 
 TEST_F(Beneath, ConfinesWithTheComponentWalk) {
