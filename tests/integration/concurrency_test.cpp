@@ -120,17 +120,18 @@ TEST_F(Concurrency, DownloadsDuringOverwritesSeeOldOrNewNeverAMix) {
   auto writer = server_->connect("carol", *key_);
   ASSERT_TRUE(upload(*writer, "flip.bin", a, ",\"overwrite\":true").ok);
 
-  std::atomic<bool> stop{false};
+  std::atomic<bool> stop{false}, writer_done{false};
   std::atomic<int> writes{0};
   std::thread w([&] {
     for (int i = 0; !stop.load(); ++i) {
       auto r = upload(*writer, "flip.bin", i % 2 ? a : b, ",\"overwrite\":true");
       if (!r.ok) {
         ADD_FAILURE() << r.code << " " << r.message;
-        return;
+        break;
       }
       writes.fetch_add(1);
     }
+    writer_done = true;
   });
   constexpr int kReaders = 3;
   std::vector<std::thread> readers;
@@ -138,7 +139,7 @@ TEST_F(Concurrency, DownloadsDuringOverwritesSeeOldOrNewNeverAMix) {
   for (int r = 0; r < kReaders; ++r) {
     readers.emplace_back([&] {
       auto c = server_->connect("carol", *key_);
-      while (writes.load() < 20) {
+      while (writes.load() < 20 && !writer_done.load()) {
         auto d = download(*c, "flip.bin");
         if (!d.ok || (d.payload != a && d.payload != b)) bad.fetch_add(1);
         reads.fetch_add(1);
