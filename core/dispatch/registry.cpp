@@ -153,6 +153,7 @@ std::string explain(const Operation& op, const rapidjson::Value& args,
 }  // namespace
 
 Status validate_args(const Operation& op, const rapidjson::Value& args) {
+  std::lock_guard lock(*op.schema_mutex);
   rapidjson::SchemaValidator validator(*op.schema);
   if (args.Accept(validator)) return ok_status();
   return fail(ErrorCode::invalid_args, explain(op, args, validator));

@@ -8,6 +8,7 @@
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,10 @@ struct Operation {
   OperationPolicy policy;
   std::shared_ptr<rapidjson::Document> schema_doc;  // outlives `schema`, which points into it
   std::shared_ptr<rapidjson::SchemaDocument> schema;
+  // RapidJSON 1.1's regex keeps its search state inside the compiled schema, so a schema
+  // with "pattern" must not be used by two threads at once (seen: assertion failures
+  // under 50 concurrent registrations). Validation is short; a lock costs little.
+  std::shared_ptr<std::mutex> schema_mutex = std::make_shared<std::mutex>();
   LoadedOperation source;  // keeps the .so loaded
 };
 
