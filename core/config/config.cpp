@@ -189,7 +189,9 @@ Status load_operations(const ConfigFile& file, Config& config) {
       return file.error_at(pointer, "operation \"" + name + "\" must be an object");
     }
     ObjectReader op(file, it->value, pointer);
-    if (Status st = op.check_known({"allow", "max_payload", "settings"}); !st) return st;
+    if (Status st = op.check_known({"allow", "max_payload", "timeout_ms", "settings"}); !st) {
+      return st;
+    }
     OperationPolicy policy;
     const rapidjson::Value* allow = op.find("allow");
     if (!allow) {
@@ -214,6 +216,11 @@ Status load_operations(const ConfigFile& file, Config& config) {
       (void)max;
       policy.max_payload = value;
     }
+    if (op.find("timeout_ms")) {
+      std::chrono::milliseconds timeout{0};
+      if (Status st = op.millis("timeout_ms", timeout, 1); !st) return st;
+      policy.timeout = timeout;
+    }
     if (const rapidjson::Value* settings = op.find("settings")) {
       if (!settings->IsObject()) return op.bad("settings", "must be an object");
       policy.settings_json = to_json(*settings);
@@ -232,11 +239,11 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
   if (Status st = file.load(); !st) return st.error();
 
   ObjectReader r(file, file.doc(), "");
-  if (Status st = r.check_known({"listen", "storage_dir", "state_dir", "ops_config", "io_threads",
-                                 "worker_threads", "max_frame", "max_auth_frame",
-                                 "max_unauthenticated", "max_connections", "discard_limit",
-                                 "output_buffer", "handshake_timeout_ms", "idle_timeout_ms",
-                                 "payload_timeout_ms", "shutdown_grace_ms", "log_level"});
+  if (Status st = r.check_known(
+          {"listen", "storage_dir", "state_dir", "ops_config", "io_threads", "worker_threads",
+           "max_frame", "max_auth_frame", "max_unauthenticated", "max_connections", "discard_limit",
+           "output_buffer", "handshake_timeout_ms", "idle_timeout_ms", "payload_timeout_ms",
+           "shutdown_grace_ms", "operation_timeout_ms", "log_level"});
       !st) {
     return st.error();
   }
@@ -260,6 +267,7 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
       r.millis("idle_timeout_ms", config.idle_timeout, 1),
       r.millis("payload_timeout_ms", config.payload_timeout, 1),
       r.millis("shutdown_grace_ms", config.shutdown_grace, 0),
+      r.millis("operation_timeout_ms", config.operation_timeout, 1),
       r.string("log_level", config.log_level),
   };
   for (Status& st : checks) {

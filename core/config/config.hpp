@@ -19,6 +19,9 @@ struct OperationPolicy {
   std::vector<std::string> allow;            // user names; "*" means everyone
   std::optional<std::uint64_t> max_payload;  // request payload limit for this operation
   std::string settings_json = "{}";          // the plugin's own "settings" object
+  // How long a handler may run before it has touched the connection; then the request
+  // is answered `timeout`. Unset: the server's operation_timeout.
+  std::optional<std::chrono::milliseconds> timeout;
 
   bool allows(std::string_view user) const;
 };
@@ -47,6 +50,7 @@ struct Config {
   std::chrono::milliseconds idle_timeout{300000};      // §7
   std::chrono::milliseconds payload_timeout{60000};    // §7
   std::chrono::milliseconds shutdown_grace{10000};
+  std::chrono::milliseconds operation_timeout{300000};
 
   std::string log_level = "info";
 

@@ -27,23 +27,6 @@ namespace {
 
 constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
 
-// Runs `work` on the worker pool and resumes the calling coroutine on its own executor
-// (the session's strand) with the result. Handlers may block; I/O threads never do.
-template <class Work>
-asio::awaitable<int> run_on_workers(asio::thread_pool& pool, Work work) {
-  co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(int)>(
-      [&pool, work = std::move(work)](auto handler) mutable {
-        asio::post(pool, [work = std::move(work), handler = std::move(handler)]() mutable {
-          int result = work();
-          auto executor = asio::get_associated_executor(handler);
-          asio::post(executor, [handler = std::move(handler), result]() mutable {
-            std::move(handler)(result);
-          });
-        });
-      },
-      asio::use_awaitable);
-}
-
 std::string to_json(const rapidjson::Value& value) {
   rapidjson::StringBuffer buffer;
   rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
@@ -297,10 +280,27 @@ asio::awaitable<bool> Session::serve(Header& header) {
   co_return keep;
 }
 
+namespace {
+
+// A handler call that may outlive the session's wait for it (operation timeout): the
+// worker keeps it alive until the handler returns.
+struct PendingCall {
+  explicit PendingCall(const asio::any_io_executor& executor) : timer(executor) {}
+  ops_call call;
+  std::string args_json;
+  asio::steady_timer timer;  // fires at the operation deadline, cancelled on completion
+  bool done = false;         // strand only
+  int code = OPS_INTERNAL;   // strand only, once done
+};
+
+}  // namespace
+
 asio::awaitable<bool> Session::call_plugin(const Operation& op, std::uint64_t id,
                                            std::string args_json, std::uint64_t payload,
                                            std::optional<Error>& outcome, std::uint64_t& bytes) {
-  ops_call call;
+  auto executor = connection_.socket().get_executor();
+  auto pending = std::make_shared<PendingCall>(executor);
+  ops_call& call = pending->call;
   call.connection = &connection_;
   call.op = &op;
   call.users = &ctx_.users;
@@ -317,13 +317,46 @@ asio::awaitable<bool> Session::call_plugin(const Operation& op, std::uint64_t id
     answer_error(id, *outcome);
     co_return co_await discard(payload);
   }
+  pending->args_json = std::move(args_json);
 
-  // The watchdog stands aside: the handler's I/O has its own no-progress limit.
+  // The watchdog stands aside: the handler's I/O has its own no-progress limit, and the
+  // operation deadline below covers a handler that never starts any.
   deadline_ = Clock::time_point::max();
-  int code = co_await run_on_workers(ctx_.workers, [&call, &op, &args_json]() {
-    return op.handler(host_vtable(), &call, args_json.data(), args_json.size());
+  const auto op_deadline = Clock::now() + op.policy.timeout.value_or(ctx_.config.operation_timeout);
+  pending->timer.expires_at(op_deadline);
+  asio::post(ctx_.workers, [pending, executor, handler = op.handler] {
+    int code = handler(host_vtable(), &pending->call, pending->args_json.data(),
+                       pending->args_json.size());
+    asio::post(executor, [pending, code] {
+      pending->done = true;
+      pending->code = code;
+      pending->timer.cancel();
+    });
   });
-  ::close(call.user_dir_fd);
+
+  while (!pending->done) {
+    co_await pending->timer.async_wait(kAwaitTuple);
+    if (pending->done || Clock::now() < op_deadline) continue;
+    std::unique_lock lock(call.guard);
+    if (call.io_started) {
+      // Payload I/O is under way and bounded by its stall limit: wait for the handler.
+      pending->timer.expires_at(Clock::time_point::max());
+      continue;
+    }
+    // The handler has not touched the connection: answer for it and move on. It keeps
+    // its worker thread until it returns; whatever it does later is dropped.
+    call.abandoned = true;
+    lock.unlock();
+    spdlog::warn("op={} user={} id={}: no answer within {} ms, answered timeout", op.name, user_,
+                 id,
+                 std::chrono::duration_cast<std::chrono::milliseconds>(
+                     op.policy.timeout.value_or(ctx_.config.operation_timeout))
+                     .count());
+    outcome = Error{ErrorCode::timeout, op.name + " did not finish in time"};
+    answer_error(id, *outcome);
+    co_return co_await discard(payload);
+  }
+  const int code = pending->code;
   bytes = call.bytes_in + call.bytes_out;
 
   if (code != OPS_OK && !call.error) {

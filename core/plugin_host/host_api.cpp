@@ -2,12 +2,17 @@
 
 #include <rapidjson/document.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include "auth/user_store.hpp"
 #include "dispatch/registry.hpp"
 #include "net/connection.hpp"
 #include "proto/messages.hpp"
 #include "proto/strict_json.hpp"
+
+ops_call::~ops_call() {
+  if (user_dir_fd >= 0) ::close(user_dir_fd);
+}
 
 namespace ops::core {
 
@@ -72,8 +77,16 @@ uint64_t host_payload_size(ops_call* call) {
   return call->payload_total;
 }
 
+// Claims the connection for the handler; false once the session has given up on it.
+bool begin_io(ops_call* call) {
+  std::lock_guard lock(call->guard);
+  if (call->abandoned) return false;
+  call->io_started = true;
+  return true;
+}
+
 int64_t host_read_payload(ops_call* call, void* buf, size_t cap) {
-  if (call->broken) return -1;
+  if (call->broken || !begin_io(call)) return -1;
   if (call->payload_remaining == 0) return 0;
   if (buf == nullptr || cap == 0) return -1;
   std::size_t want =
@@ -97,7 +110,7 @@ int misuse(ops_call* call, const char* what) {
 }
 
 int host_send_result(ops_call* call, const char* json, size_t len, uint64_t payload) {
-  if (call->broken) return -1;
+  if (call->broken || !begin_io(call)) return -1;
   if (call->result_sent) return misuse(call, "send_result called twice");
   if (json == nullptr) return misuse(call, "send_result without a result");
   if (payload > 0 && call->op->payload != OPS_PAYLOAD_OUT) {
@@ -124,7 +137,7 @@ int host_send_result(ops_call* call, const char* json, size_t len, uint64_t payl
 }
 
 int host_write_payload(ops_call* call, const void* buf, size_t len) {
-  if (call->broken) return -1;
+  if (call->broken || !begin_io(call)) return -1;
   if (!call->result_sent) return misuse(call, "payload before send_result");
   if (len > call->response_payload_remaining) return misuse(call, "more payload than announced");
   if (len == 0) return 0;
@@ -138,7 +151,7 @@ int host_write_payload(ops_call* call, const void* buf, size_t len) {
 }
 
 int host_send_file(ops_call* call, int fd, uint64_t offset, uint64_t len) {
-  if (call->broken) return -1;
+  if (call->broken || !begin_io(call)) return -1;
   if (!call->result_sent) return misuse(call, "payload before send_result");
   if (len > call->response_payload_remaining) return misuse(call, "more payload than announced");
   if (!call->connection->sendfile_blocking(fd, offset, len, call->stall)) {

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -18,6 +19,11 @@ struct Operation;
 }  // namespace ops::core
 
 struct ops_call {
+  ops_call() = default;
+  ops_call(const ops_call&) = delete;
+  ops_call& operator=(const ops_call&) = delete;
+  ~ops_call();
+
   ops::core::Connection* connection = nullptr;
   const ops::core::Operation* op = nullptr;
   ops::core::UserStore* users = nullptr;
@@ -32,6 +38,13 @@ struct ops_call {
   std::uint64_t response_payload_remaining = 0;
   std::uint64_t bytes_in = 0;
   std::uint64_t bytes_out = 0;
+
+  // Set once the handler touches the connection. Until then the session may give up on
+  // a slow handler (operation timeout): it sets `abandoned`, and every later host call
+  // that would touch the connection fails instead. Both under `guard`.
+  std::mutex guard;
+  bool io_started = false;
+  bool abandoned = false;
 
   bool result_sent = false;
   bool broken = false;  // the byte stream can no longer be trusted: close the connection

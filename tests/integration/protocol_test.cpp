@@ -10,7 +10,7 @@
 namespace ops::test {
 namespace {
 
-std::string ops_with_test_plugin(const fs::path& dir) {
+std::string ops_with_test_plugin(const fs::path& dir, const std::string& sleep_extra = "") {
   fs::create_directories(dir);
   for (const char* name : {"libupload.so", "libdownload.so", "liblist.so", "libregister.so"}) {
     fs::copy_file(fs::path(OPS_PLUGIN_DIR) / name, dir / name,
@@ -24,7 +24,8 @@ std::string ops_with_test_plugin(const fs::path& dir) {
     "list": {"allow": ["*"]},
     "register": {"allow": ["admin"]},
     "throw": {"allow": ["*"]},
-    "sleep": {"allow": ["*"]},
+    "sleep": {"allow": ["*"])" +
+         sleep_extra + R"(},
     "drain": {"allow": ["*"]},
     "half": {"allow": ["*"]},
     "fail": {"allow": ["admin"]}
@@ -295,6 +296,28 @@ TEST(ProtocolTimeouts, IdleAndStalledConnectionsAreClosed) {
   }
   // And the server still serves.
   EXPECT_TRUE(server.connect_admin());
+}
+
+TEST(ProtocolTimeouts, AHandlerThatNeverAnswersGetsTimeoutAndTheConnectionLivesOn) {
+  TempDir plugins;
+  ServerProcess server(
+      ServerOptions{ops_with_test_plugin(plugins.path() / "p", R"(, "timeout_ms": 300)"), ""});
+  RawConnection c(server.port());
+  ASSERT_TRUE(c.authenticate("admin", server.admin_key()));
+  auto start = std::chrono::steady_clock::now();
+  c.send(frame_of(request_json(1, "sleep", R"({"ms":1500})")));
+  auto reply = c.read_frame();
+  ASSERT_TRUE(reply);
+  EXPECT_NE(reply->find(R"({"id":1,"ok":false,"error":{"code":"timeout")"), std::string::npos)
+      << *reply;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1200));
+  c.send(frame_of(request_json(2, "describe")));
+  reply = c.read_frame();
+  ASSERT_TRUE(reply);
+  EXPECT_NE(reply->find(R"("id":2,"ok":true)"), std::string::npos);
+  // A fast call of the same operation still answers normally.
+  c.send(frame_of(request_json(3, "sleep", R"({"ms":1})")));
+  EXPECT_NE(c.read_frame().value_or("").find(R"("slept":true)"), std::string::npos);
 }
 
 TEST(ProtocolShutdown, SigtermLetsTheRequestInFlightFinish) {
