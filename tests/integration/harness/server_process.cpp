@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -70,19 +71,29 @@ void write_file(const fs::path& path, const std::string& text) {
 
 }  // namespace
 
-ServerProcess::ServerProcess(ServerOptions options) {
+ServerProcess::ServerProcess(ServerOptions options) : options_(std::move(options)) {
   fs::path ops = root() / "ops.json";
   write_file(ops,
-             options.ops_json.empty() ? default_ops_json(options.plugin_dir) : options.ops_json);
+             options_.ops_json.empty() ? default_ops_json(options_.plugin_dir) : options_.ops_json);
   std::string settings = "{\n  \"listen\": \"127.0.0.1:0\",\n  \"storage_dir\": \"" +
                          storage_dir().string() + "\",\n  \"state_dir\": \"" +
                          state_dir().string() + "\",\n  \"ops_config\": \"" + ops.string() +
                          "\",\n  \"io_threads\": 2";
-  if (!options.settings.empty()) settings += ",\n  " + options.settings;
+  if (!options_.settings.empty()) settings += ",\n  " + options_.settings;
   settings += "\n}\n";
   write_file(config_path(), settings);
+  launch();
+}
 
+void ServerProcess::launch() {
   fs::path log_path = root() / "server.log";
+  if (launches_ > 0 && fs::exists(log_path)) {
+    fs::rename(log_path, root() / ("server.log." + std::to_string(launches_)));
+  }
+  ++launches_;
+  reaped_ = false;
+  port_ = 0;
+  const auto started = std::chrono::steady_clock::now();
   pid_ = ::fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {
@@ -91,6 +102,11 @@ ServerProcess::ServerProcess(ServerOptions options) {
     ::dup2(fd, 2);
     int null = ::open("/dev/null", O_RDONLY);
     ::dup2(null, 0);
+    for (const auto& [name, value] : options_.env) ::setenv(name.c_str(), value.c_str(), 1);
+    if (options_.nofile_limit > 0) {
+      rlimit limit{options_.nofile_limit, options_.nofile_limit};
+      if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) ::_exit(126);
+    }
     ::execl(OPS_SERVER_BIN, OPS_SERVER_BIN, "--config", config_path().c_str(),
             static_cast<char*>(nullptr));
     ::_exit(127);
@@ -102,17 +118,34 @@ ServerProcess::ServerProcess(ServerOptions options) {
     std::string text = read_file(log_path);
     if (std::regex_search(text, m, kListening)) {
       port_ = static_cast<std::uint16_t>(std::stoi(m[1]));
+      startup_time_ = std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - started);
       return;
     }
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       reaped_ = true;
+      status_ = status;
       throw std::runtime_error("opserver exited before listening:\n" + text);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   kill();
   throw std::runtime_error("opserver did not start listening:\n" + read_file(log_path));
+}
+
+void ServerProcess::restart() {
+  if (!reaped_) throw std::runtime_error("restart: the server is still running");
+  launch();
+}
+
+std::optional<int> ServerProcess::wait_exit(std::chrono::milliseconds limit) {
+  auto give_up = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    if (!running()) return status_;
+    if (std::chrono::steady_clock::now() >= give_up) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 ServerProcess::~ServerProcess() {
@@ -176,6 +209,7 @@ bool ServerProcess::running() {
   int status = 0;
   if (::waitpid(pid_, &status, WNOHANG) == pid_) {
     reaped_ = true;
+    status_ = status;
     return false;
   }
   return true;
@@ -189,6 +223,7 @@ int ServerProcess::stop(std::chrono::milliseconds limit) {
   while (std::chrono::steady_clock::now() < give_up) {
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       reaped_ = true;
+      status_ = status;
       return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -203,6 +238,7 @@ void ServerProcess::kill() {
   int status = 0;
   ::waitpid(pid_, &status, 0);
   reaped_ = true;
+  status_ = status;
 }
 
 std::uint64_t ServerProcess::rss_bytes() const {
@@ -222,6 +258,21 @@ std::size_t ServerProcess::open_fds() const {
     ++n;
   }
   return n;
+}
+
+std::uint64_t ServerProcess::cpu_ticks() const {
+  std::string stat = read_file("/proc/" + std::to_string(pid_) + "/stat");
+  // The command name may hold spaces; the fields after it are plain numbers.
+  std::size_t close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream in(stat.substr(close + 2));
+  std::string field;
+  std::uint64_t utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && in >> field; ++i) {  // field 3 is the state
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return utime + stime;
 }
 
 RunResult run_program(const std::vector<std::string>& argv, const fs::path& cwd,

@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "opserver/client.hpp"
@@ -41,6 +42,10 @@ struct ServerOptions {
   // Extra members spliced into server.json, e.g. R"("idle_timeout_ms": 500)".
   std::string settings;
   std::string plugin_dir = OPS_PLUGIN_DIR;
+  // Extra environment for the server process, e.g. {"LD_PRELOAD", shim} (fault tests).
+  std::vector<std::pair<std::string, std::string>> env;
+  // RLIMIT_NOFILE (soft and hard) for the server process; 0 keeps the inherited limit.
+  unsigned long nofile_limit = 0;
 };
 
 class ServerProcess {
@@ -74,16 +79,33 @@ class ServerProcess {
   int stop(std::chrono::milliseconds limit = std::chrono::seconds(15));
   // SIGKILL, then reap.
   void kill();
+  // Waits up to `limit` for the server to exit by itself; returns its raw wait status
+  // (WIFSIGNALED/WTERMSIG apply), or nullopt if it is still running.
+  std::optional<int> wait_exit(std::chrono::milliseconds limit);
+  // Starts the server again once it has exited (crash, kill or stop): the same storage,
+  // state, configuration and options, a new port. The previous log is kept as
+  // server.log.<n>; log() reads the new one. Throws like the constructor.
+  void restart();
+  // How long the last (re)start took until the server listened.
+  std::chrono::milliseconds startup_time() const { return startup_time_; }
 
   // Resident set size and open descriptors of the server, from /proc.
   std::uint64_t rss_bytes() const;
   std::size_t open_fds() const;
+  // User plus system CPU time of the server so far, in clock ticks (/proc/PID/stat).
+  std::uint64_t cpu_ticks() const;
 
  private:
+  void launch();
+
+  ServerOptions options_;
   TempDir dir_;
   pid_t pid_ = -1;
   std::uint16_t port_ = 0;
   bool reaped_ = false;
+  int status_ = 0;  // raw wait status, once reaped
+  int launches_ = 0;
+  std::chrono::milliseconds startup_time_{0};
 };
 
 struct RunResult {
