@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Aggregates the JSON lines scripts/bench collected into one Markdown report.
+
+Every line is one run of one workload: {"label": ..., <metrics>}. Runs with the same label
+are summarised as median [min-max]. The goals of issue 6 are then checked as ratios of
+medians, measured in the same run of the harness.
+
+    report.py RESULTS.jsonl [--meta META.json] [--out FILE]
+"""
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+
+def load(path):
+    runs = defaultdict(list)
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "label" in rec:
+                runs[rec["label"]].append(rec)
+    return runs
+
+
+class Stat:
+    def __init__(self, values):
+        self.values = sorted(values)
+        self.n = len(values)
+        self.median = statistics.median(values) if values else None
+        self.min = self.values[0] if values else None
+        self.max = self.values[-1] if values else None
+
+
+def stat(runs, label, key):
+    vals = [r[key] for r in runs.get(label, []) if isinstance(r.get(key), (int, float))]
+    return Stat(vals) if vals else None
+
+
+def num(v, digits=None):
+    if v is None:
+        return "–"
+    if digits is None:
+        digits = 0 if abs(v) >= 100 else (1 if abs(v) >= 10 else 2)
+    return f"{v:,.{digits}f}"
+
+
+def cell(s, digits=None):
+    if s is None:
+        return "–"
+    if s.n == 1:
+        return num(s.median, digits)
+    return f"{num(s.median, digits)} [{num(s.min, digits)}–{num(s.max, digits)}]"
+
+
+def best(runs, labels, key):
+    """The label (and its Stat) with the highest median among those present."""
+    found = [(l, stat(runs, l, key)) for l in labels]
+    found = [(l, s) for l, s in found if s is not None]
+    if not found:
+        return None, None
+    return max(found, key=lambda x: x[1].median)
+
+
+def lowest(runs, labels, key):
+    found = [(l, stat(runs, l, key)) for l in labels]
+    found = [(l, s) for l, s in found if s is not None]
+    if not found:
+        return None, None
+    return min(found, key=lambda x: x[1].median)
+
+
+def goals(runs):
+    """Rows: (workload, opserver figure, reference, ratio, goal, verdict)."""
+    rows = []
+
+    def ratio_row(workload, ops_label, key, ref_name, ref_label, ref_stat, factor, unit,
+                  higher_is_better=True):
+        ops = stat(runs, ops_label, key)
+        if ops is None or ref_stat is None or not ref_stat.median:
+            rows.append((workload, cell(ops) + unit if ops else "–",
+                         f"{ref_name}: " + (cell(ref_stat) + unit if ref_stat else "not measured"),
+                         "–", f"≥ {factor} ×" if higher_is_better else f"≤ {factor} ×", "not measured"))
+            return
+        r = ops.median / ref_stat.median
+        ok = r >= factor if higher_is_better else r <= factor
+        rows.append((workload, cell(ops) + unit, f"{ref_name} ({ref_label}): {cell(ref_stat)}{unit}",
+                     f"{r:.2f} ×", ("≥ " if higher_is_better else "≤ ") + f"{factor} ×",
+                     "met" if ok else "MISSED"))
+
+    # Download 1 GiB.
+    l, s = best(runs, ["iperf3-1m-down"], "mib_s")
+    ratio_row("download 1 GiB", "ops-download-1g", "mib_s", "iperf3 -l 1M", l, s, 0.8, " MiB/s")
+    l, s = best(runs, ["grpc-download-1g-64k", "grpc-download-1g-1m"], "mib_s")
+    ratio_row("download 1 GiB", "ops-download-1g", "mib_s", "gRPC", l, s, 2, " MiB/s")
+    l, s = best(runs, ["sftp-aes128-gcm-get", "sftp-chacha20-get"], "mib_s")
+    ratio_row("download 1 GiB", "ops-download-1g", "mib_s", "sftp", l, s, 6, " MiB/s")
+
+    # Upload 1 GiB with sha256 and fsync.
+    l, s = lowest(runs, ["iperf3-1m-up", "sha256"], "mib_s")
+    ratio_row("upload 1 GiB, sha256 + fsync", "ops-upload-1g", "mib_s",
+              "min(iperf3 -l 1M, sha256)", l, s, 0.8, " MiB/s")
+    l, s = best(runs, ["grpc-upload-1g-64k", "grpc-upload-1g-1m"], "mib_s")
+    ratio_row("upload 1 GiB, sha256 + fsync", "ops-upload-1g", "mib_s", "gRPC", l, s, 3, " MiB/s")
+    l, s = best(runs, ["sftp-aes128-gcm-put", "sftp-chacha20-put"], "mib_s")
+    ratio_row("upload 1 GiB, sha256 + fsync", "ops-upload-1g", "mib_s", "sftp", l, s, 4, " MiB/s")
+
+    # Small operations.
+    for op in ("describe", "list"):
+        s = stat(runs, f"grpc-pingpong-{op}", "rate")
+        ratio_row(f"{op}, 1×1 ping-pong: rate", f"ops-pingpong-{op}", "rate", "gRPC async unary",
+                  f"grpc-pingpong-{op}", s, 2, " /s")
+        s = stat(runs, f"grpc-pingpong-{op}", "p99_us")
+        ratio_row(f"{op}, 1×1 ping-pong: p99", f"ops-pingpong-{op}", "p99_us", "gRPC p99",
+                  f"grpc-pingpong-{op}", s, 1, " µs", higher_is_better=False)
+    for op in ("describe", "list"):
+        s = stat(runs, f"grpc-pipeline-{op}", "rate")
+        ratio_row(f"{op}, 64 conn × 16 deep", f"ops-pipeline-{op}", "rate", "gRPC",
+                  f"grpc-pipeline-{op}", s, 2, " /s")
+        lean = stat(runs, f"ops-pipeline-{op}-lean", "rate")
+        if lean:
+            ratio_row(f"{op}, 64 conn × 16 deep (lean reader)", f"ops-pipeline-{op}-lean", "rate",
+                      "gRPC", f"grpc-pipeline-{op}", s, 2, " /s")
+
+    # Absolute goals.
+    def absolute(workload, label, key, limit, unit, higher_is_better):
+        s = stat(runs, label, key)
+        if s is None:
+            rows.append((workload, "–", "–", "–", f"{'≥' if higher_is_better else '≤'} {limit}{unit}",
+                         "not measured"))
+            return
+        ok = s.median >= limit if higher_is_better else s.median <= limit
+        rows.append((workload, cell(s) + unit, "–", "–",
+                     f"{'≥' if higher_is_better else '≤'} {limit:,}{unit}", "met" if ok else "MISSED"))
+
+    absolute("10,000 idle authenticated connections: server RSS per connection", "ops-idle-10k",
+             "kib_per_conn", 4, " KiB", False)
+    absolute("new authenticated connections", "ops-handshakes", "rate", 10000, " /s", True)
+    absolute("16 parallel 256 MiB uploads: server RSS growth", "ops-upload-16x256m",
+             "server_rss_growth_mib", 64, " MiB", False)
+    return rows
+
+
+# Which metrics to show per label in the detail table.
+DETAIL_KEYS = [
+    ("mib_s", "MiB/s"), ("rate", "/s"), ("p50_us", "p50 µs"), ("p99_us", "p99 µs"),
+    ("kib_per_conn", "KiB/conn"), ("server_rss_growth_mib", "server RSS growth MiB"),
+    ("server_cpu_us_per_op", "server CPU µs/op"), ("client_cpu_us_per_op", "client CPU µs/op"),
+    ("server_cpu_us_per_conn", "server CPU µs/conn"), ("client_cpu_us_per_conn", "client CPU µs/conn"),
+    ("server_cpu_s_per_gib", "server CPU s/GiB"), ("client_cpu_s_per_gib", "client CPU s/GiB"),
+    ("client_core_share", "client CPU share of its core"),
+    ("size_mib", "MiB"), ("seconds", "s"),
+]
+
+
+def derive(runs):
+    for label, recs in runs.items():
+        for r in recs:
+            if "server_cpu_us_per_gib" in r:
+                r["server_cpu_s_per_gib"] = r["server_cpu_us_per_gib"] / 1e6
+            if "client_cpu_us_per_gib" in r:
+                r["client_cpu_s_per_gib"] = r["client_cpu_us_per_gib"] / 1e6
+            if r.get("wall_s") and "client_cpu_s" in r and r.get("mode") in ("pipeline", "pingpong"):
+                r["client_core_share"] = r["client_cpu_s"] / r["wall_s"]
+
+
+def render(runs, meta):
+    derive(runs)
+    out = []
+    out.append("# opserver benchmark results\n")
+    if meta:
+        out.append(f"- date: {meta.get('date', '?')}; commit: `{meta.get('commit', '?')}`")
+        out.append(f"- command: `{meta.get('command', '?')}`")
+        out.append(f"- machine: {meta.get('machine', '?')}")
+        out.append(f"- pinning: {meta.get('pinning', '?')}")
+        out.append(f"- storage: {meta.get('storage', '?')}")
+        out.append(f"- runs per workload: {meta.get('runs', '?')} (median [min–max])")
+        if meta.get("notes"):
+            for n in meta["notes"]:
+                out.append(f"- {n}")
+        out.append("")
+    out.append("## Goals (issue 6), ratios of medians from this run\n")
+    out.append("| workload | opserver | reference | ratio | goal | verdict |")
+    out.append("|---|---|---|---|---|---|")
+    for row in goals(runs):
+        out.append("| " + " | ".join(row) + " |")
+    out.append("")
+    out.append("## Every workload\n")
+    out.append("| label | runs | " + " | ".join(name for _, name in DETAIL_KEYS) + " |")
+    out.append("|---|---|" + "---|" * len(DETAIL_KEYS))
+    for label in sorted(runs):
+        cells = [cell(stat(runs, label, k)) for k, _ in DETAIL_KEYS]
+        if all(c == "–" for c in cells):
+            continue
+        out.append(f"| {label} | {len(runs[label])} | " + " | ".join(cells) + " |")
+    out.append("")
+    if meta and meta.get("weight"):
+        out.append("## Weight\n")
+        out.append("| what | opserver | gRPC peer |")
+        out.append("|---|---|---|")
+        w = meta["weight"]
+        for key, name in [("binary_kib", "stripped server (KiB)"),
+                          ("plugins_kib", "stripped plugins (KiB)"),
+                          ("libs_kib", "non-base shared libraries loaded (KiB)"),
+                          ("libs", "those libraries"),
+                          ("total_kib", "total (KiB)"),
+                          ("build_s", "clean build, -j2 (s)")]:
+            o = w.get("opserver", {}).get(key, "–")
+            g = w.get("grpc", {}).get(key, "–")
+            out.append(f"| {name} | {o} | {g} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("--meta")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    runs = load(args.results)
+    meta = {}
+    if args.meta:
+        with open(args.meta) as f:
+            meta = json.load(f)
+    text = render(runs, meta)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    sys.stdout.write(text + "\n")
+    # Exit status: 0 whatever the goals say; scripts/bench decides what a failure is.
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
