@@ -108,7 +108,7 @@ Status UserStore::open(bool bootstrap_admin, std::optional<fs::path>* admin_key_
   }
   std::map<std::string, std::string> users{{"admin", key}};
   if (Status st = write_locked(users); !st) return st;
-  fs::create_directories(storage_dir_ / "admin", ec);
+  ::mkdir((storage_dir_ / "admin").c_str(), 0750);  // like every user directory
   users_ = {{"admin", key}};
   if (admin_key_path) *admin_key_path = key_path;
   return ok_status();
@@ -251,6 +251,7 @@ Status UserStore::add(const std::string& name, const std::string& key) {
   // later add of the same name reuses, never a user without a directory.
   fs::path dir = storage_dir_ / name;
   if (::mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) return sys_error("mkdir " + dir.string());
+  if (Status st = fsync_dir(storage_dir_); !st) return st;  // the new entry is durable too
   std::map<std::string, std::string> next(users_.begin(), users_.end());
   next.emplace(name, key);
   if (Status st = write_locked(next); !st) return st;

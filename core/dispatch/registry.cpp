@@ -132,6 +132,13 @@ std::string explain(const Operation& op, const rapidjson::Value& args,
     }
     return where + ": unknown member";
   }
+  if (keyword == "additionalProperties" && doc_ptr.GetTokenCount() > 0) {
+    // RapidJSON points at the offending member itself.
+    const auto& last = doc_ptr.GetTokens()[doc_ptr.GetTokenCount() - 1];
+    rapidjson::Pointer parent(doc_ptr.GetTokens(), doc_ptr.GetTokenCount() - 1);
+    return pointer_text(parent) + ": unknown member \"" + std::string(last.name, last.length) +
+           "\"";
+  }
   if (keyword == "type" && schema) {
     auto type = schema->FindMember("type");
     if (type != schema->MemberEnd() && type->value.IsString()) {

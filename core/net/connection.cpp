@@ -75,12 +75,15 @@ asio::awaitable<Status> Connection::fill(std::size_t n) {
   co_return ok_status();
 }
 
-asio::awaitable<Status> Connection::flush() {
+asio::awaitable<Status> Connection::flush_some() {
   if (out_.empty()) co_return ok_status();
-  auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(out_), kAwaitTuple);
-  out_.clear();
-  if (out_.capacity() > 1u << 20) std::string().swap(out_);
-  if (ec) co_return fail(ErrorCode::unavailable, ec.message());
+  auto [ec, n] = co_await socket_.async_write_some(asio::buffer(out_), kAwaitTuple);
+  if (ec) {
+    out_.clear();
+    co_return fail(ErrorCode::unavailable, ec.message());
+  }
+  out_.erase(0, n);
+  if (out_.empty() && out_.capacity() > 1u << 20) std::string().swap(out_);
   co_return ok_status();
 }
 

@@ -32,8 +32,9 @@ class Connection {
   // Reads until at least `n` bytes are buffered. Errors: unavailable (peer closed or
   // reset, or the socket was closed by a deadline).
   boost::asio::awaitable<Status> fill(std::size_t n);
-  // Writes everything in the output buffer.
-  boost::asio::awaitable<Status> flush();
+  // Writes some of the output buffer (at least one byte unless it fails); callers loop
+  // so that a deadline can be re-armed on every bit of progress.
+  boost::asio::awaitable<Status> flush_some();
 
   std::size_t buffered() const noexcept { return end_ - begin_; }
   const unsigned char* data() const noexcept { return buf_.data() + begin_; }

@@ -172,6 +172,25 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
   auto impl = std::make_unique<Impl>(std::move(config));
   Config& cfg = impl->config;
 
+  // Plugins and the listener first: a start that fails on them changes nothing on disk.
+  auto loaded = load_plugins(cfg.plugin_dir);
+  if (!loaded) return loaded.error();
+  auto registry = Registry::build(cfg, std::move(*loaded));
+  if (!registry) return registry.error();
+  impl->registry = std::move(*registry);
+
+  auto endpoint = resolve_listen(impl->io, cfg);
+  if (!endpoint) return endpoint.error();
+  boost::system::error_code bec;
+  impl->acceptor.open(endpoint->protocol(), bec);
+  if (!bec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), bec);
+  if (!bec) impl->acceptor.bind(*endpoint, bec);
+  if (!bec) impl->acceptor.listen(asio::socket_base::max_listen_connections, bec);
+  if (bec) {
+    return startup_error("cannot listen on " + cfg.listen_host + ":" +
+                         std::to_string(cfg.listen_port) + ": " + bec.message());
+  }
+
   // Storage and state: created if missing; the key store never inside the storage root.
   std::error_code ec;
   fs::create_directories(cfg.storage_dir, ec);
@@ -206,24 +225,6 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
     spdlog::warn("created user admin; its key is in {} (mode 0600)", admin_key->string());
   }
   impl->authenticator = std::make_unique<Authenticator>(*impl->users, kServerVersion);
-
-  auto loaded = load_plugins(cfg.plugin_dir);
-  if (!loaded) return loaded.error();
-  auto registry = Registry::build(cfg, std::move(*loaded));
-  if (!registry) return registry.error();
-  impl->registry = std::move(*registry);
-
-  auto endpoint = resolve_listen(impl->io, cfg);
-  if (!endpoint) return endpoint.error();
-  boost::system::error_code bec;
-  impl->acceptor.open(endpoint->protocol(), bec);
-  if (!bec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), bec);
-  if (!bec) impl->acceptor.bind(*endpoint, bec);
-  if (!bec) impl->acceptor.listen(asio::socket_base::max_listen_connections, bec);
-  if (bec) {
-    return startup_error("cannot listen on " + cfg.listen_host + ":" +
-                         std::to_string(cfg.listen_port) + ": " + bec.message());
-  }
 
   impl->context = std::unique_ptr<ServerContext>(
       new ServerContext{impl->config, *impl->registry, *impl->users, *impl->authenticator,

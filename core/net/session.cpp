@@ -103,13 +103,15 @@ asio::awaitable<void> Session::watchdog() {
 }
 
 asio::awaitable<bool> Session::flush() {
-  if (connection_.pending_output() == 0) co_return true;
-  // A reader that stops reading stalls this write; it gets the payload limit to resume.
+  // A reader that stops reading stalls these writes: §7 allows it the payload timeout of
+  // no progress, re-armed by every byte that goes out.
   auto saved = deadline_;
-  set_deadline(std::min(saved, Clock::now() + ctx_.config.payload_timeout));
-  Status st = co_await connection_.flush();
+  while (connection_.pending_output() > 0) {
+    set_deadline(std::min(saved, Clock::now() + ctx_.config.payload_timeout));
+    if (Status st = co_await connection_.flush_some(); !st) co_return false;
+  }
   deadline_ = saved;
-  co_return st.ok();
+  co_return true;
 }
 
 asio::awaitable<Result<Header>> Session::read_frame(std::uint32_t max_len) {
@@ -325,8 +327,15 @@ asio::awaitable<bool> Session::call_plugin(const Operation& op, std::uint64_t id
   const auto op_deadline = Clock::now() + op.policy.timeout.value_or(ctx_.config.operation_timeout);
   pending->timer.expires_at(op_deadline);
   asio::post(ctx_.workers, [pending, executor, handler = op.handler] {
-    int code = handler(host_vtable(), &pending->call, pending->args_json.data(),
-                       pending->args_json.size());
+    bool abandoned;
+    {
+      std::lock_guard lock(pending->call.guard);
+      abandoned = pending->call.abandoned;
+    }
+    // Answered `timeout` while it waited for a worker: it must not run at all.
+    int code = abandoned ? OPS_TIMEOUT
+                         : handler(host_vtable(), &pending->call, pending->args_json.data(),
+                                   pending->args_json.size());
     asio::post(executor, [pending, code] {
       pending->done = true;
       pending->code = code;

@@ -106,6 +106,7 @@ int misuse(ops_call* call, const char* what) {
   spdlog::error("plugin {} misused the host API: {}", call->op->plugin, what);
   call->broken = true;
   if (!call->error) call->error = Error{ErrorCode::internal, "internal error"};
+  call->host_error = true;
   return -1;
 }
 
@@ -123,6 +124,7 @@ int host_send_result(ops_call* call, const char* json, size_t len, uint64_t payl
     // Nothing was sent yet, so the request can still be answered cleanly.
     spdlog::error("plugin {} returned a result that is not a JSON object", call->op->plugin);
     call->error = Error{ErrorCode::internal, "internal error"};
+    call->host_error = true;
     return -1;
   }
   call->result_sent = true;
@@ -165,6 +167,7 @@ int host_send_file(ops_call* call, int fd, uint64_t offset, uint64_t len) {
 }
 
 void host_fail(ops_call* call, int code, const char* message) {
+  if (call->host_error) return;
   ErrorCode c = error_code_from_abi(code);
   // A plugin must not end a connection by naming a fatal code.
   if (is_fatal(c)) c = ErrorCode::internal;
@@ -182,6 +185,9 @@ void host_log(ops_call* call, int level, const char* message) {
 
 int host_create_user(ops_call* call, const char* name, const char* key) {
   if (name == nullptr || key == nullptr) return OPS_INVALID_ARGS;
+  // A side effect the client must learn about: once the session has answered `timeout`
+  // it is refused, and once it has begun the session waits for its answer.
+  if (!begin_io(call)) return OPS_TIMEOUT;
   Status status = call->users->add(name, key);
   if (status) {
     spdlog::info("user {} created by {}", printable(name), call->user);

@@ -39,9 +39,9 @@ struct ops_call {
   std::uint64_t bytes_in = 0;
   std::uint64_t bytes_out = 0;
 
-  // Set once the handler touches the connection. Until then the session may give up on
-  // a slow handler (operation timeout): it sets `abandoned`, and every later host call
-  // that would touch the connection fails instead. Both under `guard`.
+  // Set once the handler touches the connection or creates a user. Until then the session may give
+  // up on a slow handler (operation timeout): it sets `abandoned`, and every later host call that
+  // would touch the connection fails instead. Both under `guard`.
   std::mutex guard;
   bool io_started = false;
   bool abandoned = false;
@@ -49,6 +49,9 @@ struct ops_call {
   bool result_sent = false;
   bool broken = false;  // the byte stream can no longer be trusted: close the connection
   std::optional<ops::Error> error;
+  // The host itself recorded `error` (a misused or invalid result): the plugin's own
+  // fail() after that, reacting to the failed host call, does not replace it.
+  bool host_error = false;
 };
 
 namespace ops::core {
