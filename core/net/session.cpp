@@ -179,6 +179,13 @@ asio::awaitable<bool> Session::handshake() {
   connection_.append(challenge_frame(proof::to_hex(nonce)));
   if (!co_await flush()) co_return false;
 
+  // No buffer is held while a client thinks (or never answers): pre-auth connections are
+  // the cheap kind an attacker opens by the thousand.
+  if (Status st = co_await connection_.wait_idle(); !st) {
+    spdlog::info("conn {} closed before authenticating{}", peer_,
+                 timed_out_ ? ": handshake timeout" : "");
+    co_return false;
+  }
   Result<Header> header = co_await read_frame(ctx_.config.max_auth_frame);
   idle_ = false;
   if (!header && header.error().code != ErrorCode::bad_frame) {
