@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Writes the small seed corpora under fuzz/corpus/<target>/ (committed; re-run to refresh).
+
+Seeds are recorded OPS/1 traffic in the shapes each target reads: frames for the frame
+decoder and the session driver, JSON for the strict parser, auth frames for the verifier,
+paths for the path functions, config files for the loader.
+"""
+import json
+import os
+import struct
+import sys
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+
+
+def frame(obj, payload=b""):
+    body = obj if isinstance(obj, bytes) else json.dumps(obj, separators=(",", ":")).encode()
+    return struct.pack(">I", len(body)) + body + payload
+
+
+def req(i, op, args=None, payload=b""):
+    h = {"id": i, "operate": op}
+    if args is not None:
+        h["args"] = args
+    if payload:
+        h["payload"] = len(payload)
+    return frame(h, payload)
+
+
+AUTH = {"type": "auth", "mechanism": "hmac-sha256", "user": "alice", "cnonce": "ab" * 32,
+        "proof": "cd" * 32}
+
+SESSIONS = {
+    "describe": req(1, "describe"),
+    "upload_download": req(1, "upload", {"path": "a/b.txt", "overwrite": True}, b"hello")
+    + req(2, "download", {"path": "a/b.txt", "offset": 1, "length": 3})
+    + req(3, "list", {"path": "a", "recursive": True}),
+    "pipelined_errors": req(1, "nope") + frame(b"{}") + req(3, "describe")
+    + frame({"id": 4, "operate": "upload", "args": {"path": "../x"}, "payload": 3}, b"xyz"),
+    "sha256": req(1, "upload", {"path": "s", "sha256": "00" * 32}, b"data"),
+    "bad_len": b"\x00\x00\x00\x01{" + req(2, "describe"),
+    "second_auth": frame(AUTH) + req(2, "describe"),
+    "user_field": frame({"id": 1, "operate": "list", "user": "bob"}),
+    "register": req(1, "register", {"user": "newuser"}),
+    "deep": frame(b'{"id":1,"operate":"list","args":' + b"[" * 40 + b"]" * 40 + b"}"),
+}
+
+JSONS = {
+    "object": b'{"a":1,"b":[true,false,null],"c":{"d":"e\\u00e9"},"f":-1.5e3}',
+    "dup": b'{"a":1,"a":2}',
+    "surrogate": b'{"p":"\\ud83d\\ude00","q":"\\ud800"}',
+    "numbers": b"[0,-0,1e400,9007199254740993,18446744073709551616,1.0]",
+    "bom": b'\xef\xbb\xbf{"a":1}',
+    "trailing": b'{"a":1} {}',
+    "utf8": '{"caf\u00e9":"\u202e"}'.encode(),
+    "config": b'{\n  "plugin_dir": "plugins",\n  "operations": {"upload": {"allow": ["*"]}}\n}',
+}
+
+PATHS = [b"\x00file", b"\x00dir/f", b"\x01dir/sub", b"\x02dir/sub", b"\x03dir/f",
+         b"\x00out/secret", b"\x00dir/up", b"\x00in/f", b"\x01etc", b"\x00../x",
+         b"\x00a//b", b"\x00./a", "\x00caf\u00e9".encode(), b"\x03new/leaf",
+         b"\x00" + b"p" * 255 + b"/q", b"\x00dir/f\x01"]
+
+SERVER_JSON = b"""{
+  "listen": "127.0.0.1:0",
+  "io_threads": 2,
+  "worker_threads": 8,
+  "max_frame": 1048576,
+  "max_auth_frame": 4096,
+  "max_unauthenticated": 256,
+  "discard_limit": 67108864,
+  "handshake_timeout_ms": 10000,
+  "idle_timeout_ms": 300000,
+  "payload_timeout_ms": 60000,
+  "operation_timeout_ms": 300000,
+  "log_level": "info"
+}"""
+OPS_JSON = b"""{
+  "plugin_dir": "plugins",
+  "operations": {
+    "upload": {"allow": ["*"], "max_payload": 1000000, "timeout_ms": 5000},
+    "download": {"allow": ["alice", "bob"]},
+    "list": {"allow": ["*"], "settings": {"max_list_entries": 10}},
+    "register": {"allow": ["admin"]}
+  }
+}"""
+
+
+def write(target, name, data):
+    d = os.path.join(ROOT, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def main():
+    for name, data in SESSIONS.items():
+        write("fuzz_frames", name, data)
+        write("fuzz_session", name, b"\x00\x3f" + data)     # authenticated, 64-byte chunks
+        write("fuzz_session", name + "_1b", b"\x00\x00" + data)  # one byte at a time
+    write("fuzz_session", "preauth", b"\x01\x07" + frame(AUTH))
+    write("fuzz_session", "preauth_describe", b"\x01\xff" + req(1, "describe"))
+    for name, data in JSONS.items():
+        write("fuzz_strict_json", name, data)
+    write("fuzz_auth", "valid", b"\x01")
+    write("fuzz_auth", "flip", b"\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01")
+    write("fuzz_auth", "frame", b"\x00" + json.dumps(AUTH).encode())
+    write("fuzz_auth", "extra", b"\x00" + json.dumps(dict(AUTH, extra=[1, {"x": None}])).encode())
+    for i, p in enumerate(PATHS):
+        write("fuzz_paths", "p%02d" % i, p)
+    write("fuzz_config", "server", b"\x01" + SERVER_JSON)
+    write("fuzz_config", "ops", b"\x00" + OPS_JSON)
+    write("fuzz_config", "ops_bad", b"\x00" + OPS_JSON.replace(b'["admin"]', b'"admin"'))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+// ops_resources: memory and descriptors per connection (reliability.md cases 75 and 76;
+// run by scripts/resources).
+//
+// Starts the server with max_unauthenticated and RLIMIT_NOFILE raised, then:
+//  1. opens N idle connections that never authenticate (each has read its challenge, so
+//     the server holds its session) and records the server's RSS and descriptors, while a
+//     healthy client authenticates and round-trips (its latency is reported);
+//  2. closes them and records how far RSS and descriptors come back;
+//  3. the same with N connections that authenticate and then stay idle;
+//  4. closes them and records again.
+// Bytes per connection = (RSS with N open - RSS before) / N.
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "opserver/client.hpp"
+#include "tool_util.hpp"
+
+namespace {
+
+using namespace ops::tools;
+
+struct Snapshot {
+  std::uint64_t rss = 0, peak = 0;
+  std::size_t fds = 0;
+};
+
+Snapshot snap(const ServerRun& s) {
+  return Snapshot{s.rss(), s.peak_rss(), s.fds()};
+}
+
+// Waits until the server's descriptor count satisfies `done`, up to `limit`.
+template <class Pred>
+bool wait_fds(const ServerRun& s, Pred done, std::chrono::seconds limit) {
+  const auto until = Clock::now() + limit;
+  while (Clock::now() < until) {
+    if (done(s.fds())) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return done(s.fds());
+}
+
+double healthy_ms(std::uint16_t port, const std::string& key) {
+  const auto t0 = Clock::now();
+  ops::client::Options o;
+  o.port = port;
+  o.user = "admin";
+  o.key = key;
+  auto c = ops::client::Client::connect(o);
+  if (!c) return -1;
+  std::string body(1024, 'x'), got;
+  auto u = (*c)->call("upload", R"({"path":"probe.bin","overwrite":true})", body);
+  auto d = (*c)->call_collect("download", R"({"path":"probe.bin"})", got);
+  if (!u || !d || !u->ok || !d->ok || got != body) return -1;
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+void print(const char* what, const Snapshot& s, const Snapshot& base, int n) {
+  std::printf("  %-34s RSS %8.1f MiB (%+8.1f MiB, %6.0f B/conn)  peak %8.1f MiB  fds %6zu (%+zd)\n",
+              what, s.rss / 1048576.0, (static_cast<double>(s.rss) - base.rss) / 1048576.0,
+              n > 0 ? (static_cast<double>(s.rss) - base.rss) / n : 0.0, s.peak / 1048576.0, s.fds,
+              static_cast<std::ptrdiff_t>(s.fds) - static_cast<std::ptrdiff_t>(base.fds));
+}
+
+int usage() {
+  std::fprintf(stderr, "usage: ops_resources --server BIN --plugins DIR [--connections N]\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  fs::path server_bin, plugin_dir;
+  int n = 10000;
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
+    if (k == "--server")
+      server_bin = next();
+    else if (k == "--plugins")
+      plugin_dir = next();
+    else if (k == "--connections")
+      n = std::stoi(next());
+    else
+      return usage();
+  }
+  if (server_bin.empty() || plugin_dir.empty()) return usage();
+  const rlim_t mine = raise_nofile(static_cast<rlim_t>(n) + 1000);
+  if (mine < static_cast<rlim_t>(n) + 100) {
+    std::fprintf(stderr, "resources: RLIMIT_NOFILE is %ju; %d connections need more (ulimit -n)\n",
+                 static_cast<std::uintmax_t>(mine), n);
+    return 2;
+  }
+
+  ServerRun server;
+  server.server_bin = server_bin;
+  server.dir = make_work_dir("ops-resources");
+  server.nofile = mine;
+  server.extra_settings = "\"io_threads\": 2, \"max_unauthenticated\": " + std::to_string(n + 100) +
+                          ", \"handshake_timeout_ms\": 600000, \"idle_timeout_ms\": 600000";
+  server.write_config(plugin_dir);
+  server.start();
+  const std::string key = server.admin_key();
+  // Warm up: a few logins and transfers, so the baseline includes what every server has.
+  for (int i = 0; i < 20; ++i) healthy_ms(server.port, key);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const Snapshot base = snap(server);
+  std::printf("resources: %d connections per phase; server RLIMIT_NOFILE %ju\n", n,
+              static_cast<std::uintmax_t>(mine));
+  print("baseline (idle server)", base, base, 0);
+
+  bool ok = true;
+  for (bool authenticated : {false, true}) {
+    std::vector<int> fds;
+    fds.reserve(static_cast<std::size_t>(n));
+    const auto t0 = Clock::now();
+    int failed = 0;
+    for (int i = 0; i < n; ++i) {
+      int fd = tcp_connect(server.port);
+      if (fd < 0) {
+        ++failed;
+        continue;
+      }
+      auto challenge = read_frame(fd);
+      if (!challenge) {
+        ++failed;
+        ::close(fd);
+        continue;
+      }
+      if (authenticated) {
+        auto nonce = nonce_of(*challenge);
+        if (!nonce || !send_all(fd, auth_frame("admin", key, *nonce)) || !read_frame(fd)) {
+          ++failed;
+          ::close(fd);
+          continue;
+        }
+      }
+      fds.push_back(fd);
+    }
+    const double open_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    wait_fds(
+        server, [&](std::size_t f) { return f >= base.fds + fds.size(); },
+        std::chrono::seconds(10));
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    const Snapshot held = snap(server);
+    const double probe = healthy_ms(server.port, key);
+    const char* kind = authenticated ? "authenticated idle" : "pre-auth idle";
+    std::printf(
+        "%s: %zu connections open in %.1f s (%d failed); healthy client login + 1 KiB "
+        "round trip meanwhile: %.1f ms\n",
+        kind, fds.size(), open_s, failed, probe);
+    print((std::string("with ") + std::to_string(fds.size()) + " " + kind).c_str(), held, base,
+          static_cast<int>(fds.size()));
+    if (failed > 0 || probe < 0) ok = false;
+
+    for (int fd : fds) ::close(fd);
+    const bool back = wait_fds(
+        server, [&](std::size_t f) { return f <= base.fds; }, std::chrono::seconds(30));
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    const Snapshot after = snap(server);
+    print("after they closed", after, base, 0);
+    if (!back) {
+      std::printf("  descriptors did not return to the baseline\n");
+      ok = false;
+    }
+    const double rss_growth = (static_cast<double>(after.rss) - base.rss) / base.rss;
+    std::printf("  RSS after close vs baseline: %+.1f%%\n", rss_growth * 100);
+  }
+  server.stop();
+  std::error_code ec;
+  fs::remove_all(server.dir, ec);
+  std::printf("resources: %s\n", ok ? "done" : "FAILED");
+  return ok ? 0 : 1;
+}
