@@ -37,6 +37,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "opserver/paths.hpp"
 #include "opserver/plugin.hpp"
@@ -169,6 +170,53 @@ Status sync_ancestors(int root, const std::string& dir_path, const std::string& 
   return ops::ok_status();
 }
 
+// The prefixes of `dir_path` ("a", "a/b", ...) that do not exist yet: the directories
+// this upload is about to create. Any other failure to look is the upload's failure.
+ops::Result<std::vector<std::string>> missing_prefixes(int root, const std::string& dir_path) {
+  std::vector<std::string> out;
+  std::size_t pos = 0;
+  for (;;) {
+    std::size_t slash = dir_path.find('/', pos);
+    std::string prefix = dir_path.substr(0, slash);
+    if (out.empty()) {
+      auto dir = ops::sdk::open_dir_beneath(root, prefix, false);
+      if (!dir && dir.error().code != ErrorCode::not_found) return std::move(dir).error();
+      if (!dir) out.push_back(prefix);
+    } else {
+      out.push_back(prefix);
+    }
+    if (slash == std::string::npos) break;
+    pos = slash + 1;
+  }
+  return out;
+}
+
+// Removes, deepest first, the directories this upload created, unless the upload was
+// published. rmdir refuses a directory that is no longer empty, so whatever another
+// upload has put there meanwhile stays. (Another upload may still be about to rename
+// into one of them; it then fails with not_found, which a retry fixes. §5 asks that a
+// failed upload leave nothing behind; that rare cost buys it.)
+class CreatedDirs {
+ public:
+  CreatedDirs(int root, std::vector<std::string> dirs) : root_(root), dirs_(std::move(dirs)) {}
+  CreatedDirs(const CreatedDirs&) = delete;
+  CreatedDirs& operator=(const CreatedDirs&) = delete;
+  ~CreatedDirs() {
+    for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) {
+      std::size_t slash = it->rfind('/');
+      std::string parent = slash == std::string::npos ? std::string() : it->substr(0, slash);
+      std::string leaf = slash == std::string::npos ? *it : it->substr(slash + 1);
+      auto dir = ops::sdk::open_dir_beneath(root_, parent, false);
+      if (!dir || ::unlinkat(dir->get(), leaf.c_str(), AT_REMOVEDIR) != 0) return;
+    }
+  }
+  void keep() noexcept { dirs_.clear(); }
+
+ private:
+  int root_;
+  std::vector<std::string> dirs_;
+};
+
 std::string lowercase(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
@@ -265,6 +313,13 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
   if (::fsync(tmp.fd()) != 0 || tmp.close() != 0) return storage_error(errno, path);
 
   // Step 4.
+  std::vector<std::string> to_create;
+  if (parent_missing) {
+    auto missing = missing_prefixes(root, dir_path);
+    if (!missing) return std::move(missing).error();
+    to_create = std::move(*missing);
+  }
+  CreatedDirs created(root, std::move(to_create));
   if (parent_missing) {
     opened = ops::sdk::open_parent_beneath(root, path, /*create_missing=*/true);
     if (!opened) return std::move(opened).error();
@@ -297,6 +352,7 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
   // A rename moved the temporary name away; after link() it still exists and TempFile
   // removes it.
   if (!linked) tmp.mark_published();
+  created.keep();
 
   // Step 6. The file is visible now; if its directory entry cannot be made durable the
   // client is told the upload failed (it may then see the file, or not after a crash).

@@ -257,7 +257,7 @@ struct Tally {
 // change: when the directory fsync after the rename fails, the file is published and the
 // client is told its state is unknown (plugins/upload/upload.cpp, step 6).
 // Empty parent directories left by a fault after they were created are counted and
-// reported here, and asserted in the disabled test below (a known server bug).
+// reported here, and asserted by AFailedNestedUploadLeavesNoEmptyParentDirectories.
 TEST_F(IoFaults, NthCallFailingGivesAnErrorAndLeavesNothing) {
   TempDir work;
   const fs::path control = work.path() / "fault.spec";
@@ -371,12 +371,11 @@ TEST_F(IoFaults, NthCallFailingGivesAnErrorAndLeavesNothing) {
   EXPECT_EQ(serves_a_healthy_client(server, "ivan", key), "");
 }
 
-// KNOWN SERVER BUG (disabled until fixed; run with --gtest_also_run_disabled_tests):
 // upload creates missing parent directories (step 4 in plugins/upload/upload.cpp) before
-// it publishes, and a failure after that point (an fsync of the new directories, the
-// rename, a later mkdir) returns an error but leaves the new, empty directories behind.
+// it publishes; a failure after that point (an fsync of the new directories, the rename,
+// a later mkdir) must remove the directories it created (found by this test, now fixed).
 // §5: "otherwise nothing is left behind"; catalogue invariant N.
-TEST_F(IoFaults, DISABLED_AFailedNestedUploadLeavesNoEmptyParentDirectories) {
+TEST_F(IoFaults, AFailedNestedUploadLeavesNoEmptyParentDirectories) {
   TempDir work;
   const fs::path control = work.path() / "fault.spec";
   ServerProcess server(shimmed(control, work.path() / "fault.log"));
@@ -437,14 +436,11 @@ TEST(PluginFaults, MoreHangingCallsThanWorkers) {
   EXPECT_TRUE(scratch_empty(server));
 }
 
-// KNOWN SERVER BUG (disabled until fixed; run with --gtest_also_run_disabled_tests):
-// an operation answered `timeout` before its handler ever started must not take effect
-// later: a client told `timeout` retries, and must not find its first attempt done. Today
-// the abandoned call stays queued on the worker pool and runs when a worker frees up
-// (core/net/session.cpp, call_plugin: the posted lambda calls the handler without looking
-// at call.abandoned); register does not touch the connection, so the user is created and
-// its generated key is lost.
-TEST(PluginFaults, DISABLED_AnOperationAnsweredTimeoutBeforeItStartedNeverRuns) {
+// An operation answered `timeout` before its handler ever started must not take effect
+// later: a client told `timeout` retries, and must not find its first attempt done. The
+// abandoned call is skipped when a worker picks it up, and create_user refuses once the
+// call is abandoned (core/net/session.cpp call_plugin; found by this test, now fixed).
+TEST(PluginFaults, AnOperationAnsweredTimeoutBeforeItStartedNeverRuns) {
   TempDir plugins;
   ServerOptions o;
   o.ops_json = ops_json_with(plugins.path() / "p", {"misbehave"}, R"("sleep": {"allow": ["*"]})");
