@@ -122,6 +122,9 @@ int main(int argc, char** argv) {
 
   // sendfile(2) on a socket the peer has closed raises SIGPIPE; we handle EPIPE instead.
   std::signal(SIGPIPE, SIG_IGN);
+  // A write past RLIMIT_FSIZE raises SIGXFSZ, which would kill the server; ignored, the
+  // write fails with EFBIG and the upload is answered payload_too_large.
+  std::signal(SIGXFSZ, SIG_IGN);
   auto server = ops::core::Server::create(std::move(*config));
   if (!server) return fail_with(server.error().message);
   return (*server)->run();

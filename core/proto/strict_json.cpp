@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cstdlib>
 #include <limits>
+#include <unordered_set>
 #include <vector>
 
 namespace ops::core {
@@ -64,11 +65,9 @@ class StrictHandler {
   bool Key(const char* s, rapidjson::SizeType len, bool copy) {
     std::string_view key(s, len);
     if (!is_valid_utf8(key)) return fail("member name is not valid UTF-8 (lone surrogate?)");
-    Frame& frame = frames_.back();
-    if (std::find(frame.keys.begin(), frame.keys.end(), key) != frame.keys.end()) {
+    if (!frames_.back().add_key(key)) {
       return fail("duplicate member name \"" + std::string(key) + "\"");
     }
-    frame.keys.emplace_back(key);
     pending_key_ = key;
     return doc_.Key(s, len, copy);
   }
@@ -94,6 +93,24 @@ class StrictHandler {
     bool object;
     std::size_t index;
     std::vector<std::string> keys;  // small objects: linear search beats hashing
+    // Past kLinearKeys members, a hash set: a 1 MiB header of 100,000 members must not
+    // cost 10^10 comparisons on an I/O thread (reliability.md case 33).
+    std::unordered_set<std::string> many;
+    static constexpr std::size_t kLinearKeys = 16;
+
+    // False if `key` is already a member of this object.
+    bool add_key(std::string_view key) {
+      if (many.empty() && keys.size() < kLinearKeys) {
+        if (std::find(keys.begin(), keys.end(), key) != keys.end()) return false;
+        keys.emplace_back(key);
+        return true;
+      }
+      if (many.empty()) {
+        for (std::string& k : keys) many.insert(std::move(k));
+        keys.clear();
+      }
+      return many.emplace(key).second;
+    }
   };
 
   // Called at the start of every value: records its offset under its JSON pointer.

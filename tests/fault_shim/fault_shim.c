@@ -21,6 +21,9 @@
  *                             once and re-arms it between requests. Takes precedence.
  *   OPS_FAULT_LOG=<file>      each injected fault appends "KIND N ERRNO-NAME\n" here, so a
  *                             test knows whether its fault fired.
+ *   OPS_FAULT_TRACE=<file>    every counted call appends "KIND[ DETAIL]\n" here, faults or
+ *                             not: "fsync file" / "fsync dir", "rename", "link", "mkdir",
+ *                             "open", "write" (the order of durability steps, case 93).
  * Thread-safe. The shim's own file access goes straight to the system calls. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -144,6 +147,19 @@ static void log_fault(int kind, unsigned long n, int err) {
   syscall(SYS_close, fd);
 }
 
+static void trace(int kind, const char* detail) {
+  const char* path = getenv("OPS_FAULT_TRACE");
+  if (!path || !*path) return;
+  char line[64];
+  int len = snprintf(line, sizeof line, "%s%s%s\n", kind_names[kind], detail ? " " : "",
+                     detail ? detail : "");
+  int fd =
+      (int)syscall(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  syscall(SYS_write, fd, line, (size_t)len);
+  syscall(SYS_close, fd);
+}
+
 /* Counts one call of `kind`; returns the errno to fail it with, or 0 to let it through. */
 static int should_fail(int kind) {
   char spec[MAX_SPEC];
@@ -178,8 +194,10 @@ static int is_regular(int fd) {
   return syscall(SYS_fstat, fd, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-#define FAIL_IF(kind)           \
+#define FAIL_IF(kind) FAIL_IF_D(kind, NULL)
+#define FAIL_IF_D(kind, detail) \
   do {                          \
+    trace(kind, detail);        \
     int e_ = should_fail(kind); \
     if (e_) {                   \
       errno = e_;               \
@@ -211,15 +229,21 @@ ssize_t writev(int fd, const struct iovec* iov, int cnt) {
   return real_writev(fd, iov, cnt);
 }
 
+static const char* fd_kind(int fd) {
+  struct stat st;
+  if (syscall(SYS_fstat, fd, &st) != 0) return "?";
+  return S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "dir" : "other";
+}
+
 int fsync(int fd) {
   REAL(fsync, __typeof__(&fsync));
-  FAIL_IF(K_FSYNC);
+  FAIL_IF_D(K_FSYNC, fd_kind(fd));
   return real_fsync(fd);
 }
 
 int fdatasync(int fd) {
   REAL(fdatasync, __typeof__(&fdatasync));
-  FAIL_IF(K_FSYNC);
+  FAIL_IF_D(K_FSYNC, fd_kind(fd));
   return real_fdatasync(fd);
 }
 

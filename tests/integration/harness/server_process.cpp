@@ -82,6 +82,7 @@ ServerProcess::ServerProcess(ServerOptions options) : options_(std::move(options
   if (!options_.settings.empty()) settings += ",\n  " + options_.settings;
   settings += "\n}\n";
   write_file(config_path(), settings);
+  if (options_.prepare) options_.prepare(root());
   launch();
 }
 
@@ -106,6 +107,10 @@ void ServerProcess::launch() {
     if (options_.nofile_limit > 0) {
       rlimit limit{options_.nofile_limit, options_.nofile_limit};
       if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) ::_exit(126);
+    }
+    if (options_.fsize_limit > 0) {
+      rlimit limit{options_.fsize_limit, options_.fsize_limit};
+      if (::setrlimit(RLIMIT_FSIZE, &limit) != 0) ::_exit(126);
     }
     ::execl(OPS_SERVER_BIN, OPS_SERVER_BIN, "--config", config_path().c_str(),
             static_cast<char*>(nullptr));

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -46,6 +47,11 @@ struct ServerOptions {
   std::vector<std::pair<std::string, std::string>> env;
   // RLIMIT_NOFILE (soft and hard) for the server process; 0 keeps the inherited limit.
   unsigned long nofile_limit = 0;
+  // RLIMIT_FSIZE in bytes for the server process (prlimit --fsize); 0 keeps the inherited.
+  unsigned long fsize_limit = 0;
+  // Called with the server's root directory after the config is written and before the
+  // first start, e.g. to mount a small filesystem on <root>/storage.
+  std::function<void(const fs::path&)> prepare;
 };
 
 class ServerProcess {
