@@ -129,6 +129,20 @@ def goals(runs):
             ratio_row(f"{op}, 64 conn × 16 deep (lean reader)", f"ops-pipeline-{op}-lean", "rate",
                       "gRPC", f"grpc-pipeline-{op}", s, 2, " /s")
 
+    # Tuned: one server thread each (the one CPU the server is pinned to).
+    for op in ("describe", "list"):
+        s = stat(runs, f"grpc-t1-pingpong-{op}", "rate")
+        ratio_row(f"{op}, 1×1 ping-pong, 1 server thread each: rate", f"ops-io1-pingpong-{op}",
+                  "rate", "gRPC, 1 CQ thread", f"grpc-t1-pingpong-{op}", s, 2, " /s")
+        s = stat(runs, f"grpc-t1-pingpong-{op}", "p99_us")
+        ratio_row(f"{op}, 1×1 ping-pong, 1 server thread each: p99", f"ops-io1-pingpong-{op}",
+                  "p99_us", "gRPC, 1 CQ thread", f"grpc-t1-pingpong-{op}", s, 1, " µs",
+                  higher_is_better=False)
+        s = stat(runs, f"grpc-t1-pipeline-{op}", "rate")
+        ratio_row(f"{op}, 64 × 16, 1 server thread each (lean reader)",
+                  f"ops-io1-pipeline-{op}-lean", "rate", "gRPC, 1 CQ thread",
+                  f"grpc-t1-pipeline-{op}", s, 2, " /s")
+
     # Absolute goals.
     def absolute(workload, label, key, limit, unit, higher_is_better):
         s = stat(runs, label, key)
