@@ -3,8 +3,11 @@
 // never logged (16), invalid UTF-8 in values and keys (27), wide input (33), the largest
 // payload (35), extra payload bytes (37), NUL inside names (43), odd operation names (46),
 // encoded traversal forms kept literal (53), the server's scratch directory unreachable
-// (61), and a half-closed client still answered (78).
+// (61), a half-closed client still answered (78), deep nesting (32), 1,000 pipelined
+// requests in one write (41), a plugin present but not enabled (45), the identity a
+// handler receives (50), and a leaking plugin showing in the figures (99).
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -339,6 +342,158 @@ TEST_F(Catalogue, HalfClosedClientStillGetsItsAnswers) {
   ASSERT_TRUE(r3);
   EXPECT_TRUE(has(*r3, R"("id":3,"ok":true)")) << *r3;
   EXPECT_TRUE(c->closed_within(3s));
+}
+
+// Case 32: 100,000 nested '[' (and '{"a":' objects) inside max_frame: bad_frame at once,
+// no deep recursion (the depth limit stops the parser at 33).
+TEST_F(Catalogue, DeepNestingIsRefusedAtOnce) {
+  for (const std::string& open : {std::string("["), std::string("{\"a\":")}) {
+    auto c = admin();
+    std::string h = R"({"id":1,"operate":"list","args":)";
+    for (int i = 0; i < 100000; ++i) h += open;
+    const auto start = std::chrono::steady_clock::now();
+    std::string reply = exchange(*c, h);
+    EXPECT_TRUE(has(reply, R"("code":"bad_frame")")) << reply;
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
+    EXPECT_TRUE(c->closed_within(3s));
+  }
+}
+
+// Case 41: 1,000 pipelined requests with errors mixed in, sent in one write: 1,000
+// answers, in order, with matching ids.
+TEST_F(Catalogue, AThousandPipelinedRequestsInOneWrite) {
+  auto c = admin();
+  std::string batch;
+  for (int i = 1; i <= 1000; ++i) {
+    if (i % 10 == 0) {
+      batch += frame_of(request_json(i, "nope"));
+    } else if (i % 7 == 0) {
+      batch += frame_of(request_json(i, "upload", R"({"path":"../bad"})", 3)) + "xyz";
+    } else if (i % 3 == 0) {
+      batch += frame_of(request_json(i, "list", R"({"path":""})"));
+    } else {
+      batch += frame_of(request_json(i, "describe"));
+    }
+  }
+  ASSERT_TRUE(c->send(batch));
+  for (int i = 1; i <= 1000; ++i) {
+    auto reply = c->read_frame();
+    ASSERT_TRUE(reply) << "answer " << i;
+    ASSERT_EQ(reply->rfind("{\"id\":" + std::to_string(i) + ",", 0), 0u) << *reply;
+    const bool error = i % 10 == 0 || i % 7 == 0;
+    EXPECT_EQ(has(*reply, "\"ok\":false"), error) << *reply;
+  }
+}
+
+// Cases 45, 50 and 99 need a plugin directory of their own.
+class WithIdentityPlugin : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ServerOptions o;
+    // libidentity.so provides whoami and leak; only whoami and leak are enabled, and
+    // libmisbehave.so sits in the directory with none of its operations enabled.
+    o.ops_json = ops_json_with(plugins_.path() / "p", {"identity", "misbehave"},
+                               R"("whoami": {"allow": ["*"]}, "leak": {"allow": ["*"]})");
+    server_ = std::make_unique<ServerProcess>(o);
+  }
+  TempDir plugins_;
+  std::unique_ptr<ServerProcess> server_;
+};
+
+// Case 45: an operation whose plugin is loaded but which ops.json does not enable is
+// answered exactly like one that does not exist, and describe omits it.
+TEST_F(WithIdentityPlugin, AnOperationNotEnabledIsLikeOneThatDoesNotExist) {
+  RawConnection c(server_->port());
+  ASSERT_TRUE(c.authenticate("admin", server_->admin_key()));
+  c.send(frame_of(request_json(1, "sleep", R"({"ms":1})")));
+  std::string disabled = c.read_frame().value_or("");
+  c.send(frame_of(request_json(1, "nosuchop", R"({"ms":1})")));
+  std::string missing = c.read_frame().value_or("");
+  EXPECT_TRUE(disabled.find(R"("code":"unknown_operation")") != std::string::npos) << disabled;
+  // The same answer apart from the name quoted in the message.
+  auto strip = [](std::string s, const std::string& name) {
+    auto at = s.find(name);
+    if (at != std::string::npos) s.erase(at, name.size());
+    return s;
+  };
+  EXPECT_EQ(strip(disabled, "sleep"), strip(missing, "nosuchop"));
+  c.send(frame_of(request_json(2, "describe")));
+  std::string described = c.read_frame().value_or("");
+  EXPECT_EQ(described.find(R"("name":"sleep")"), std::string::npos) << described;
+  EXPECT_NE(described.find(R"("name":"whoami")"), std::string::npos) << described;
+}
+
+// Case 50: the handler always receives the authenticated user, with or without "user" in
+// the request.
+TEST_F(WithIdentityPlugin, TheHandlerSeesTheAuthenticatedUser) {
+  const std::string key = server_->add_user("ida");
+  auto c = server_->connect("ida", key);
+  ASSERT_TRUE(c);
+  auto plain = c->call("whoami", "{}");
+  ASSERT_TRUE(plain && plain->ok);
+  EXPECT_EQ(plain->result_json, R"({"user":"ida"})");
+  RawConnection raw(server_->port());
+  ASSERT_TRUE(raw.authenticate("ida", key));
+  raw.send(frame_of(R"({"id":1,"operate":"whoami","user":"ida"})"));
+  EXPECT_NE(raw.read_frame().value_or("").find(R"("result":{"user":"ida"})"), std::string::npos);
+  raw.send(frame_of(R"({"id":2,"operate":"whoami","user":"admin"})"));
+  EXPECT_NE(raw.read_frame().value_or("").find(R"("code":"forbidden")"), std::string::npos);
+}
+
+// Case 99: plugins run in the server process, so a plugin that leaks is the server
+// leaking. 2,000 calls that each leak a descriptor and 1 KiB show up one for one in the
+// descriptor count and in RSS: the figures make such a plugin visible.
+TEST_F(WithIdentityPlugin, ALeakingPluginShowsInTheFigures) {
+  auto c = server_->connect_admin();
+  ASSERT_TRUE(c);
+  const std::size_t fds_before = server_->open_fds();
+  const std::uint64_t rss_before = server_->rss_bytes();
+  constexpr int kCalls = 2000;
+  for (int i = 0; i < kCalls; ++i) {
+    auto r = c->call("leak", "{}");
+    ASSERT_TRUE(r && r->ok);
+  }
+  const std::size_t fds_after = server_->open_fds();
+  const std::uint64_t rss_after = server_->rss_bytes();
+  std::cout << "[ leak     ] " << kCalls << " calls: +" << fds_after - fds_before
+            << " descriptors, +" << (rss_after - rss_before) / 1024 << " KiB RSS\n";
+  EXPECT_EQ(fds_after - fds_before, static_cast<std::size_t>(kCalls));
+  EXPECT_GE(rss_after - rss_before, std::uint64_t{kCalls} * 1024);
+  EXPECT_EQ(serves_a_healthy_client(*server_, "admin", server_->admin_key()), "");
+}
+
+// Case 6, the open point: unknown members in an otherwise valid auth frame are ignored
+// (forward compatibility, docs/PROTOCOL.md §7).
+TEST_F(Catalogue, UnknownMembersInAValidAuthAreIgnored) {
+  const std::string key = server_->admin_key();
+  RawConnection c(server_->port());
+  auto nonce = *proof::from_hex<32>(c.read_challenge());
+  auto cn = proof::random_nonce();
+  c.send(frame_of(R"({"type":"auth","mechanism":"hmac-sha256","user":"admin","cnonce":")" +
+                  proof::to_hex(cn) + R"(","proof":")" +
+                  proof::to_hex(proof::client_proof(key, nonce, cn, "admin")) +
+                  R"(","x-client":"test/1","future":{"a":[1,2]}})"));
+  EXPECT_NE(c.read_frame().value_or("").find(R"("type":"welcome")"), std::string::npos);
+}
+
+// Case 104: a plugin whose static constructor crashes inside dlopen takes the server down
+// at start-up, before it listens (and under --check-config too), never mid-service.
+TEST(PluginLoad, AConstructorThatCrashesFailsTheStartNotTheService) {
+  TempDir dir;
+  std::string ops = ops_json_with(dir.path() / "p", {"ctor_crash"}, "");
+  write_file(dir.path() / "ops.json", ops);
+  write_file(dir.path() / "server.json",
+             R"({"listen":"127.0.0.1:0","storage_dir":")" + (dir.path() / "storage").string() +
+                 R"(","state_dir":")" + (dir.path() / "state").string() + R"(","ops_config":")" +
+                 (dir.path() / "ops.json").string() + "\"}");
+  for (bool check : {true, false}) {
+    std::vector<std::string> argv = {OPS_SERVER_BIN, "--config",
+                                     (dir.path() / "server.json").string()};
+    if (check) argv.push_back("--check-config");
+    RunResult r = run_program(argv);
+    EXPECT_EQ(r.status, 128 + SIGABRT) << r.output;
+    EXPECT_EQ(r.output.find("listening"), std::string::npos) << r.output;
+  }
 }
 
 }  // namespace

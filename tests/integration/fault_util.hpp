@@ -19,6 +19,20 @@
 
 namespace ops::test {
 
+// True in an ASan or TSan build (scripts/sanitize): the server then keeps freed memory in
+// quarantine, so RSS bounds do not apply, and it reports a SIGSEGV itself and aborts.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kSanitizerBuild = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+inline constexpr bool kSanitizerBuild = true;
+#else
+inline constexpr bool kSanitizerBuild = false;
+#endif
+#else
+inline constexpr bool kSanitizerBuild = false;
+#endif
+
 // Polls `done` until it holds or `limit` passes; every wait has a condition to reach.
 inline bool eventually(const std::function<bool()>& done,
                        std::chrono::milliseconds limit = std::chrono::seconds(10)) {

@@ -175,12 +175,14 @@ TEST(NonReader, PipelinedRequestsNeverReadAreBounded) {
             << "reading; server RSS " << rss_before / 1024 << " KiB -> " << rss_stuck / 1024
             << " KiB\n";
   EXPECT_LT(sent, 64u << 20) << "the server kept reading requests it could not answer";
-  EXPECT_LT(rss_stuck, rss_before + (16u << 20)) << "responses piled up in server memory";
+  if (!kSanitizerBuild) {  // ASan keeps every freed response in its quarantine
+    EXPECT_LT(rss_stuck, rss_before + (16u << 20)) << "responses piled up in server memory";
+  }
   EXPECT_EQ(serves_a_healthy_client(server, "admin", key), "");
   // The stuck write is abandoned after payload_timeout_ms; everything is released.
   EXPECT_TRUE(eventually([&] { return server.open_fds() == idle_fds; }, 6s))
       << server.open_fds() << " descriptors, idle " << idle_fds;
-  EXPECT_LT(server.rss_bytes(), rss_before + (16u << 20));
+  if (!kSanitizerBuild) EXPECT_LT(server.rss_bytes(), rss_before + (16u << 20));
 }
 
 // Case 86: the server runs with RLIMIT_NOFILE 64 and 150 clients connect. accept() fails
