@@ -206,8 +206,14 @@ class CreatedDirs {
       std::size_t slash = it->rfind('/');
       std::string parent = slash == std::string::npos ? std::string() : it->substr(0, slash);
       std::string leaf = slash == std::string::npos ? *it : it->substr(slash + 1);
+      // A failure partway through step 4 leaves the deeper ones uncreated: skip those
+      // (ENOENT) and go on to their parents; stop at anything else (not empty: in use).
       auto dir = ops::sdk::open_dir_beneath(root_, parent, false);
-      if (!dir || ::unlinkat(dir->get(), leaf.c_str(), AT_REMOVEDIR) != 0) return;
+      if (!dir) {
+        if (dir.error().code == ErrorCode::not_found) continue;
+        return;
+      }
+      if (::unlinkat(dir->get(), leaf.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) return;
     }
   }
   void keep() noexcept { dirs_.clear(); }

@@ -289,6 +289,7 @@ TEST_F(IoFaults, NthCallFailingGivesAnErrorAndLeavesNothing) {
   std::map<std::string, Tally> tally;  // by kind and errno
   int generation = 0;
   int empty_dirs_left = 0;
+  std::string empty_dirs_specs;
   std::size_t log_lines = 0;
   for (const char* kind : {"write", "fsync", "rename", "open", "mkdir"}) {
     for (const char* err : {"EIO", "ENOSPC"}) {
@@ -339,7 +340,9 @@ TEST_F(IoFaults, NthCallFailingGivesAnErrorAndLeavesNothing) {
             if (std::string(kind) == "fsync" && published) {
               // The accepted case: the directory fsync after the rename.
             } else if (tree_fingerprint_of_files(home) == before_files) {
-              ++empty_dirs_left;  // only new, empty directories: the disabled test below
+              ++empty_dirs_left;  // only new, empty directories (asserted below)
+              empty_dirs_specs += spec + "/" + s.name + " ";
+              held = false;
             } else {
               violated("the tree changed:\n--- before\n" + before + "--- after\n" + after);
             }
@@ -367,7 +370,11 @@ TEST_F(IoFaults, NthCallFailingGivesAnErrorAndLeavesNothing) {
   }
   RecordProperty("faults", summary);
   std::cout << "[ faults   ] survived/injected: " << summary << "total " << survived << "/"
-            << injected << "; empty parent directories left behind: " << empty_dirs_left << "\n";
+            << injected << "; empty parent directories left behind: " << empty_dirs_left
+            << (empty_dirs_left ? " (" + empty_dirs_specs + ")" : "") << "\n";
+  // §5: nothing left behind, new empty parent directories included.
+  EXPECT_EQ(empty_dirs_left, 0) << "failed uploads left their new parent directories: "
+                                << empty_dirs_specs;
   EXPECT_EQ(serves_a_healthy_client(server, "ivan", key), "");
 }
 
