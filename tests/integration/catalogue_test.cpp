@@ -457,8 +457,11 @@ TEST_F(WithIdentityPlugin, ALeakingPluginShowsInTheFigures) {
   const std::uint64_t rss_after = server_->rss_bytes();
   std::cout << "[ leak     ] " << kCalls << " calls: +" << fds_after - fds_before
             << " descriptors, +" << (rss_after - rss_before) / 1024 << " KiB RSS\n";
-  EXPECT_EQ(fds_after - fds_before, static_cast<std::size_t>(kCalls));
-  EXPECT_GE(rss_after - rss_before, std::uint64_t{kCalls} * 1024);
+  // One descriptor per call, exactly; RSS by at least half the leaked bytes (allocator
+  // slack and concurrent frees make the exact figure wobble).
+  EXPECT_EQ(fds_after, fds_before + kCalls);
+  EXPECT_GE(rss_after, rss_before + std::uint64_t{kCalls} * 512)
+      << "RSS " << rss_before << " -> " << rss_after;
   EXPECT_EQ(serves_a_healthy_client(*server_, "admin", server_->admin_key()), "");
 }
 
