@@ -209,12 +209,20 @@ def render(runs, meta):
     out.append("## Every workload\n")
     out.append("| label | runs | " + " | ".join(name for _, name in DETAIL_KEYS) + " |")
     out.append("|---|---|" + "---|" * len(DETAIL_KEYS))
-    for label in sorted(runs):
+    for label in sorted(l for l in runs if not l.startswith("micro:")):
         cells = [cell(stat(runs, label, k)) for k, _ in DETAIL_KEYS]
         if all(c == "–" for c in cells):
             continue
         out.append(f"| {label} | {len(runs[label])} | " + " | ".join(cells) + " |")
     out.append("")
+    micro = sorted(l for l in runs if l.startswith("micro:"))
+    if micro:
+        out.append("## Micro benches (opsmicro, Google Benchmark, pinned to the server's CPU)\n")
+        out.append("| benchmark | ns per iteration |")
+        out.append("|---|---|")
+        for label in micro:
+            out.append(f"| {label[len('micro:'):]} | {cell(stat(runs, label, 'ns'))} |")
+        out.append("")
     if meta and meta.get("weight"):
         out.append("## Weight\n")
         out.append("| what | opserver | gRPC peer |")
