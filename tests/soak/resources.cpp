@@ -63,7 +63,8 @@ void print(const char* what, const Snapshot& s, const Snapshot& base, int n) {
 }
 
 int usage() {
-  std::fprintf(stderr, "usage: ops_resources --server BIN --plugins DIR [--connections N]\n");
+  std::fprintf(stderr,
+               "usage: ops_resources --server BIN --plugins DIR [--connections N] [--cycles N]\n");
   return 2;
 }
 
@@ -72,6 +73,7 @@ int usage() {
 int main(int argc, char** argv) {
   fs::path server_bin, plugin_dir;
   int n = 10000;
+  int cycles = 2;
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
@@ -81,6 +83,8 @@ int main(int argc, char** argv) {
       plugin_dir = next();
     else if (k == "--connections")
       n = std::stoi(next());
+    else if (k == "--cycles")
+      cycles = std::stoi(next());
     else
       return usage();
   }
@@ -110,7 +114,17 @@ int main(int argc, char** argv) {
   print("baseline (idle server)", base, base, 0);
 
   bool ok = true;
-  for (bool authenticated : {false, true}) {
+  // Both phases, `cycles` times: RSS that stays flat from one cycle to the next after
+  // the first is memory the allocator keeps for reuse; RSS that keeps climbing is a leak.
+  std::vector<bool> phases;
+  for (int i = 0; i < cycles; ++i) {
+    phases.push_back(false);
+    phases.push_back(true);
+  }
+  std::vector<std::uint64_t> after_cycle;
+  for (std::size_t phase = 0; phase < phases.size(); ++phase) {
+    const bool authenticated = phases[phase];
+    if (phase % 2 == 0) std::printf("cycle %zu:\n", phase / 2 + 1);
     std::vector<int> fds;
     fds.reserve(static_cast<std::size_t>(n));
     const auto t0 = Clock::now();
@@ -165,6 +179,17 @@ int main(int argc, char** argv) {
     }
     const double rss_growth = (static_cast<double>(after.rss) - base.rss) / base.rss;
     std::printf("  RSS after close vs baseline: %+.1f%%\n", rss_growth * 100);
+    if (phase % 2 == 1) after_cycle.push_back(after.rss);
+  }
+  if (after_cycle.size() >= 2) {
+    const double drift =
+        (static_cast<double>(after_cycle.back()) - after_cycle[0]) / after_cycle[0];
+    std::printf("RSS after each cycle:");
+    for (std::uint64_t r : after_cycle) std::printf(" %.1f MiB", r / 1048576.0);
+    std::printf(
+        " (last vs first cycle %+.1f%%: %s)\n", drift * 100,
+        std::fabs(drift) < 0.05 ? "flat, memory kept by the allocator for reuse" : "still growing");
+    if (drift > 0.05) ok = false;
   }
   server.stop();
   std::error_code ec;
