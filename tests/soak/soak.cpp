@@ -12,6 +12,9 @@
 //  - the start-up time stays bounded.
 // Each writer owns its paths (so the order of its uploads is known); all writers also
 // overwrite a few shared paths, which must hold one whole body from some writer.
+// Meanwhile an admin registers new users (case 72): after each restart every registration
+// that was acknowledged logs in with the key it returned, and every user in the store has
+// its storage directory.
 // Exit status 0 only when nothing was lost, torn or left behind.
 #include <algorithm>
 #include <atomic>
@@ -20,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <regex>
 #include <set>
 #include <string>
 #include <thread>
@@ -85,6 +89,9 @@ struct Totals {
   std::uint64_t in_flight_committed = 0;
   std::uint64_t in_flight_absent = 0;
   std::vector<double> startup_ms;
+  std::uint64_t registered = 0;     // acknowledged registrations
+  std::uint64_t users_lost = 0;     // acknowledged, but cannot log in after the restart
+  std::uint64_t users_partial = 0;  // in the store without a storage directory
 };
 
 std::string sha_of_file(const fs::path& p) {
@@ -188,6 +195,39 @@ int main(int argc, char** argv) {
   std::set<std::string> shared_shas;  // every body ever sent to a shared path
   std::uint64_t shared_counter = 0;
   Totals t;
+  // Registrations acknowledged in the current round, checked after the next start.
+  std::vector<std::pair<std::string, std::string>> new_users;
+  std::mutex users_mutex;
+  const std::string admin_key = server.admin_key();
+  auto check_users = [&](const char* phase) {
+    for (const auto& [name, ukey] : new_users) {
+      ops::client::Options o;
+      o.port = server.port;
+      o.user = name;
+      o.key = ukey;
+      o.timeout = std::chrono::seconds(10);
+      auto c = ops::client::Client::connect(o);
+      if (!c) {
+        ++t.users_lost;
+        std::printf("soak: USER LOST %s (%s): %s\n", name.c_str(), phase,
+                    c.error().message.c_str());
+      }
+    }
+    new_users.clear();
+    // Every user the store knows has its directory (the directory is made first).
+    // users.json is {"users":{"<name>":{"key":...},...}}: names are the keys of objects.
+    std::string users = slurp(server.dir / "state" / "users.json");
+    static const std::regex kName(R"re("([a-z_][a-z0-9_.-]{0,31})"\s*:\s*\{)re");
+    for (auto it = std::sregex_iterator(users.begin(), users.end(), kName);
+         it != std::sregex_iterator(); ++it) {
+      const std::string name = (*it)[1];
+      std::error_code ec;
+      if (name != "users" && !fs::is_directory(server.storage() / name, ec)) {
+        ++t.users_partial;
+        std::printf("soak: USER WITHOUT DIRECTORY %s (%s)\n", name.c_str(), phase);
+      }
+    }
+  };
 
   // Checks the tree against what the writers know, then makes the observed state the
   // durable one. `phase` names when it runs (after the kill, or after the restart).
@@ -274,6 +314,7 @@ int main(int argc, char** argv) {
         std::printf("soak: round %d: temporary files left after start-up\n", round);
       }
       verify("after restart");
+      check_users("after restart");
     }
 
     std::atomic<bool> stop{false};
@@ -327,6 +368,26 @@ int main(int argc, char** argv) {
         }
       });
     }
+    // The registrar: admin registers r<round>_<n> until the kill.
+    threads.emplace_back([&] {
+      ops::client::Options o;
+      o.port = server.port;
+      o.user = "admin";
+      o.key = admin_key;
+      o.timeout = std::chrono::seconds(10);
+      auto c = ops::client::Client::connect(o);
+      if (!c) return;
+      for (int n = 0; !stop.load(); ++n) {
+        std::string name = "r" + std::to_string(round) + "_" + std::to_string(n);
+        auto r = (*c)->call("register", "{\"user\":\"" + name + "\"}");
+        if (!r || !r->ok) return;
+        auto at = r->result_json.find("\"key\":\"");
+        if (at == std::string::npos) return;
+        std::lock_guard lock(users_mutex);
+        new_users.emplace_back(name, r->result_json.substr(at + 7, 64));
+        ++t.registered;
+      }
+    });
     std::uniform_int_distribution<int> delay(a.min_kill_ms, a.max_kill_ms);
     std::this_thread::sleep_for(std::chrono::milliseconds(delay(rng)));
     server.kill_now();
@@ -357,6 +418,7 @@ int main(int argc, char** argv) {
     if (!fs::is_empty(scratch, ec)) ++t.orphans_after_start;
   }
   verify("final start");
+  check_users("final start");
   server.stop();
 
   const double secs = std::chrono::duration<double>(Clock::now() - soak_start).count();
@@ -365,7 +427,8 @@ int main(int argc, char** argv) {
       "%llu, refused %llu; files verified %llu; acknowledged uploads lost %llu; torn or "
       "partial files %llu; stray files %llu; in-flight uploads at kill: %llu committed whole, "
       "%llu absent; orphan temp files at kill %llu, after restart %llu; start-up ms median "
-      "%.1f p99 %.1f max %.1f\n",
+      "%.1f p99 %.1f max %.1f; registrations acknowledged %llu, lost %llu, users without a "
+      "directory %llu\n",
       a.rounds, secs, static_cast<unsigned long long>(t.attempted),
       static_cast<unsigned long long>(t.acknowledged), static_cast<unsigned long long>(t.refused),
       static_cast<unsigned long long>(t.verified), static_cast<unsigned long long>(t.lost),
@@ -375,11 +438,14 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(t.orphans_at_kill),
       static_cast<unsigned long long>(t.orphans_after_start), quantile(t.startup_ms, 0.5),
       quantile(t.startup_ms, 0.99),
-      t.startup_ms.empty() ? 0.0 : *std::max_element(t.startup_ms.begin(), t.startup_ms.end()));
+      t.startup_ms.empty() ? 0.0 : *std::max_element(t.startup_ms.begin(), t.startup_ms.end()),
+      static_cast<unsigned long long>(t.registered), static_cast<unsigned long long>(t.users_lost),
+      static_cast<unsigned long long>(t.users_partial));
   const bool bounded =
       t.startup_ms.empty() || *std::max_element(t.startup_ms.begin(), t.startup_ms.end()) < 5000.0;
   const bool pass = t.lost == 0 && t.torn == 0 && t.stray == 0 && t.orphans_after_start == 0 &&
-                    t.refused == 0 && bounded && t.acknowledged > 0;
+                    t.refused == 0 && bounded && t.acknowledged > 0 && t.users_lost == 0 &&
+                    t.users_partial == 0;
   std::printf("soak: %s\n", pass ? "PASS" : "FAIL");
   if (!a.keep && pass) {
     std::error_code ec;
