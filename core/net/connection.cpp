@@ -42,7 +42,8 @@ void Connection::consume(std::size_t n) noexcept {
 
 asio::awaitable<Status> Connection::wait_idle() {
   if (buffered() > 0) co_return ok_status();
-  std::vector<unsigned char>().swap(buf_);
+  buf_.reset();
+  capacity_ = 0;
   begin_ = end_ = 0;
   if (out_.empty()) std::string().swap(out_);
   auto [ec] = co_await socket_.async_wait(asio::socket_base::wait_read, kAwaitTuple);
@@ -51,13 +52,19 @@ asio::awaitable<Status> Connection::wait_idle() {
 }
 
 void Connection::make_room(std::size_t n) {
-  if (buf_.size() - end_ >= n) return;
+  if (capacity_ - end_ >= n) return;
   if (begin_ > 0) {  // compact first
-    std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
+    std::memmove(buf_.get(), buf_.get() + begin_, end_ - begin_);
     end_ -= begin_;
     begin_ = 0;
   }
-  if (buf_.size() - end_ < n) buf_.resize(end_ + n);
+  if (capacity_ - end_ < n) {
+    std::size_t capacity = end_ + n;
+    std::unique_ptr<unsigned char[]> bigger(new unsigned char[capacity]);  // not zeroed
+    if (end_ > 0) std::memcpy(bigger.get(), buf_.get(), end_);
+    buf_ = std::move(bigger);
+    capacity_ = capacity;
+  }
 }
 
 asio::awaitable<Status> Connection::fill(std::size_t n) {
@@ -65,7 +72,7 @@ asio::awaitable<Status> Connection::fill(std::size_t n) {
     // Read ahead up to a chunk: later frames and payload bytes come with it.
     make_room(std::max(n - buffered(), kReadChunk));
     auto [ec, got] = co_await socket_.async_read_some(
-        asio::buffer(buf_.data() + end_, buf_.size() - end_), kAwaitTuple);
+        asio::buffer(buf_.get() + end_, capacity_ - end_), kAwaitTuple);
     if (ec) {
       co_return fail(ErrorCode::unavailable,
                      ec == asio::error::eof ? "closed by peer" : ec.message());

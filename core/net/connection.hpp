@@ -15,6 +15,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -37,7 +38,7 @@ class Connection {
   boost::asio::awaitable<Status> flush_some();
 
   std::size_t buffered() const noexcept { return end_ - begin_; }
-  const unsigned char* data() const noexcept { return buf_.data() + begin_; }
+  const unsigned char* data() const noexcept { return buf_.get() + begin_; }
   void consume(std::size_t n) noexcept;
   // Waits until the socket is readable with no buffer held, then frees the buffers:
   // an idle connection costs its socket and little else.
@@ -71,7 +72,9 @@ class Connection {
 
   boost::asio::ip::tcp::socket socket_;
   int fd_;
-  std::vector<unsigned char> buf_;
+  // Not a std::vector: resize() would zero-fill 64 KiB after every idle wait.
+  std::unique_ptr<unsigned char[]> buf_;
+  std::size_t capacity_ = 0;
   std::size_t begin_ = 0;
   std::size_t end_ = 0;
   std::string out_;

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -65,6 +66,17 @@ bool is_inside(const fs::path& inner, const fs::path& outer) {
   fs::path b = fs::weakly_canonical(outer, ec);
   auto [end, _] = std::mismatch(b.begin(), b.end(), a.begin(), a.end());
   return end == b.end();
+}
+
+// The CPUs this process may run on (taskset, cgroup cpusets), not every CPU of the
+// machine: two I/O threads sharing one core only hand completions to each other.
+unsigned usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) {
+    return static_cast<unsigned>(CPU_COUNT(&set));
+  }
+  return std::max(1u, std::thread::hardware_concurrency());
 }
 
 Result<tcp::endpoint> resolve_listen(asio::io_context& io, const Config& config) {
@@ -250,8 +262,7 @@ int Server::run() {
     asio::co_spawn(s.io, s.stop_sequence(), asio::detached);
   });
 
-  unsigned threads =
-      s.config.io_threads ? s.config.io_threads : std::thread::hardware_concurrency();
+  unsigned threads = s.config.io_threads ? s.config.io_threads : usable_cpus();
   if (threads == 0) threads = 1;
   std::vector<std::thread> pool;
   for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&s] { s.io.run(); });

@@ -280,8 +280,11 @@ asio::awaitable<bool> Session::serve(Header& header) {
     co_return co_await refuse(valid.error().code, valid.error().message);
   }
 
-  // Earlier responses should not wait behind a slow handler.
-  if (!co_await flush()) co_return false;
+  // Earlier responses should not wait behind a slow handler, nor behind a payload; but
+  // while more pipelined requests are already buffered, the batch goes out in one write.
+  if (op->payload != OPS_PAYLOAD_NONE || !complete_frame_buffered()) {
+    if (!co_await flush()) co_return false;
+  }
   std::optional<Error> outcome;
   std::uint64_t bytes = 0;
   bool keep = co_await call_plugin(*op, request.id, to_json(args), request.payload, outcome, bytes);
