@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Side-by-side A/B of two opserver builds on the same workloads, alternating, in one run:
+#   bench/ab.sh OLD_BIN OLD_PLUGINS NEW_BIN NEW_PLUGINS [ROUNDS]
+# e.g. after `git worktree add /tmp/old HEAD~1` and building both:
+#   bench/ab.sh /tmp/old/build/bin/opserver /tmp/old/build/plugins build/bin/opserver build/plugins
+# Servers on CPU 0, opsbench (build-bench/bin/opsbench, from scripts/bench) on CPU 1.
+# Compare the "server ... us/op" figures: CPU per operation is steadier than rates on a
+# shared machine.
+set -u
+old_bin=$1 old_plugins=$2 new_bin=$3 new_plugins=$4 rounds=${5:-2}
+bench=${OPSBENCH:-$(dirname "$0")/../build-bench/bin/opsbench}
+work=$(mktemp -d)
+trap 'kill $(cat "$work"/*/pid 2>/dev/null) 2>/dev/null; rm -rf "$work"' EXIT
+
+start() { # name bin plugins port
+  local d=$work/$1
+  mkdir -p "$d/storage/admin/ten"
+  for i in $(seq 10); do echo x > "$d/storage/admin/ten/f$i"; done
+  printf '{"plugin_dir": "%s", "operations": {"list": {"allow": ["*"]}}}\n' "$3" > "$d/ops.json"
+  printf '{"listen": "127.0.0.1:%s", "storage_dir": "%s/storage", "state_dir": "%s/state", "ops_config": "%s/ops.json", "log_level": "warn"}\n' \
+    "$4" "$d" "$d" "$d" > "$d/server.json"
+  taskset -c 0 "$2" --config "$d/server.json" > "$d/log" 2>&1 &
+  echo $! > "$d/pid"
+  for _ in $(seq 100); do grep -q listening "$d/log" 2>/dev/null && break; sleep 0.05; done
+}
+start old "$old_bin" "$old_plugins" 9301
+start new "$new_bin" "$new_plugins" 9302
+for round in $(seq "$rounds"); do
+  for side in "old 9301" "new 9302"; do
+    set -- $side
+    d=$work/$1
+    common=(--port "$2" --user admin --key-file "$d/state/admin.key" --server-pid "$(cat "$d/pid")")
+    echo "== $1 round $round"
+    taskset -c 1 "$bench" pingpong --op describe --duration 3 "${common[@]}" | tail -1
+    taskset -c 1 "$bench" pingpong --op list --duration 3 "${common[@]}" | tail -1
+    taskset -c 1 "$bench" pipeline --op list --connections 64 --depth 16 --threads 1 --duration 3 --lean "${common[@]}" | tail -1
+    taskset -c 1 "$bench" handshakes --threads 2 --duration 3 "${common[@]}" | tail -1
+  done
+done
