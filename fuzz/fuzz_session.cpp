@@ -136,10 +136,13 @@ bool send_all(int fd, const char* p, std::size_t n) {
   return true;
 }
 
+void stop_live_server();
+
 struct LiveServer {
   fs::path dir;
   std::uint16_t port = 0;
   std::unique_ptr<ops::core::Server> server;
+  std::thread runner;  // runs server->run() until the process exits
 
   LiveServer() {
     std::signal(SIGPIPE, SIG_IGN);  // as main() does
@@ -161,7 +164,8 @@ struct LiveServer {
         << (dir / "storage").string() << R"(", "state_dir": ")" << (dir / "state").string()
         << R"(", "ops_config": ")" << (dir / "ops.json").string()
         << R"(", "io_threads": 2, "worker_threads": 4, "handshake_timeout_ms": 2000,
-              "idle_timeout_ms": 2000, "payload_timeout_ms": 1000, "log_level": "warn"})";
+              "idle_timeout_ms": 2000, "payload_timeout_ms": 1000, "shutdown_grace_ms": 200,
+              "log_level": "warn"})";
     {
       fs::create_directories(dir / "storage");
       ops::core::UserStore users(dir / "state", dir / "storage");
@@ -174,7 +178,12 @@ struct LiveServer {
     if (!created) std::fprintf(stderr, "%s\n", created.error().message.c_str());
     check(created.ok(), "server create");
     server = std::move(*created);
-    std::thread([s = server.get()] { s->run(); }).detach();
+    runner = std::thread([s = server.get()] { s->run(); });
+    // At exit, stop the server the way an operator does (SIGTERM, which its signal_set
+    // took over from libFuzzer) and wait for its threads, before static destructors (the
+    // spdlog registry among them, registered earlier, so destroyed later) pull the floor
+    // from under them.
+    std::atexit(stop_live_server);
     for (int i = 0; i < 500; ++i) {
       int fd = connect_to(port);
       if (fd >= 0) {
@@ -187,9 +196,17 @@ struct LiveServer {
   }
 };
 
+LiveServer* g_live = nullptr;
+
+void stop_live_server() {
+  if (g_live == nullptr || !g_live->runner.joinable()) return;
+  ::raise(SIGTERM);
+  g_live->runner.join();
+}
+
 LiveServer& live() {
-  static LiveServer* s = new LiveServer();  // never destroyed: threads keep running
-  return *s;
+  if (g_live == nullptr) g_live = new LiveServer();  // never destroyed
+  return *g_live;
 }
 
 // Empty on success, else what went wrong.
