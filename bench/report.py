@@ -215,6 +215,24 @@ def render(runs, meta):
             continue
         out.append(f"| {label} | {len(runs[label])} | " + " | ".join(cells) + " |")
     out.append("")
+    rows = []
+    for what, info_l, warn_l, key in [
+            ("64 × 16 describe (lean reader): server CPU per request", "ops-info-pipeline-describe-lean",
+             "ops-warn-pipeline-describe-lean", "server_cpu_us_per_op"),
+            ("64 × 16 describe (lean reader): rate", "ops-info-pipeline-describe-lean",
+             "ops-warn-pipeline-describe-lean", "rate"),
+            ("handshakes: server CPU per connection", "ops-info-handshakes", "ops-warn-handshakes",
+             "server_cpu_us_per_conn"),
+            ("handshakes: rate", "ops-info-handshakes", "ops-warn-handshakes", "rate")]:
+        a, b = stat(runs, info_l, key), stat(runs, warn_l, key)
+        if a and b and b.median:
+            rows.append(f"| {what} | {cell(a)} | {cell(b)} | {a.median / b.median:.2f} × |")
+    if rows:
+        out.append("## Logging: log_level info (the default) against warn, same run\n")
+        out.append("| measure | info | warn | info / warn |")
+        out.append("|---|---|---|---|")
+        out.extend(rows)
+        out.append("")
     micro = sorted(l for l in runs if l.startswith("micro:"))
     if micro:
         out.append("## Micro benches (opsmicro, Google Benchmark, pinned to the server's CPU)\n")
