@@ -91,6 +91,13 @@ TEST(Slowloris, PreAuthTricklersAreClosedAtTheHandshakeDeadline) {
   auto open_for = trickle(conns, auth, 50ms, start, 4s);
   probe.join();
   EXPECT_EQ(healthy, "") << "a healthy client was not served during the trickle";
+  std::cout << "[ deadline ] 200 pre-auth tricklers closed after "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(
+                   *std::min_element(open_for.begin(), open_for.end()))
+                   .count()
+            << " to "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(max_of(open_for)).count()
+            << " ms (handshake_timeout_ms 1000)\n";
   EXPECT_GE(max_of(open_for), 900ms);
   EXPECT_LT(max_of(open_for), 2500ms) << "a trickler outlived the 1 s handshake deadline";
   conns.clear();
@@ -112,6 +119,9 @@ TEST(Slowloris, AuthenticatedHeaderTricklersAreClosedAtTheIdleDeadline) {
   std::string header = frame_of(request_json(1, "list", R"({"path":"","recursive":false})"));
   header += frame_of(request_json(2, "describe"));
   auto open_for = trickle(conns, header, 100ms, start, 5s);
+  std::cout << "[ deadline ] 20 header tricklers closed after at most "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(max_of(open_for)).count()
+            << " ms (idle_timeout_ms 1000)\n";
   EXPECT_LT(max_of(open_for), 2000ms) << "a trickled header kept the connection alive";
   EXPECT_EQ(serves_a_healthy_client(server, "admin", key), "");
 }
@@ -127,14 +137,18 @@ TEST(SlowSender, APayloadThatStallsIsCutOffAndLeavesNothing) {
   ASSERT_TRUE(c.authenticate("admin", key));
   c.send(frame_of(request_json(1, "upload", R"({"path":"slow/file.bin"})", 1000)));
   // Ten bytes at 200 ms each: within the limit, so the connection lives on.
+  auto stalled = Clock::now();  // when the last byte went out
   for (int i = 0; i < 10; ++i) {
     ASSERT_TRUE(c.send("x")) << "closed while bytes kept coming, at byte " << i;
+    stalled = Clock::now();
     std::this_thread::sleep_for(200ms);
   }
   EXPECT_FALSE(peer_closed(c.fd()));
   // Then a gap longer than the limit.
-  const auto stalled = Clock::now();
   EXPECT_TRUE(c.closed_within(3s));
+  std::cout << "[ deadline ] stalled upload closed "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - stalled).count()
+            << " ms after its last byte (payload_timeout_ms 500)\n";
   EXPECT_LT(Clock::now() - stalled, 1500ms);
   EXPECT_TRUE(eventually([&] { return scratch_empty(server); }, 2s));
   EXPECT_EQ(tree_fingerprint(server.storage_dir()), before);
