@@ -104,6 +104,17 @@ struct Server::Impl {
   asio::thread_pool workers;
   tcp::acceptor acceptor{io};
   asio::signal_set signals{io, SIGINT, SIGTERM};
+  // SIGHUP would end the process by default; there is no live reload, so say so instead.
+  asio::signal_set hangups{io, SIGHUP};
+  void wait_for_hangup() {
+    hangups.async_wait([this](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      spdlog::warn(
+          "SIGHUP: configuration reload is not supported; the running configuration "
+          "stays in force (restart to apply changes)");
+      wait_for_hangup();
+    });
+  }
   std::unique_ptr<ServerContext> context;
   int storage_fd = -1;
   int scratch_fd = -1;
@@ -256,6 +267,7 @@ int Server::run() {
   spdlog::info("opserver listening on {}:{}", local.address().to_string(), local.port());
 
   asio::co_spawn(s.io, s.accept_loop(), asio::detached);
+  s.wait_for_hangup();
   s.signals.async_wait([&s](const boost::system::error_code& ec, int signal) {
     if (ec) return;
     spdlog::info("signal {}: stopping (grace {} ms)", signal, s.config.shutdown_grace.count());

@@ -2,7 +2,9 @@
 // naming the problem, both under --check-config and on a real start (§6, issue 3).
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <fstream>
+#include <thread>
 
 #include "harness/server_process.hpp"
 
@@ -192,6 +194,27 @@ TEST(StartupAdmin, FirstStartCreatesAdminWithAKeyFileNeverLogged) {
   EXPECT_EQ(server.log().find(key), std::string::npos);
   EXPECT_NE(server.log().find("admin.key"), std::string::npos);
   EXPECT_TRUE(server.connect_admin());
+}
+
+}  // namespace
+}  // namespace ops::test
+
+namespace ops::test {
+namespace {
+
+TEST(StartupSignals, SighupKeepsTheServerRunningWithItsConfiguration) {
+  ServerProcess server;
+  ASSERT_EQ(::kill(server.pid(), SIGHUP), 0);
+  // The server logs the SIGHUP once it has handled it; until then keep asking.
+  auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (server.log().find("SIGHUP") == std::string::npos &&
+         std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::yield();
+  }
+  EXPECT_NE(server.log().find("SIGHUP: configuration reload is not supported"), std::string::npos);
+  EXPECT_TRUE(server.running());
+  EXPECT_TRUE(server.connect_admin());
+  EXPECT_EQ(server.stop(), 0);
 }
 
 }  // namespace
