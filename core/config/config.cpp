@@ -208,12 +208,11 @@ Status load_operations(const ConfigFile& file, Config& config) {
       }
       policy.allow.emplace_back(user.GetString(), user.GetStringLength());
     }
-    if (const rapidjson::Value* max = op.find("max_payload")) {
+    if (op.find("max_payload")) {
       std::uint64_t value = 0;
       if (Status st = op.integer("max_payload", value, 0, (std::uint64_t{1} << 53) - 1); !st) {
         return st;
       }
-      (void)max;
       policy.max_payload = value;
     }
     if (op.find("timeout_ms")) {

@@ -48,11 +48,6 @@ class Catalogue : public ::testing::Test {
     EXPECT_TRUE(c->authenticate("admin", server_->admin_key()));
     return c;
   }
-  std::string exchange(RawConnection& c, const std::string& header,
-                       const std::string& payload = "") {
-    c.send(frame_of(header) + payload);
-    return c.read_frame().value_or("<closed>");
-  }
   static bool has(const std::string& text, const std::string& part) {
     return text.find(part) != std::string::npos;
   }
@@ -181,7 +176,7 @@ TEST_F(Catalogue, InvalidUtf8InValuesAndKeysIsBadFrame) {
       auto c = admin();
       std::string h = in_key ? R"({"id":1,"operate":"describe",")" + seq + R"(":1})"
                              : R"({"id":1,"operate":"describe","x":")" + seq + R"("})";
-      std::string reply = exchange(*c, h);
+      std::string reply = exchange_frame(*c, h);
       EXPECT_TRUE(has(reply, R"("code":"bad_frame")")) << reply;
       EXPECT_TRUE(c->closed_within(3s));
     }
@@ -201,13 +196,13 @@ TEST_F(Catalogue, WideInputIsHandledPromptly) {
   for (const std::string& wide : {array, object}) {
     const auto start = std::chrono::steady_clock::now();
     std::string reply =
-        exchange(*c, R"({"id":1,"operate":"list","args":{"path":"","x":)" + wide + "}}");
+        exchange_frame(*c, R"({"id":1,"operate":"list","args":{"path":"","x":)" + wide + "}}");
     EXPECT_TRUE(has(reply, R"("code":"invalid_args")")) << reply.substr(0, 200);
     // Release: ~20 ms. The bound leaves room for sanitizer builds; a quadratic member
     // check took 2.4 s here (50,000 names).
     EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
     // The same size as an unknown top-level member is ignored (§7) and answered.
-    reply = exchange(*c, R"({"id":2,"operate":"describe","x":)" + wide + "}");
+    reply = exchange_frame(*c, R"({"id":2,"operate":"describe","x":)" + wide + "}");
     EXPECT_TRUE(has(reply, R"("id":2,"ok":true)")) << reply.substr(0, 200);
   }
 }
@@ -246,16 +241,17 @@ TEST_F(Catalogue, ExtraPayloadBytesAreTheNextFrame) {
 // Case 43: \u0000 inside operate, user, a path or a key is data, never a C-string end.
 TEST_F(Catalogue, NulInsideNamesIsData) {
   auto c = admin();
-  EXPECT_TRUE(has(exchange(*c, R"({"id":1,"operate":"describe\u0000x"})"),
+  EXPECT_TRUE(has(exchange_frame(*c, R"({"id":1,"operate":"describe\u0000x"})"),
                   R"("code":"unknown_operation")"));
-  EXPECT_TRUE(has(exchange(*c, R"({"id":2,"operate":"list","user":"admin\u0000"})"),
+  EXPECT_TRUE(has(exchange_frame(*c, R"({"id":2,"operate":"list","user":"admin\u0000"})"),
                   R"("code":"forbidden")"));
-  EXPECT_TRUE(has(exchange(*c, R"({"id":3,"operate":"upload","args":{"path":"a\u0000.txt"}})"),
-                  R"("code":"invalid_args")"));
-  EXPECT_TRUE(has(exchange(*c, R"({"id":4,"operate":"list","args":{"pa\u0000th":""}})"),
+  EXPECT_TRUE(
+      has(exchange_frame(*c, R"({"id":3,"operate":"upload","args":{"path":"a\u0000.txt"}})"),
+          R"("code":"invalid_args")"));
+  EXPECT_TRUE(has(exchange_frame(*c, R"({"id":4,"operate":"list","args":{"pa\u0000th":""}})"),
                   R"("code":"invalid_args")"));
   EXPECT_FALSE(fs::exists(server_->storage_dir() / "admin" / "a"));
-  EXPECT_TRUE(has(exchange(*c, request_json(5, "describe")), R"("id":5,"ok":true)"));
+  EXPECT_TRUE(has(exchange_frame(*c, request_json(5, "describe")), R"("id":5,"ok":true)"));
 }
 
 // Case 46: odd operation names are unknown_operation; non-strings are bad_request; the
@@ -268,16 +264,16 @@ TEST_F(Catalogue, OddOperationNames) {
   std::uint64_t id = 1;
   for (const std::string& n : names) {
     std::string reply =
-        exchange(*c, R"({"id":)" + std::to_string(id++) + R"(,"operate":")" + n + "\"}");
+        exchange_frame(*c, R"({"id":)" + std::to_string(id++) + R"(,"operate":")" + n + "\"}");
     EXPECT_TRUE(has(reply, R"("code":"unknown_operation")")) << n.substr(0, 40) << " -> " << reply;
     EXPECT_LT(reply.size(), 1024u) << "the name is echoed at length";
   }
   for (const char* v : {"1", "null", "[]", "{}", "true"}) {
     std::string reply =
-        exchange(*c, R"({"id":)" + std::to_string(id++) + R"(,"operate":)" + v + "}");
+        exchange_frame(*c, R"({"id":)" + std::to_string(id++) + R"(,"operate":)" + v + "}");
     EXPECT_TRUE(has(reply, R"("code":"bad_request")")) << v << " -> " << reply;
   }
-  EXPECT_TRUE(has(exchange(*c, request_json(99, "describe")), R"("id":99,"ok":true)"));
+  EXPECT_TRUE(has(exchange_frame(*c, request_json(99, "describe")), R"("id":99,"ok":true)"));
 }
 
 // Case 53: forms that a decoder would turn into "..": never decoded; each is a literal
@@ -352,7 +348,7 @@ TEST_F(Catalogue, DeepNestingIsRefusedAtOnce) {
     std::string h = R"({"id":1,"operate":"list","args":)";
     for (int i = 0; i < 100000; ++i) h += open;
     const auto start = std::chrono::steady_clock::now();
-    std::string reply = exchange(*c, h);
+    std::string reply = exchange_frame(*c, h);
     EXPECT_TRUE(has(reply, R"("code":"bad_frame")")) << reply;
     EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
     EXPECT_TRUE(c->closed_within(3s));

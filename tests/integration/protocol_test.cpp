@@ -48,12 +48,6 @@ class ProtocolTest : public ::testing::Test {
     EXPECT_TRUE(c->authenticate("admin", server_->admin_key()));
     return c;
   }
-  // Sends a raw header and returns the reply header text.
-  std::string exchange(RawConnection& c, const std::string& header,
-                       const std::string& payload = "") {
-    c.send(frame_of(header) + payload);
-    return c.read_frame().value_or("<closed>");
-  }
   void expect_bad_frame_and_close(const std::string& bytes) {
     auto c = admin();
     c->send(bytes);
@@ -64,7 +58,7 @@ class ProtocolTest : public ::testing::Test {
     EXPECT_TRUE(c->closed_within(std::chrono::seconds(3)));
   }
   void expect_usable(RawConnection& c) {
-    std::string reply = exchange(c, request_json(4242, "describe"));
+    std::string reply = exchange_frame(c, request_json(4242, "describe"));
     EXPECT_NE(reply.find(R"("id":4242,"ok":true)"), std::string::npos) << reply;
   }
   static TempDir* plugins_;
@@ -84,9 +78,9 @@ TEST_F(ProtocolTest, LengthLimitsAreExactAtBothEnds) {
   std::string header = R"({"id":1,"operate":"describe","pad":")";
   header += std::string((1u << 20) - header.size() - 2, 'x') + "\"}";
   ASSERT_EQ(header.size(), 1u << 20);
-  EXPECT_NE(exchange(*c, header).find(R"("id":1,"ok":true)"), std::string::npos);
+  EXPECT_NE(exchange_frame(*c, header).find(R"("id":1,"ok":true)"), std::string::npos);
   // Two bytes, the smallest frame, is a valid (empty) object: a request without an id.
-  EXPECT_NE(exchange(*c, "{}").find(R"("code":"bad_request")"), std::string::npos);
+  EXPECT_NE(exchange_frame(*c, "{}").find(R"("code":"bad_request")"), std::string::npos);
 }
 
 TEST_F(ProtocolTest, MalformedHeadersAreBadFrame) {
@@ -126,31 +120,32 @@ TEST_F(ProtocolTest, NestingLimitIsThirtyTwo) {
     return s + "}";
   };
   auto c = admin();
-  EXPECT_NE(exchange(*c, nested(32)).find(R"("ok":true)"), std::string::npos);
+  EXPECT_NE(exchange_frame(*c, nested(32)).find(R"("ok":true)"), std::string::npos);
   expect_bad_frame_and_close(frame_of(nested(33)));
 }
 
 TEST_F(ProtocolTest, IdRulesAndEcho) {
   auto c = admin();
-  EXPECT_NE(exchange(*c, R"({"id":9007199254740991,"operate":"describe"})")
+  EXPECT_NE(exchange_frame(*c, R"({"id":9007199254740991,"operate":"describe"})")
                 .find(R"("id":9007199254740991,"ok":true)"),
             std::string::npos);
-  EXPECT_NE(exchange(*c, R"({"id":0,"operate":"describe"})").find(R"("id":0,"ok":true)"),
+  EXPECT_NE(exchange_frame(*c, R"({"id":0,"operate":"describe"})").find(R"("id":0,"ok":true)"),
             std::string::npos);
   for (const char* h : {R"({"operate":"describe"})", R"({"id":-1,"operate":"describe"})",
                         R"({"id":1.5,"operate":"describe"})", R"({"id":"7","operate":"describe"})",
                         R"({"id":9007199254740992,"operate":"describe"})"}) {
-    std::string reply = exchange(*c, h);
+    std::string reply = exchange_frame(*c, h);
     EXPECT_NE(reply.find(R"({"id":null,"ok":false,"error":{"code":"bad_request")"),
               std::string::npos)
         << h << " -> " << reply;
   }
-  EXPECT_NE(exchange(*c, R"({"id":5})").find(R"({"id":5,"ok":false,"error":{"code":"bad_request")"),
-            std::string::npos);
-  EXPECT_NE(exchange(*c, R"({"id":6,"operate":7})").find(R"("id":6,"ok":false)"),
+  EXPECT_NE(
+      exchange_frame(*c, R"({"id":5})").find(R"({"id":5,"ok":false,"error":{"code":"bad_request")"),
+      std::string::npos);
+  EXPECT_NE(exchange_frame(*c, R"({"id":6,"operate":7})").find(R"("id":6,"ok":false)"),
             std::string::npos);
   // Unknown top-level members are ignored.
-  EXPECT_NE(exchange(*c, R"({"id":8,"operate":"describe","future":{"x":[1]}})")
+  EXPECT_NE(exchange_frame(*c, R"({"id":8,"operate":"describe","future":{"x":[1]}})")
                 .find(R"("id":8,"ok":true)"),
             std::string::npos);
   expect_usable(*c);
@@ -158,32 +153,36 @@ TEST_F(ProtocolTest, IdRulesAndEcho) {
 
 TEST_F(ProtocolTest, UserMustBeTheAuthenticatedOne) {
   auto c = admin();
-  EXPECT_NE(exchange(*c, R"({"id":1,"operate":"describe","user":"admin"})").find(R"("ok":true)"),
-            std::string::npos);
-  EXPECT_NE(exchange(*c, R"({"id":2,"operate":"list","user":"bob"})").find(R"("code":"forbidden")"),
-            std::string::npos);
-  EXPECT_NE(exchange(*c, R"({"id":3,"operate":"list","user":7})").find(R"("code":"forbidden")"),
-            std::string::npos);
+  EXPECT_NE(
+      exchange_frame(*c, R"({"id":1,"operate":"describe","user":"admin"})").find(R"("ok":true)"),
+      std::string::npos);
+  EXPECT_NE(
+      exchange_frame(*c, R"({"id":2,"operate":"list","user":"bob"})").find(R"("code":"forbidden")"),
+      std::string::npos);
+  EXPECT_NE(
+      exchange_frame(*c, R"({"id":3,"operate":"list","user":7})").find(R"("code":"forbidden")"),
+      std::string::npos);
 }
 
 TEST_F(ProtocolTest, ErrorsKeepTheConnectionAndDiscardThePayload) {
   auto c = admin();
   std::string payload(5000, 'p');
-  EXPECT_NE(exchange(*c, request_json(1, "nosuchop", "", payload.size()), payload)
+  EXPECT_NE(exchange_frame(*c, request_json(1, "nosuchop", "", payload.size()), payload)
                 .find(R"({"id":1,"ok":false,"error":{"code":"unknown_operation")"),
             std::string::npos);
-  EXPECT_NE(exchange(*c, request_json(2, "list", "", payload.size()), payload)
+  EXPECT_NE(exchange_frame(*c, request_json(2, "list", "", payload.size()), payload)
                 .find(R"("code":"bad_request")"),
             std::string::npos);
-  EXPECT_NE(
-      exchange(*c, request_json(3, "upload", R"({"path":"x","bogus":1})", payload.size()), payload)
-          .find(R"("code":"invalid_args")"),
-      std::string::npos);
-  EXPECT_NE(exchange(*c, request_json(4, "upload", R"({"path":5})", 3), "abc").find("args/path"),
+  EXPECT_NE(exchange_frame(
+                *c, request_json(3, "upload", R"({"path":"x","bogus":1})", payload.size()), payload)
+                .find(R"("code":"invalid_args")"),
             std::string::npos);
   EXPECT_NE(
-      exchange(*c, request_json(5, "half", "{}", payload.size()), payload).find(R"("read":2500)"),
+      exchange_frame(*c, request_json(4, "upload", R"({"path":5})", 3), "abc").find("args/path"),
       std::string::npos);
+  EXPECT_NE(exchange_frame(*c, request_json(5, "half", "{}", payload.size()), payload)
+                .find(R"("read":2500)"),
+            std::string::npos);
   expect_usable(*c);
 }
 
@@ -224,7 +223,7 @@ TEST_F(ProtocolTest, PipelinedRequestsAreAnsweredInOrder) {
 
 TEST_F(ProtocolTest, DescribeListsOnlyWhatTheCallerMayCall) {
   auto c = admin();
-  std::string as_admin = exchange(*c, request_json(1, "describe"));
+  std::string as_admin = exchange_frame(*c, request_json(1, "describe"));
   EXPECT_NE(as_admin.find(R"("name":"register")"), std::string::npos);
   EXPECT_NE(as_admin.find(R"("name":"fail")"), std::string::npos);
   EXPECT_NE(as_admin.find(R"("payload":"in")"), std::string::npos);
@@ -233,22 +232,22 @@ TEST_F(ProtocolTest, DescribeListsOnlyWhatTheCallerMayCall) {
   std::string key = server_->add_user("carol");
   RawConnection carol(server_->port());
   ASSERT_TRUE(carol.authenticate("carol", key));
-  std::string as_carol = exchange(carol, request_json(1, "describe"));
+  std::string as_carol = exchange_frame(carol, request_json(1, "describe"));
   EXPECT_EQ(as_carol.find(R"("name":"register")"), std::string::npos) << as_carol;
   EXPECT_EQ(as_carol.find(R"("name":"fail")"), std::string::npos);
   EXPECT_NE(as_carol.find(R"("name":"upload")"), std::string::npos);
-  EXPECT_NE(exchange(carol, request_json(2, "register", R"({"user":"dave"})"))
+  EXPECT_NE(exchange_frame(carol, request_json(2, "register", R"({"user":"dave"})"))
                 .find(R"("code":"forbidden")"),
             std::string::npos);
 }
 
 TEST_F(ProtocolTest, AThrowingHandlerIsInternalAndLeaksNothing) {
   auto c = admin();
-  std::string reply = exchange(*c, request_json(1, "throw"));
+  std::string reply = exchange_frame(*c, request_json(1, "throw"));
   EXPECT_NE(reply.find(R"({"id":1,"ok":false,"error":{"code":"internal")"), std::string::npos)
       << reply;
   EXPECT_EQ(reply.find("shadow"), std::string::npos);
-  reply = exchange(*c, request_json(2, "throw", R"({"int":1})"));
+  reply = exchange_frame(*c, request_json(2, "throw", R"({"int":1})"));
   EXPECT_NE(reply.find(R"("code":"internal")"), std::string::npos) << reply;
   expect_usable(*c);
   EXPECT_NE(server_->log().find("secret detail"), std::string::npos) << "details belong in the log";
@@ -256,7 +255,8 @@ TEST_F(ProtocolTest, AThrowingHandlerIsInternalAndLeaksNothing) {
 
 TEST_F(ProtocolTest, HandlerErrorsCarryTheirCodeAndMessage) {
   auto c = admin();
-  std::string reply = exchange(*c, request_json(1, "fail", R"({"message":"no such thing\u0001"})"));
+  std::string reply =
+      exchange_frame(*c, request_json(1, "fail", R"({"message":"no such thing\u0001"})"));
   EXPECT_NE(
       reply.find(R"({"id":1,"ok":false,"error":{"code":"not_found","message":"no such thing )"),
       std::string::npos)

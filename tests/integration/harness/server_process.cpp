@@ -435,4 +435,10 @@ std::string frame_of(std::string_view header) {
   return frame::encode(header);
 }
 
+std::string exchange_frame(RawConnection& c, const std::string& header,
+                           const std::string& payload) {
+  c.send(frame_of(header) + payload);
+  return c.read_frame().value_or("<closed>");
+}
+
 }  // namespace ops::test

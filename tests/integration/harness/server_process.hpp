@@ -157,5 +157,9 @@ std::string request_json(std::uint64_t id, const std::string& operate,
                          const std::string& args_json = "", std::uint64_t payload = 0);
 // Frame helper: length prefix + header.
 std::string frame_of(std::string_view header);
+// Sends one request header (and payload bytes) and returns the reply header text, or
+// "<closed>" if the server closed instead.
+std::string exchange_frame(RawConnection& c, const std::string& header,
+                           const std::string& payload = "");
 
 }  // namespace ops::test
