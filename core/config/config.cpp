@@ -238,11 +238,27 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
   if (Status st = file.load(); !st) return st.error();
 
   ObjectReader r(file, file.doc(), "");
-  if (Status st = r.check_known(
-          {"listen", "storage_dir", "state_dir", "ops_config", "io_threads", "worker_threads",
-           "max_frame", "max_auth_frame", "max_unauthenticated", "max_connections", "discard_limit",
-           "output_buffer", "handshake_timeout_ms", "idle_timeout_ms", "payload_timeout_ms",
-           "shutdown_grace_ms", "operation_timeout_ms", "log_level"});
+  if (Status st = r.check_known({"listen",
+                                 "storage_dir",
+                                 "state_dir",
+                                 "ops_config",
+                                 "io_threads",
+                                 "worker_threads",
+                                 "max_worker_threads",
+                                 "max_frame",
+                                 "max_auth_frame",
+                                 "max_unauthenticated",
+                                 "max_connections",
+                                 "discard_limit",
+                                 "output_buffer",
+                                 "handshake_timeout_ms",
+                                 "idle_timeout_ms",
+                                 "payload_timeout_ms",
+                                 "payload_min_rate",
+                                 "payload_rate_grace_ms",
+                                 "shutdown_grace_ms",
+                                 "operation_timeout_ms",
+                                 "log_level"});
       !st) {
     return st.error();
   }
@@ -255,6 +271,7 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
       r.path("ops_config", ops_path),
       r.integer("io_threads", config.io_threads, 0, 1024),
       r.integer("worker_threads", config.worker_threads, 1, 4096),
+      r.integer("max_worker_threads", config.max_worker_threads, 1, 65536),
       // §1: LEN >= 2, and a u32; the auth frame fits inside the largest frame.
       r.integer("max_frame", config.max_frame, 2, 0xFFFFFFFFu),
       r.integer("max_auth_frame", config.max_auth_frame, 2, 1u << 20),
@@ -265,6 +282,8 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
       r.millis("handshake_timeout_ms", config.handshake_timeout, 1),
       r.millis("idle_timeout_ms", config.idle_timeout, 1),
       r.millis("payload_timeout_ms", config.payload_timeout, 1),
+      r.integer("payload_min_rate", config.payload_min_rate, 0, 1u << 30),
+      r.millis("payload_rate_grace_ms", config.payload_rate_grace, 0),
       r.millis("shutdown_grace_ms", config.shutdown_grace, 0),
       r.millis("operation_timeout_ms", config.operation_timeout, 1),
       r.string("log_level", config.log_level),
@@ -275,6 +294,10 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
   static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
   if (!kLevels.contains(config.log_level)) {
     return r.bad("log_level", "must be one of trace, debug, info, warn, error, off");
+  }
+  if (config.max_worker_threads < config.worker_threads) {
+    return r.bad("max_worker_threads",
+                 "must be at least worker_threads (" + std::to_string(config.worker_threads) + ")");
   }
   if (config.max_auth_frame > config.max_frame) config.max_auth_frame = config.max_frame;
 

@@ -36,8 +36,11 @@ struct Config {
   std::filesystem::path state_dir = "var/state";
   std::filesystem::path plugin_dir = "build/plugins";
 
-  unsigned io_threads = 0;       // 0: the hardware threads
-  unsigned worker_threads = 64;  // plugin calls run here, never on an I/O thread
+  unsigned io_threads = 0;  // 0: the hardware threads
+  // Plugin calls run on handler threads, never on an I/O thread: `worker_threads` are kept
+  // ready, and more start while every one is busy, up to `max_worker_threads`.
+  unsigned worker_threads = 64;
+  unsigned max_worker_threads = 1024;
 
   std::uint32_t max_frame = 1u << 20;     // §1
   std::uint32_t max_auth_frame = 4096;    // §7
@@ -49,6 +52,9 @@ struct Config {
   std::chrono::milliseconds handshake_timeout{10000};  // §7
   std::chrono::milliseconds idle_timeout{300000};      // §7
   std::chrono::milliseconds payload_timeout{60000};    // §7
+  // Past `payload_rate_grace`, a payload must average `payload_min_rate` bytes/s (0: off).
+  std::uint64_t payload_min_rate = 1024;
+  std::chrono::milliseconds payload_rate_grace{120000};
   std::chrono::milliseconds shutdown_grace{10000};
   std::chrono::milliseconds operation_timeout{300000};
 

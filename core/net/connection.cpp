@@ -94,46 +94,52 @@ asio::awaitable<Status> Connection::flush_some() {
   co_return ok_status();
 }
 
-bool Connection::wait_fd(short events, std::chrono::milliseconds stall) {
+bool Connection::wait_fd(short events, const Pace& pace) {
   pollfd p{fd_, events, 0};
   for (;;) {
-    int rc = ::poll(&p, 1, static_cast<int>(stall.count()));
+    int rc = ::poll(&p, 1, pace.wait_ms());
     if (rc > 0) return (p.revents & (events | POLLHUP | POLLERR)) != 0;
     if (rc == 0) return false;  // no progress within the stall limit
     if (errno != EINTR) return false;
   }
 }
 
-std::int64_t Connection::read_blocking(void* buf, std::size_t cap,
-                                       std::chrono::milliseconds stall) {
+std::int64_t Connection::read_blocking(void* buf, std::size_t cap, Pace& pace) {
   if (cap == 0) return 0;
+  pace.start();
   if (buffered() > 0) {
     std::size_t n = std::min(cap, buffered());
     std::memcpy(buf, data(), n);
     consume(n);
+    pace.credit(n);
     return static_cast<std::int64_t>(n);
   }
   for (;;) {
     ssize_t n = ::recv(fd_, buf, cap, MSG_DONTWAIT);
-    if (n >= 0) return n;
+    if (n >= 0) {
+      pace.credit(static_cast<std::uint64_t>(n));
+      return n;
+    }
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
-    if (!wait_fd(POLLIN, stall)) return -1;
+    if (!wait_fd(POLLIN, pace)) return -1;
   }
 }
 
-bool Connection::write_blocking(const void* buf, std::size_t len, std::chrono::milliseconds stall) {
+bool Connection::write_blocking(const void* buf, std::size_t len, Pace& pace) {
+  pace.start();
   const auto* p = static_cast<const char*>(buf);
   while (len > 0) {
     ssize_t n = ::send(fd_, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n > 0) {
+      pace.credit(static_cast<std::uint64_t>(n));
       p += n;
       len -= static_cast<std::size_t>(n);
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (!wait_fd(POLLOUT, stall)) return false;
+      if (!wait_fd(POLLOUT, pace)) return false;
       continue;
     }
     return false;
@@ -141,26 +147,27 @@ bool Connection::write_blocking(const void* buf, std::size_t len, std::chrono::m
   return true;
 }
 
-bool Connection::flush_blocking(std::chrono::milliseconds stall) {
-  bool ok = write_blocking(out_.data(), out_.size(), stall);
+bool Connection::flush_blocking(Pace& pace) {
+  bool ok = write_blocking(out_.data(), out_.size(), pace);
   out_.clear();
   return ok;
 }
 
-bool Connection::sendfile_blocking(int fd, std::uint64_t offset, std::uint64_t len,
-                                   std::chrono::milliseconds stall) {
+bool Connection::sendfile_blocking(int fd, std::uint64_t offset, std::uint64_t len, Pace& pace) {
+  pace.start();
   auto off = static_cast<off_t>(offset);
   while (len > 0) {
     std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(len, 1u << 30));
     ssize_t n = ::sendfile(fd_, fd, &off, chunk);
     if (n > 0) {
       len -= static_cast<std::uint64_t>(n);
+      pace.credit(static_cast<std::uint64_t>(n));
       continue;
     }
     if (n == 0) return false;  // the file is shorter than promised: never send filler
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if (!wait_fd(POLLOUT, stall)) return false;
+      if (!wait_fd(POLLOUT, pace)) return false;
       continue;
     }
     return false;

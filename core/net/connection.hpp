@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "net/pace.hpp"
 #include "opserver/error.hpp"
 
 namespace ops::core {
@@ -47,16 +48,15 @@ class Connection {
   void append(std::string_view bytes) { out_.append(bytes); }
   std::size_t pending_output() const noexcept { return out_.size(); }
 
-  // --- worker side (blocking, with a no-progress limit per call) ---
+  // --- worker side (blocking, within the limits of `pace`, which each byte credits) ---
   // Up to `cap` bytes: buffered ones first, then the socket. Returns the count, 0 on
-  // orderly close, -1 on error or when `stall` passes without a byte.
-  std::int64_t read_blocking(void* buf, std::size_t cap, std::chrono::milliseconds stall);
-  bool write_blocking(const void* buf, std::size_t len, std::chrono::milliseconds stall);
+  // orderly close, -1 on error or when `pace` runs out before a byte arrives.
+  std::int64_t read_blocking(void* buf, std::size_t cap, Pace& pace);
+  bool write_blocking(const void* buf, std::size_t len, Pace& pace);
   // Sends the output buffer.
-  bool flush_blocking(std::chrono::milliseconds stall);
+  bool flush_blocking(Pace& pace);
   // `len` bytes of `fd` from `offset` with sendfile(2). False if the file ended early.
-  bool sendfile_blocking(int fd, std::uint64_t offset, std::uint64_t len,
-                         std::chrono::milliseconds stall);
+  bool sendfile_blocking(int fd, std::uint64_t offset, std::uint64_t len, Pace& pace);
 
   // Any thread: wakes every blocked read or write on this connection, which then fails.
   void shutdown_both() noexcept;
@@ -67,7 +67,7 @@ class Connection {
   std::string peer() const;
 
  private:
-  bool wait_fd(short events, std::chrono::milliseconds stall);
+  bool wait_fd(short events, const Pace& pace);
   void make_room(std::size_t n);
 
   boost::asio::ip::tcp::socket socket_;

@@ -15,15 +15,14 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <condition_variable>
 #include <cstring>
 #include <thread>
 #include <vector>
 
 #include "auth/handshake.hpp"
 #include "auth/user_store.hpp"
+#include "dispatch/handler_pool.hpp"
 #include "dispatch/registry.hpp"
 #include "net/server_context.hpp"
 #include "net/session.hpp"
@@ -38,6 +37,8 @@ namespace {
 
 constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
 constexpr const char* kScratchName = ".ops-tmp";
+// A handler thread beyond worker_threads ends after this long without work.
+constexpr std::chrono::milliseconds kHandlerLinger{30000};
 
 Error startup_error(const std::string& message) {
   return Error{ErrorCode::internal, message};
@@ -101,7 +102,7 @@ struct Server::Impl {
   std::unique_ptr<Authenticator> authenticator;
   std::unique_ptr<Registry> registry;
   asio::io_context io;
-  asio::thread_pool workers;
+  HandlerPool workers;
   tcp::acceptor acceptor{io};
   asio::signal_set signals{io, SIGINT, SIGTERM};
   // SIGHUP would end the process by default; there is no live reload, so say so instead.
@@ -119,7 +120,9 @@ struct Server::Impl {
   int storage_fd = -1;
   int scratch_fd = -1;
 
-  explicit Impl(Config c) : config(std::move(c)), workers(config.worker_threads) {}
+  explicit Impl(Config c)
+      : config(std::move(c)),
+        workers(config.worker_threads, config.max_worker_threads, kHandlerLinger) {}
   ~Impl() {
     if (scratch_fd >= 0) ::close(scratch_fd);
     if (storage_fd >= 0) ::close(storage_fd);
@@ -283,23 +286,11 @@ int Server::run() {
 
   // A handler that never returns must not keep the process alive past the grace period.
   s.workers.stop();
-  std::mutex m;
-  std::condition_variable cv;
-  bool joined = false;
-  std::thread joiner([&] {
-    s.workers.join();
-    std::lock_guard lock(m);
-    joined = true;
-    cv.notify_one();
-  });
-  std::unique_lock lock(m);
-  if (!cv.wait_for(lock, std::chrono::seconds(2), [&] { return joined; })) {
+  if (!s.workers.join_for(std::chrono::seconds(2))) {
     spdlog::error("a plugin handler did not return; exiting without it");
     spdlog::shutdown();
     std::_Exit(0);
   }
-  lock.unlock();
-  joiner.join();
   spdlog::info("stopped");
   return 0;
 }

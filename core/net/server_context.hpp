@@ -1,9 +1,8 @@
 // What every session shares: immutable configuration and registry, the user store and
-// authenticator (thread-safe), the worker pool, and a few atomic counters.
+// authenticator (thread-safe), the handler threads, and a few atomic counters.
 #pragma once
 
 #include <atomic>
-#include <boost/asio/thread_pool.hpp>
 #include <cstddef>
 #include <memory>
 #include <mutex>
@@ -16,13 +15,14 @@ class Registry;
 class UserStore;
 class Authenticator;
 class Session;
+class HandlerPool;
 
 struct ServerContext {
   const Config& config;
   const Registry& registry;
   UserStore& users;
   Authenticator& authenticator;
-  boost::asio::thread_pool& workers;
+  HandlerPool& workers;
   int storage_fd = -1;  // the storage root, opened once
   int scratch_fd = -1;  // <storage>/.ops-tmp: server-private, never reachable by a path
 

@@ -14,6 +14,7 @@
 
 #include "auth/handshake.hpp"
 #include "config/config.hpp"
+#include "dispatch/handler_pool.hpp"
 #include "dispatch/registry.hpp"
 #include "opserver/frame.hpp"
 #include "opserver/proof.hpp"
@@ -319,7 +320,8 @@ asio::awaitable<bool> Session::call_plugin(const Operation& op, std::uint64_t id
   call.user = user_;
   call.request_id = id;
   call.scratch_dir_fd = ctx_.scratch_fd;
-  call.stall = ctx_.config.payload_timeout;
+  call.pace = Pace(ctx_.config.payload_timeout, ctx_.config.payload_min_rate,
+                   ctx_.config.payload_rate_grace);
   call.payload_total = payload;
   call.payload_remaining = payload;
   call.user_dir_fd = open_user_dir(ctx_.storage_fd, user_);
@@ -336,7 +338,7 @@ asio::awaitable<bool> Session::call_plugin(const Operation& op, std::uint64_t id
   deadline_ = Clock::time_point::max();
   const auto op_deadline = Clock::now() + op.policy.timeout.value_or(ctx_.config.operation_timeout);
   pending->timer.expires_at(op_deadline);
-  asio::post(ctx_.workers, [pending, executor, handler = op.handler] {
+  ctx_.workers.submit([pending, executor, handler = op.handler] {
     bool abandoned;
     {
       std::lock_guard lock(pending->call.guard);
@@ -385,8 +387,8 @@ asio::awaitable<bool> Session::call_plugin(const Operation& op, std::uint64_t id
   // The response stream is broken or incomplete: §3 says close.
   if (call.broken || (call.result_sent && (call.error || call.response_payload_remaining > 0))) {
     if (!call.error) outcome = Error{ErrorCode::internal, "response payload incomplete"};
-    spdlog::warn("conn {} user={} op={} id={}: connection closed mid-request", peer_, user_,
-                 op.name, id);
+    spdlog::warn("conn {} user={} op={} id={}: connection closed mid-request{}", peer_, user_,
+                 op.name, id, call.pace.below_min_rate() ? ": payload below payload_min_rate" : "");
     co_return false;
   }
   if (!call.result_sent) {
@@ -404,14 +406,18 @@ asio::awaitable<bool> Session::discard(std::uint64_t n) {
     co_await flush();
     co_return false;
   }
+  Pace pace(ctx_.config.payload_timeout, ctx_.config.payload_min_rate,
+            ctx_.config.payload_rate_grace);
+  pace.start();
   std::size_t now = static_cast<std::size_t>(std::min<std::uint64_t>(n, connection_.buffered()));
   connection_.consume(now);
   n -= now;
   while (n > 0) {
-    set_deadline(Clock::now() + ctx_.config.payload_timeout);
+    set_deadline(pace.deadline());
     std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(n, 64 * 1024));
     if (Status st = co_await connection_.fill(want); !st) co_return false;
     connection_.consume(want);
+    pace.credit(want);
     n -= want;
   }
   co_return true;

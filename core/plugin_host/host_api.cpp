@@ -91,7 +91,7 @@ int64_t host_read_payload(ops_call* call, void* buf, size_t cap) {
   if (buf == nullptr || cap == 0) return -1;
   std::size_t want =
       static_cast<std::size_t>(std::min<std::uint64_t>(cap, call->payload_remaining));
-  std::int64_t n = call->connection->read_blocking(buf, want, call->stall);
+  std::int64_t n = call->connection->read_blocking(buf, want, call->pace);
   if (n <= 0) {  // closed early, reset, or no byte within the stall limit (§7)
     call->broken = true;
     return -1;
@@ -131,7 +131,7 @@ int host_send_result(ops_call* call, const char* json, size_t len, uint64_t payl
   call->response_payload_remaining = payload;
   call->connection->append(ok_response_frame(call->request_id, result, payload));
   // With a payload to follow, the header must be on the wire first.
-  if (payload > 0 && !call->connection->flush_blocking(call->stall)) {
+  if (payload > 0 && !call->connection->flush_blocking(call->pace)) {
     call->broken = true;
     return -1;
   }
@@ -143,7 +143,7 @@ int host_write_payload(ops_call* call, const void* buf, size_t len) {
   if (!call->result_sent) return misuse(call, "payload before send_result");
   if (len > call->response_payload_remaining) return misuse(call, "more payload than announced");
   if (len == 0) return 0;
-  if (!call->connection->write_blocking(buf, len, call->stall)) {
+  if (!call->connection->write_blocking(buf, len, call->pace)) {
     call->broken = true;
     return -1;
   }
@@ -156,7 +156,7 @@ int host_send_file(ops_call* call, int fd, uint64_t offset, uint64_t len) {
   if (call->broken || !begin_io(call)) return -1;
   if (!call->result_sent) return misuse(call, "payload before send_result");
   if (len > call->response_payload_remaining) return misuse(call, "more payload than announced");
-  if (!call->connection->sendfile_blocking(fd, offset, len, call->stall)) {
+  if (!call->connection->sendfile_blocking(fd, offset, len, call->pace)) {
     // §3: a payload that cannot be completed closes the connection.
     call->broken = true;
     return -1;

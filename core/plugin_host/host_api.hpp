@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "net/pace.hpp"
 #include "opserver/error.hpp"
 #include "opserver/plugin_abi.h"
 
@@ -31,7 +32,7 @@ struct ops_call {
   std::uint64_t request_id = 0;
   int user_dir_fd = -1;
   int scratch_dir_fd = -1;
-  std::chrono::milliseconds stall{60000};
+  ops::core::Pace pace;  // limits every blocking transfer of this call
 
   std::uint64_t payload_total = 0;
   std::uint64_t payload_remaining = 0;  // request payload bytes not yet read

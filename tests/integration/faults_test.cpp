@@ -412,7 +412,7 @@ TEST(PluginFaults, MoreHangingCallsThanWorkers) {
   o.ops_json =
       ops_json_with(plugins.path() / "p", {"misbehave"},
                     R"("sleep": {"allow": ["*"], "timeout_ms": 300})", R"(, "timeout_ms": 300)");
-  o.settings = R"("worker_threads": 2)";
+  o.settings = R"("worker_threads": 2, "max_worker_threads": 2)";
   ServerProcess server(o);
   const std::string key = server.admin_key();
   std::vector<std::unique_ptr<RawConnection>> hung;
@@ -455,7 +455,7 @@ TEST(PluginFaults, AnOperationAnsweredTimeoutBeforeItStartedNeverRuns) {
   o.ops_json.replace(o.ops_json.find(R"("register": {"allow": ["admin"]})"),
                      std::string(R"("register": {"allow": ["admin"]})").size(),
                      R"("register": {"allow": ["admin"], "timeout_ms": 200})");
-  o.settings = R"("worker_threads": 1)";
+  o.settings = R"("worker_threads": 1, "max_worker_threads": 1)";
   ServerProcess server(o);
   RawConnection sleeper(server.port());
   ASSERT_TRUE(sleeper.authenticate("admin", server.admin_key()));

@@ -127,10 +127,10 @@ TEST(Slowloris, AuthenticatedHeaderTricklersAreClosedAtTheIdleDeadline) {
 }
 
 // Case 81: an upload whose payload stops for longer than payload_timeout_ms is closed and
-// leaves nothing, even after it has been sending steadily for a while. (The rule is "no
-// progress for payload_timeout"; there is no minimum rate: see docs/RELIABILITY.md.)
+// leaves nothing, even after it has been sending steadily for a while. (The minimum rate
+// is off here, so only the stall rule applies; see MinimumRate below.)
 TEST(SlowSender, APayloadThatStallsIsCutOffAndLeavesNothing) {
-  ServerProcess server(ServerOptions{"", R"("payload_timeout_ms": 500)"});
+  ServerProcess server(ServerOptions{"", R"("payload_timeout_ms": 500, "payload_min_rate": 0)"});
   const std::string key = server.admin_key();
   const std::string before = tree_fingerprint(server.storage_dir());
   RawConnection c(server.port());
@@ -197,7 +197,9 @@ TEST(NonReader, PipelinedRequestsNeverReadAreBounded) {
   // The stuck write is abandoned after payload_timeout_ms; everything is released.
   EXPECT_TRUE(eventually([&] { return server.open_fds() == idle_fds; }, 6s))
       << server.open_fds() << " descriptors, idle " << idle_fds;
-  if (!kSanitizerBuild) EXPECT_LT(server.rss_bytes(), rss_before + (16u << 20));
+  if (!kSanitizerBuild) {
+    EXPECT_LT(server.rss_bytes(), rss_before + (16u << 20));
+  }
 }
 
 // Case 86: the server runs with RLIMIT_NOFILE 64 and 150 clients connect. accept() fails
@@ -254,17 +256,58 @@ TEST(DescriptorExhaustion, NoBusyAcceptLoopAndRecoveryAfter) {
   EXPECT_LT(warnings, 200u) << "the log grows with every failed accept";
 }
 
-// KNOWN LIMITATION (disabled; run with --gtest_also_run_disabled_tests): an upload's
-// handler holds a worker thread for as long as its payload keeps trickling in, and the
-// only limit is "no progress for payload_timeout_ms" (60 s by default), with no minimum
-// rate. So as many slow senders as there are workers (64 by default), each sending one
-// byte just inside the stall limit, take every worker, and every other client's upload,
-// download and list waits in the queue until its operation timeout. Here: 2 workers, a
-// 1 s stall limit, 2 uploaders at one byte per 400 ms; a healthy client's download should
-// still be answered within a second (case 79: p99 under 2x baseline; case 81: "closed by
-// the stall or minimum-rate timeout").
-TEST(SlowSender, DISABLED_SlowSendersDoNotStarveOtherClients) {
-  ServerProcess server(ServerOptions{"", R"("payload_timeout_ms": 1000, "worker_threads": 2)"});
+// Case 81, the minimum-rate rule: a payload that always makes progress within the stall
+// limit, but at 5 bytes/s, is closed once its grace and the credit of the bytes it sent
+// run out, and leaves nothing; one that keeps above the rate is not disturbed.
+TEST(SlowSender, APayloadBelowTheMinimumRateIsCutOffAndLeavesNothing) {
+  ServerProcess server(ServerOptions{
+      "",
+      R"("payload_timeout_ms": 5000, "payload_min_rate": 1000, "payload_rate_grace_ms": 1000)"});
+  const std::string key = server.admin_key();
+  const std::string before = tree_fingerprint(server.storage_dir());
+  RawConnection c(server.port());
+  ASSERT_TRUE(c.authenticate("admin", key));
+  c.send(frame_of(request_json(1, "upload", R"({"path":"trickle.bin"})", 1000)));
+  const auto start = Clock::now();
+  bool closed = false;
+  while (Clock::now() - start < 5s) {  // one byte per 200 ms: never a stall
+    if (peer_closed(c.fd())) {
+      closed = true;
+      break;
+    }
+    c.send("x");
+    std::this_thread::sleep_for(200ms);
+  }
+  const auto took = Clock::now() - start;
+  std::cout << "[ min rate ] 5 B/s upload closed after "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+            << " ms (grace 1000 ms, min rate 1000 B/s)\n";
+  EXPECT_TRUE(closed) << "a 5 B/s payload outlived the minimum-rate rule";
+  EXPECT_LT(took, 2500ms);
+  EXPECT_TRUE(eventually([&] { return scratch_empty(server); }, 2s));
+  EXPECT_EQ(tree_fingerprint(server.storage_dir()), before);
+  EXPECT_TRUE(server.log().find("below payload_min_rate") != std::string::npos);
+
+  // 400 bytes every 200 ms (2,000 B/s) for 3 s: above the rate, completes.
+  RawConnection steady(server.port());
+  ASSERT_TRUE(steady.authenticate("admin", key));
+  steady.send(frame_of(request_json(2, "upload", R"({"path":"steady.bin"})", 6000)));
+  for (int i = 0; i < 15; ++i) {
+    ASSERT_TRUE(steady.send(std::string(400, 'y'))) << "closed at chunk " << i;
+    std::this_thread::sleep_for(200ms);
+  }
+  auto reply = steady.read_frame(5s);
+  ASSERT_TRUE(reply);
+  EXPECT_NE(reply->find("\"ok\":true"), std::string::npos) << *reply;
+}
+
+// Cases 79 and 81: a handler holds its thread while its client trickles the payload in,
+// so with a fixed pool as many slow senders as threads would stall every other client.
+// Handler threads grow on demand (up to max_worker_threads): here 2 kept threads, both
+// taken by slow uploaders, and a healthy client's download is still answered at once.
+TEST(SlowSender, SlowSendersDoNotStarveOtherClients) {
+  ServerProcess server(ServerOptions{
+      "", R"("payload_timeout_ms": 1000, "worker_threads": 2, "max_worker_threads": 8)"});
   const std::string key = server.admin_key();
   auto c = server.connect_admin();
   ASSERT_TRUE(c);
