@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sched.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -37,6 +38,10 @@ namespace {
 
 constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
 constexpr const char* kScratchName = ".ops-tmp";
+// How often the server reports throttled log lines and considers trimming the heap.
+constexpr std::chrono::seconds kHousekeepingTick{2};
+// Connections that must have closed since the last tick before the heap is trimmed.
+constexpr std::size_t kTrimAfterClosing = 1000;
 // A handler thread beyond worker_threads ends after this long without work.
 constexpr std::chrono::milliseconds kHandlerLinger{30000};
 
@@ -129,6 +134,7 @@ struct Server::Impl {
   }
 
   asio::awaitable<void> accept_loop();
+  asio::awaitable<void> housekeeping();
   asio::awaitable<void> stop_sequence();
   std::vector<std::shared_ptr<Session>> live_sessions();
 };
@@ -161,12 +167,32 @@ asio::awaitable<void> Server::Impl::accept_loop() {
       // §7: beyond the cap, closed at once.
       boost::system::error_code ignored;
       socket.close(ignored);
-      spdlog::warn(
-          "connection refused: too many {} connections",
-          context->connections.load() >= config.max_connections ? "open" : "unauthenticated");
+      if (context->refused_log.admit()) {
+        spdlog::warn(
+            "connection refused: too many {} connections",
+            context->connections.load() >= config.max_connections ? "open" : "unauthenticated");
+      }
       continue;
     }
     std::make_shared<Session>(*context, std::move(socket))->start();
+  }
+}
+
+asio::awaitable<void> Server::Impl::housekeeping() {
+  asio::steady_timer tick(io);
+  for (;;) {
+    tick.expires_after(kHousekeepingTick);
+    if (auto [ec] = co_await tick.async_wait(kAwaitTuple); ec || context->stopping) co_return;
+    context->preauth_log.report();
+    context->refused_log.report();
+    // glibc keeps what thousands of closed connections freed for reuse, so the RSS
+    // would stay at its peak for ever; once many have gone, hand it back to the system
+    // (on a handler thread: trimming takes milliseconds).
+    const std::size_t open = context->connections.load();
+    const std::size_t peak = context->connections_peak.exchange(open);
+    if (peak >= open + kTrimAfterClosing || (open == 0 && peak >= kTrimAfterClosing / 10)) {
+      workers.submit([] { ::malloc_trim(0); });
+    }
   }
 }
 
@@ -270,6 +296,7 @@ int Server::run() {
   spdlog::info("opserver listening on {}:{}", local.address().to_string(), local.port());
 
   asio::co_spawn(s.io, s.accept_loop(), asio::detached);
+  asio::co_spawn(s.io, s.housekeeping(), asio::detached);
   s.wait_for_hangup();
   s.signals.async_wait([&s](const boost::system::error_code& ec, int signal) {
     if (ec) return;

@@ -8,6 +8,8 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "net/log_throttle.hpp"
+
 namespace ops::core {
 
 struct Config;
@@ -27,8 +29,14 @@ struct ServerContext {
   int scratch_fd = -1;  // <storage>/.ops-tmp: server-private, never reachable by a path
 
   std::atomic<std::size_t> connections{0};
+  // The most connections open at once since the last housekeeping tick.
+  std::atomic<std::size_t> connections_peak{0};
   std::atomic<std::size_t> unauthenticated{0};
   std::atomic<bool> stopping{false};
+
+  // What clients that never log in can make the server write: 20 lines a second each.
+  LogThrottle preauth_log{"failed or abandoned handshakes", 200, std::chrono::seconds(10)};
+  LogThrottle refused_log{"refused connections", 200, std::chrono::seconds(10)};
 
   // Live sessions, for a graceful stop.
   std::mutex sessions_mutex;

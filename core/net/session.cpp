@@ -51,7 +51,10 @@ int open_user_dir(int storage_fd, const std::string& user) {
 Session::Session(ServerContext& context, asio::ip::tcp::socket socket)
     : ctx_(context), connection_(std::move(socket)), timer_(connection_.socket().get_executor()) {
   peer_ = connection_.peer();
-  ctx_.connections.fetch_add(1);
+  const std::size_t open = ctx_.connections.fetch_add(1) + 1;
+  std::size_t peak = ctx_.connections_peak.load();
+  while (open > peak && !ctx_.connections_peak.compare_exchange_weak(peak, open)) {
+  }
   ctx_.unauthenticated.fetch_add(1);
 }
 
@@ -183,15 +186,19 @@ asio::awaitable<bool> Session::handshake() {
   // No buffer is held while a client thinks (or never answers): pre-auth connections are
   // the cheap kind an attacker opens by the thousand.
   if (Status st = co_await connection_.wait_idle(); !st) {
-    spdlog::info("conn {} closed before authenticating{}", peer_,
-                 timed_out_ ? ": handshake timeout" : "");
+    if (ctx_.preauth_log.admit()) {
+      spdlog::info("conn {} closed before authenticating{}", peer_,
+                   timed_out_ ? ": handshake timeout" : "");
+    }
     co_return false;
   }
   Result<Header> header = co_await read_frame(ctx_.config.max_auth_frame);
   idle_ = false;
   if (!header && header.error().code != ErrorCode::bad_frame) {
-    spdlog::info("conn {} closed before authenticating{}", peer_,
-                 timed_out_ ? ": handshake timeout" : "");
+    if (ctx_.preauth_log.admit()) {
+      spdlog::info("conn {} closed before authenticating{}", peer_,
+                   timed_out_ ? ": handshake timeout" : "");
+    }
     co_return false;
   }
   std::optional<Authenticator::Success> success;
@@ -202,7 +209,7 @@ asio::awaitable<bool> Session::handshake() {
   if (!success) {
     connection_.append(auth_failed_frame());
     co_await flush();
-    spdlog::info("conn {} auth_failed", peer_);
+    if (ctx_.preauth_log.admit()) spdlog::info("conn {} auth_failed", peer_);
     co_return false;
   }
   user_ = std::move(success->user);

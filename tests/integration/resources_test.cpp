@@ -342,3 +342,43 @@ TEST(SlowSender, SlowSendersDoNotStarveOtherClients) {
 
 }  // namespace
 }  // namespace ops::test
+
+namespace ops::test {
+namespace {
+
+// Case 15: failed logins cannot grow the log without bound. The first 200 of every 10 s
+// are logged one by one, the rest counted and reported in one line.
+TEST(FailedLogins, TheLogStaysBoundedUnderAFlood) {
+  ServerProcess server;
+  const std::size_t log_before = server.log().size();
+  constexpr int kAttempts = 600;
+  for (int i = 0; i < kAttempts; ++i) {
+    RawConnection c(server.port());
+    ASSERT_FALSE(c.authenticate(i % 2 ? "admin" : "nobody", std::string(64, 'a')));
+  }
+  const std::string key = server.admin_key();
+  EXPECT_EQ(serves_a_healthy_client(server, "admin", key), "");
+  std::string log;
+  // The count of the rest is reported once the window ends (housekeeping, every 2 s).
+  EXPECT_TRUE(eventually(
+      [&] {
+        log = server.log().substr(log_before);
+        return log.find("not logged one by one") != std::string::npos;
+      },
+      15s))
+      << "no summary line for the suppressed failures";
+  std::size_t lines = 0;
+  for (std::size_t at = log.find("auth_failed"); at != std::string::npos;
+       at = log.find("auth_failed", at + 1)) {
+    ++lines;
+  }
+  std::cout << "[ auth log ] " << kAttempts << " failed logins -> " << lines
+            << " auth_failed lines, " << log.size() << " bytes of log\n";
+  EXPECT_LE(lines, 200u);
+  EXPECT_NE(log.find(std::to_string(kAttempts - lines) + " more failed or abandoned handshakes"),
+            std::string::npos)
+      << log.substr(log.size() > 2000 ? log.size() - 2000 : 0);
+}
+
+}  // namespace
+}  // namespace ops::test
