@@ -32,14 +32,19 @@ void HandlerPool::start_thread() {
 }
 
 void HandlerPool::submit(std::function<void()> job) {
-  std::lock_guard lock(mutex_);
-  queue_.push_back(std::move(job));
-  // Jobs already queued will take the idle threads first.
-  if (idle_ >= queue_.size()) {
-    work_ready_.notify_one();
-  } else if (threads_ < max_) {
-    start_thread();
+  bool wake = false;
+  {
+    std::lock_guard lock(mutex_);
+    queue_.push_back(std::move(job));
+    // Jobs already queued will take the idle threads first.
+    if (idle_ >= queue_.size()) {
+      wake = true;
+    } else if (threads_ < max_) {
+      start_thread();
+    }
   }
+  // Outside the lock, so the woken thread does not wake only to block on it.
+  if (wake) work_ready_.notify_one();
 }
 
 void HandlerPool::work() {
