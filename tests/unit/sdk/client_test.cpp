@@ -460,6 +460,29 @@ TEST(ClientRequests, FatalErrorIsReturnedThenTheConnectionIsUnusable) {
   EXPECT_FALSE((*c)->call("list", "{}"));
 }
 
+TEST(ClientRequests, FatalErrorWhileThePayloadIsGoingOutStillBreaksTheConnection) {
+  // The same answer, but the server closes while the payload is still being sent: the
+  // send fails (EPIPE or ECONNRESET) and the answer is read after the failure. Whichever
+  // way the timing goes, a fatal code leaves the connection unusable.
+  constexpr std::size_t kSize = 64u << 20;
+  FakeServer server([](int fd) {
+    ASSERT_TRUE(serve_handshake(fd));
+    parse(read_frame(fd));
+    write_frame(fd, R"({"id":null,"ok":false,"error":{"code":"bad_frame","message":"bad"}})");
+    std::string sink(1 << 20, '\0');
+    ::recv(fd, sink.data(), sink.size(), 0);  // a little, then close with data unread
+  });
+  auto c = Client::connect(options_for(server));
+  ASSERT_TRUE(c);
+  const std::string big(kSize, 'z');
+  auto r = (*c)->call("upload", R"({"path":"big"})", big);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_FALSE(r->ok);
+  EXPECT_EQ(r->error.code, ErrorCode::bad_frame);
+  EXPECT_TRUE((*c)->broken());
+  EXPECT_FALSE((*c)->call("list", "{}"));
+}
+
 TEST(ClientRequests, UnreadPayloadIsSkippedByTheNextRead) {
   FakeServer server([](int fd) {
     ASSERT_TRUE(serve_handshake(fd));
