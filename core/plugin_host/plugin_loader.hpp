@@ -1,10 +1,15 @@
 // Loads every plugin .so in a directory with Boost.DLL and checks it before trusting it:
 // the exported stamp (ABI version, build signature) is read before any plugin code is
 // called, symbols are bound at load (RTLD_NOW) so a missing one fails at start-up, and
-// each operation name may be provided once. Start-up only; main thread.
+// each operation name may be provided once. Before any of that, the directory and every
+// .so must be safe to load code from (case 105, below). Start-up only; main thread.
 #pragma once
 
+#include <sys/stat.h>
+#include <sys/types.h>
+
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,7 +34,25 @@ struct LoadedOperation {
   std::shared_ptr<boost::dll::shared_library> library;
 };
 
-// Loads all "*.so" files in `dir`. Errors name the file and the reason.
+// Loads all "*.so" files in `dir`. Errors name the file and the reason. `dir` and every
+// .so must pass plugin_trust_problem() for the server's effective uid; a symlinked .so is
+// followed, and both the file it resolves to and that file's directory must pass.
 Result<std::vector<LoadedOperation>> load_plugins(const std::filesystem::path& dir);
+
+// Who may change the code the server loads (sshd's StrictModes; docs/PLUGINS.md): the owner
+// must be root or `server_uid`; nobody may write it through "others" (S_IWOTH, sticky bit
+// or not); and group write (S_IWGRP) is allowed only if `group_is_trusted(st.st_gid)`.
+// With an extended POSIX ACL (`extended_acl`) the group bits are the ACL's mask, so group
+// write there means a named user or group may write: refused. Returns why `st` fails,
+// worded to follow "is" ("writable by others (mode 0777)"), or an empty string when it
+// passes. Pure, so that unit tests can feed it any owner and mode.
+std::string plugin_trust_problem(const struct stat& st, uid_t server_uid, bool extended_acl,
+                                 const std::function<bool(gid_t)>& group_is_trusted);
+
+// The group test load_plugins() uses: `gid` exists, has at least one member, and every
+// member, by its login group (the passwd database) or listed in the group, is root or
+// `uid`. That is a user private group (Debian's user-group-modes rule for sshd), so a
+// umask of 002 does not lock its owner out; a shared group does not pass.
+bool group_members_are_trusted(gid_t gid, uid_t uid);
 
 }  // namespace ops::core

@@ -1,9 +1,14 @@
 // Start-up refusals: broken configurations and broken plugins make the server exit 1
 // naming the problem, both under --check-config and on a real start (§6, issue 3).
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "harness/server_process.hpp"
@@ -155,6 +160,128 @@ TEST_F(StartupTest, TwoPluginsProvidingOneOperation) {
   RunResult r = check();
   EXPECT_NE(r.output.find("libduplicate_upload.so"), std::string::npos);
   EXPECT_NE(r.output.find("libupload.so"), std::string::npos);
+}
+
+// Case 105: who may change plugin_dir or a .so (sshd's StrictModes, docs/PLUGINS.md).
+
+// A group that some account other than root and us has as its login group: writable by
+// that group means writable by a stranger.
+std::optional<gid_t> a_shared_group() {
+  std::optional<gid_t> found;
+  ::setpwent();
+  while (passwd* pw = ::getpwent()) {
+    if (pw->pw_uid != 0 && pw->pw_uid != ::geteuid()) {
+      found = pw->pw_gid;
+      break;
+    }
+  }
+  ::endpwent();
+  return found;
+}
+
+// Our login group has no member but root and us (a user private group).
+bool our_group_is_private() {
+  const gid_t gid = ::getegid();
+  const group* gr = ::getgrgid(gid);
+  if (gr == nullptr) return false;
+  for (char** name = gr->gr_mem; *name != nullptr; ++name) {
+    const passwd* pw = ::getpwnam(*name);
+    if (pw == nullptr || (pw->pw_uid != 0 && pw->pw_uid != ::geteuid())) return false;
+  }
+  bool only_us = true;
+  ::setpwent();
+  while (passwd* pw = ::getpwent()) {
+    if (pw->pw_gid == gid && pw->pw_uid != 0 && pw->pw_uid != ::geteuid()) only_us = false;
+  }
+  ::endpwent();
+  return only_us;
+}
+
+TEST_F(StartupTest, AWorldWritablePluginDirectoryIsRefused) {
+  fs::permissions(plugins_, fs::perms::all);
+  expect_refused("plugin directory " + plugins_.string() +
+                 " is writable by others (mode 0777); refusing to load plugins from it");
+  // The sticky bit keeps others from replacing our files, not from adding their own.
+  fs::permissions(plugins_, fs::perms::all | fs::perms::sticky_bit);
+  expect_refused("plugin directory " + plugins_.string() + " is writable by others (mode 1777)");
+  fs::permissions(plugins_, fs::perms(0755));
+  EXPECT_EQ(check().status, 0);
+}
+
+TEST_F(StartupTest, AWorldWritablePluginIsRefused) {
+  const fs::path lib = plugins_ / "liblist.so";
+  fs::permissions(lib, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                           fs::perms::others_all);
+  expect_refused("plugin " + lib.string() +
+                 ": is writable by others (mode 0757); refusing to load it");
+}
+
+TEST_F(StartupTest, AGroupWritablePluginOfASharedGroupIsRefused) {
+  auto shared = a_shared_group();
+  if (!shared) GTEST_SKIP() << "no account other than root and us to share a group with";
+  const fs::path lib = plugins_ / "liblist.so";
+  if (::chown(lib.c_str(), static_cast<uid_t>(-1), *shared) != 0) {
+    GTEST_SKIP() << "cannot give the file to group " << *shared << " (not root)";
+  }
+  fs::permissions(lib, fs::perms::group_write, fs::perm_options::add);
+  expect_refused("plugin " + lib.string() + ": is writable by its group (gid " +
+                 std::to_string(*shared) +
+                 "), which has members other than root and the server's user");
+  ASSERT_EQ(::chown(plugins_.c_str(), static_cast<uid_t>(-1), *shared), 0);
+  fs::permissions(lib, fs::perms::group_write, fs::perm_options::remove);
+  fs::permissions(plugins_, fs::perms::group_write, fs::perm_options::add);
+  expect_refused("plugin directory " + plugins_.string() + " is writable by its group (gid " +
+                 std::to_string(*shared) + ")");
+}
+
+TEST_F(StartupTest, AGroupWritablePluginDirectoryOfAPrivateGroupLoads) {
+  // What umask 002 gives a user whose login group is their own (Debian's default).
+  if (!our_group_is_private()) GTEST_SKIP() << "our login group has other members";
+  ASSERT_EQ(::chown(plugins_.c_str(), static_cast<uid_t>(-1), ::getegid()), 0);
+  fs::permissions(plugins_, fs::perms::group_write, fs::perm_options::add);
+  for (const auto& entry : fs::directory_iterator(plugins_)) {
+    ASSERT_EQ(::chown(entry.path().c_str(), static_cast<uid_t>(-1), ::getegid()), 0);
+    fs::permissions(entry.path(), fs::perms::group_write, fs::perm_options::add);
+  }
+  RunResult r = check();
+  EXPECT_EQ(r.status, 0) << r.output;
+  ServerOptions options;
+  options.plugin_dir = plugins_.string();
+  ServerProcess server(options);
+  EXPECT_TRUE(server.connect_admin());
+}
+
+TEST_F(StartupTest, APluginOrItsDirectoryOwnedByAnotherUserIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "giving a file to another uid needs root";
+  constexpr uid_t kStranger = 54321;
+  const fs::path lib = plugins_ / "liblist.so";
+  ASSERT_EQ(::chown(lib.c_str(), kStranger, static_cast<gid_t>(-1)), 0);
+  expect_refused("plugin " + lib.string() +
+                 ": is owned by uid 54321, not by root or the server's user (uid 0)");
+  ASSERT_EQ(::chown(lib.c_str(), 0, static_cast<gid_t>(-1)), 0);
+  ASSERT_EQ(::chown(plugins_.c_str(), kStranger, static_cast<gid_t>(-1)), 0);
+  expect_refused("plugin directory " + plugins_.string() + " is owned by uid 54321");
+}
+
+TEST_F(StartupTest, ASymlinkedPluginIsCheckedWhereItLeads) {
+  const fs::path elsewhere = dir_.path() / "elsewhere";
+  fs::create_directories(elsewhere);
+  fs::permissions(elsewhere, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                 fs::perms::others_read | fs::perms::others_exec);
+  const fs::path link = plugins_ / "liblist.so";
+  fs::rename(link, elsewhere / "liblist.so.1");
+  fs::create_symlink(elsewhere / "liblist.so.1", link);
+  RunResult r = check();
+  EXPECT_EQ(r.status, 0) << r.output;  // a safe target loads
+
+  const fs::path target = fs::canonical(elsewhere / "liblist.so.1");
+  fs::permissions(target, fs::perms::others_write, fs::perm_options::add);
+  expect_refused("plugin " + link.string() + ": its target " + target.string() +
+                 " is writable by others");
+  fs::permissions(target, fs::perms::others_write, fs::perm_options::remove);
+  fs::permissions(elsewhere, fs::perms::all);
+  expect_refused("plugin " + link.string() + ": its target's directory " +
+                 target.parent_path().string() + " is writable by others (mode 0777)");
 }
 
 TEST_F(StartupTest, HelpAndVersion) {
