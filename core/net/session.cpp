@@ -51,11 +51,11 @@ int open_user_dir(int storage_fd, const std::string& user) {
 Session::Session(ServerContext& context, asio::ip::tcp::socket socket)
     : ctx_(context), connection_(std::move(socket)), timer_(connection_.socket().get_executor()) {
   peer_ = connection_.peer();
-  const std::size_t open = ctx_.connections.fetch_add(1) + 1;
+  // The accept loop has counted this connection in `connections` and `unauthenticated`.
+  const std::size_t open = ctx_.connections.load();
   std::size_t peak = ctx_.connections_peak.load();
   while (open > peak && !ctx_.connections_peak.compare_exchange_weak(peak, open)) {
   }
-  ctx_.unauthenticated.fetch_add(1);
 }
 
 Session::~Session() {
