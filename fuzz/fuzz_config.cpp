@@ -70,6 +70,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   check(config->max_frame >= 2);
   check(config->max_auth_frame <= config->max_frame);
   check(config->worker_threads >= 1);
+  check(config->max_worker_threads >= config->worker_threads);
   for (const auto& [name, policy] : config->operations) {
     check(!name.empty() && name != "describe");
     if (policy.max_payload) check(*policy.max_payload <= (std::uint64_t{1} << 53) - 1);

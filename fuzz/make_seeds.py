@@ -65,6 +65,7 @@ SERVER_JSON = b"""{
   "listen": "127.0.0.1:0",
   "io_threads": 2,
   "worker_threads": 8,
+  "max_worker_threads": 64,
   "max_frame": 1048576,
   "max_auth_frame": 4096,
   "max_unauthenticated": 256,
@@ -72,6 +73,8 @@ SERVER_JSON = b"""{
   "handshake_timeout_ms": 10000,
   "idle_timeout_ms": 300000,
   "payload_timeout_ms": 60000,
+  "payload_min_rate": 1024,
+  "payload_rate_grace_ms": 120000,
   "operation_timeout_ms": 300000,
   "log_level": "info"
 }"""
