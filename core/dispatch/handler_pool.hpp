@@ -3,6 +3,11 @@
 // clients as it has threads stall every other request (reliability catalogue 79, 81).
 // This pool keeps `kept` threads ready and starts another whenever work arrives with
 // none idle, up to `max`; a thread above `kept` ends after `linger` without work.
+//
+// Threads are woken one at a time, in a chain: the woken thread takes a job and, if more
+// are queued, wakes (or starts) the next before running its own. A burst of quick calls
+// is then run by one or two threads without a context switch per call, and a call that
+// blocks never holds up the next.
 #pragma once
 
 #include <chrono>
@@ -35,8 +40,12 @@ class HandlerPool {
   unsigned threads() const;
 
  private:
-  void start_thread();  // with mutex_ held
-  void work();
+  // With mutex_ held. `for_queued_job`: the thread is one wake_for_queue_locked() counts
+  // in waking_ until it runs.
+  void start_thread(bool for_queued_job);
+  // With mutex_ held: true if the caller must notify one idle thread for the queue.
+  bool wake_for_queue_locked();
+  void work(bool started_for_queued_job);
 
   const unsigned kept_;
   const unsigned max_;
@@ -48,6 +57,7 @@ class HandlerPool {
   std::deque<std::function<void()>> queue_;
   unsigned threads_ = 0;
   unsigned idle_ = 0;
+  unsigned waking_ = 0;  // threads woken or started for queued jobs, not yet running
   bool stopping_ = false;
 };
 

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 namespace ops::core {
 namespace {
@@ -93,6 +94,44 @@ TEST(HandlerPool, JoinForGivesUpOnAJobThatNeverReturns) {
   EXPECT_FALSE(pool->join_for(100ms));
   gate.open();
   EXPECT_TRUE(pool->join_for(2s));
+}
+
+}  // namespace
+}  // namespace ops::core
+
+namespace ops::core {
+namespace {
+
+// One call at a time, as a ping-pong client makes them: every call must run, with no
+// wake-up lost between a thread going idle and the next submit.
+TEST(HandlerPool, OneCallAtATimeNeverStalls) {
+  HandlerPool pool(8, 64, 30s);
+  for (int i = 0; i < 20000; ++i) {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    pool.submit([&] {
+      std::lock_guard lock(m);
+      done = true;
+      cv.notify_one();
+    });
+    std::unique_lock lock(m);
+    ASSERT_TRUE(cv.wait_for(lock, 2s, [&] { return done; })) << "call " << i << " never ran";
+  }
+}
+
+// Bursts from several submitters at once, as pipelining connections make them.
+TEST(HandlerPool, BurstsFromManySubmittersAllRun) {
+  HandlerPool pool(4, 64, 30s);
+  std::atomic<int> done{0};
+  std::vector<std::thread> submitters;
+  for (int t = 0; t < 4; ++t) {
+    submitters.emplace_back([&] {
+      for (int i = 0; i < 5000; ++i) pool.submit([&] { ++done; });
+    });
+  }
+  for (auto& t : submitters) t.join();
+  EXPECT_TRUE(eventually([&] { return done == 20000; }, 10s)) << done << " of 20000 ran";
 }
 
 }  // namespace
