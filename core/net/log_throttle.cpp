@@ -26,18 +26,12 @@ bool LogThrottle::admit(Clock::time_point now) {
     return true;
   }
   ++suppressed_;
-  ++suppressed_total_;
   return false;
 }
 
 void LogThrottle::report(Clock::time_point now) {
   std::lock_guard lock(mutex_);
   roll_locked(now);
-}
-
-std::uint64_t LogThrottle::suppressed_total() const {
-  std::lock_guard lock(mutex_);
-  return suppressed_total_;
 }
 
 }  // namespace ops::core

@@ -25,8 +25,6 @@ class LogThrottle {
   // the next event.
   void report(Clock::time_point now = Clock::now());
 
-  std::uint64_t suppressed_total() const;
-
  private:
   void roll_locked(Clock::time_point now);
 
@@ -34,11 +32,10 @@ class LogThrottle {
   const unsigned burst_;
   const Clock::duration window_;
 
-  mutable std::mutex mutex_;
+  std::mutex mutex_;
   Clock::time_point window_start_{};
   unsigned logged_ = 0;
   std::uint64_t suppressed_ = 0;  // in the current window
-  std::uint64_t suppressed_total_ = 0;
 };
 
 }  // namespace ops::core

@@ -9,10 +9,10 @@ Pace::Pace(std::chrono::milliseconds stall, std::uint64_t min_rate, std::chrono:
   if (min_rate > 0) per_byte_ = std::chrono::nanoseconds(1'000'000'000 / min_rate + 1);
 }
 
-void Pace::start(Clock::time_point now) {
+void Pace::start() {
   if (started_) return;
   started_ = true;
-  if (per_byte_.count() > 0) rate_deadline_ = now + grace_;
+  if (per_byte_.count() > 0) rate_deadline_ = Clock::now() + grace_;
 }
 
 void Pace::credit(std::uint64_t bytes) {

@@ -18,15 +18,15 @@ class Pace {
   Pace() = default;
   Pace(std::chrono::milliseconds stall, std::uint64_t min_rate, std::chrono::milliseconds grace);
 
-  // Starts the rate clock; a no-op once started.
-  void start(Clock::time_point now = Clock::now());
+  // Starts the rate clock at the first transfer; a no-op once started (called on every
+  // read and write, so it reads the clock only the first time).
+  void start();
   void credit(std::uint64_t bytes);
   // Milliseconds the next wait may last (0: the rate deadline has passed).
   int wait_ms(Clock::time_point now = Clock::now()) const;
   // The earlier of now + stall and the rate deadline.
   Clock::time_point deadline(Clock::time_point now = Clock::now()) const;
   bool below_min_rate(Clock::time_point now = Clock::now()) const { return now >= rate_deadline_; }
-  std::chrono::milliseconds stall() const { return stall_; }
 
  private:
   std::chrono::milliseconds stall_{60000};

@@ -259,7 +259,8 @@ TEST(DescriptorExhaustion, NoBusyAcceptLoopAndRecoveryAfter) {
 
 // Case 81, the minimum-rate rule: a payload that always makes progress within the stall
 // limit, but at 5 bytes/s, is closed once its grace and the credit of the bytes it sent
-// run out, and leaves nothing; one that keeps above the rate is not disturbed.
+// run out, and leaves nothing; so is one the server is only discarding; one that keeps
+// above the rate is not disturbed.
 TEST(SlowSender, APayloadBelowTheMinimumRateIsCutOffAndLeavesNothing) {
   ServerProcess server(ServerOptions{
       "",
@@ -288,6 +289,24 @@ TEST(SlowSender, APayloadBelowTheMinimumRateIsCutOffAndLeavesNothing) {
   EXPECT_TRUE(eventually([&] { return scratch_empty(server); }, 2s));
   EXPECT_EQ(tree_fingerprint(server.storage_dir()), before);
   EXPECT_TRUE(server.log().find("below payload_min_rate") != std::string::npos);
+
+  // The same trickle behind a refused request: the server discards the payload, and the
+  // discard is held to the same rate.
+  RawConnection refused(server.port());
+  ASSERT_TRUE(refused.authenticate("admin", key));
+  refused.send(frame_of(request_json(3, "no_such_operation", "{}", 1000)));
+  const auto discard_start = Clock::now();
+  bool discard_closed = false;
+  while (Clock::now() - discard_start < 5s) {
+    if (peer_closed(refused.fd())) {
+      discard_closed = true;
+      break;
+    }
+    refused.send("x");
+    std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_TRUE(discard_closed) << "a 5 B/s discarded payload outlived the minimum-rate rule";
+  EXPECT_LT(Clock::now() - discard_start, 2500ms);
 
   // 400 bytes every 200 ms (2,000 B/s) for 3 s: above the rate, completes.
   RawConnection steady(server.port());

@@ -100,6 +100,24 @@ TEST_F(StartupTest, ServerSettingsOutOfRange) {
   EXPECT_EQ(check().status, 0);
 }
 
+TEST_F(StartupTest, HandlerThreadAndPayloadRateSettings) {
+  write("server.json",
+        "{" + server_settings_ + R"(, "worker_threads": 8, "max_worker_threads": 4})");
+  expect_refused("\"max_worker_threads\" must be at least worker_threads (8)");
+  for (const char* bad : {R"("max_worker_threads": 0)", R"("payload_min_rate": -1)",
+                          R"("payload_rate_grace_ms": "later")"}) {
+    write("server.json", "{" + server_settings_ + ", " + bad + "}");
+    RunResult r = check();
+    EXPECT_EQ(r.status, 1) << bad << "\n" << r.output;
+    EXPECT_NE(r.output.find("server.json:1:"), std::string::npos) << r.output;
+  }
+  write("server.json", "{" + server_settings_ +
+                           R"(, "worker_threads": 4, "max_worker_threads": 4, )"
+                           R"("payload_min_rate": 0, "payload_rate_grace_ms": 0})");
+  RunResult ok = check();
+  EXPECT_EQ(ok.status, 0) << ok.output;
+}
+
 TEST_F(StartupTest, AnEnabledOperationNoPluginProvides) {
   fs::remove(plugins_ / "libdownload.so");
   expect_refused("operation \"download\" is enabled");
