@@ -1,0 +1,74 @@
+// The byte stream under one client connection: the transport seam.
+//
+// Everything above it (Connection's buffers, the session, the host API, plugins) is
+// written once against this interface, as Boost.Beast's flex server writes its session
+// once for plain and TLS streams. Implementations: plain TCP (tcp_transport.hpp), TLS
+// over TCP (tls_transport.hpp), and an in-memory pipe for tests and fuzzing
+// (memory_transport.hpp). Nothing outside core/net sees a socket.
+//
+// Threading: every call but shutdown_both() is made on executor(), the connection's
+// strand. Payload bytes of a handler (a worker thread) reach the transport in one of two
+// ways, chosen by Connection: straight through native_fd() with blocking syscalls
+// (plain TCP, where sendfile(2) is the fast path), or as async calls posted to the strand
+// while the worker waits on a bounded buffer (every other transport).
+#pragma once
+
+#include <array>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/system/error_code.hpp>
+#include <cstddef>
+#include <optional>
+#include <string>
+
+namespace ops::core {
+
+struct IoResult {
+  boost::system::error_code ec;
+  std::size_t bytes = 0;
+};
+
+// RFC 9266 tls-exporter channel binding: 32 bytes.
+using ChannelBinding = std::array<unsigned char, 32>;
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+
+  // The strand every call below (but shutdown_both) must be made on.
+  virtual boost::asio::any_io_executor executor() const = 0;
+
+  // What must happen before the first OPS/1 byte: a PROXY protocol v2 header where the
+  // listener expects one, then the TLS handshake where there is TLS. Plain TCP without
+  // PROXY returns at once. The session's handshake deadline bounds it (close() cancels).
+  virtual boost::asio::awaitable<boost::system::error_code> handshake() = 0;
+
+  // At least one byte unless it fails; eof when the peer closed.
+  virtual boost::asio::awaitable<IoResult> read_some(boost::asio::mutable_buffer buffer) = 0;
+  // At least one byte unless it fails.
+  virtual boost::asio::awaitable<IoResult> write_some(boost::asio::const_buffer buffer) = 0;
+  // Completes when read_some would return bytes (or an error) without waiting, holding
+  // no buffer meanwhile. A TLS stream also completes when its engine already holds
+  // decrypted bytes that the socket's readability would not show.
+  virtual boost::asio::awaitable<boost::system::error_code> wait_readable() = 0;
+
+  // Strand only: cancels pending operations and closes. Idempotent.
+  virtual void close() noexcept = 0;
+  // Any thread: every pending and later read or write fails soon after.
+  virtual void shutdown_both() noexcept = 0;
+  virtual bool is_open() const noexcept = 0;
+
+  // The client's address for logs: the one a PROXY header carried, else the peer's.
+  virtual std::string peer() const = 0;
+
+  // A socket that a worker thread may use directly with non-blocking recv/send/sendfile
+  // and poll (plain TCP), or -1: then payload bytes go through the strand.
+  virtual int native_fd() const noexcept { return -1; }
+
+  // The tls-exporter value of this connection (RFC 9266) once handshake() succeeded on
+  // TLS; nullopt on a plain transport.
+  virtual std::optional<ChannelBinding> channel_binding() const { return std::nullopt; }
+};
+
+}  // namespace ops::core
