@@ -1,6 +1,7 @@
 // The server's configuration: config/server.json (settings) and the ops.json it names
-// (§6), validated strictly into one immutable Config. Loaded once at start-up, on the
-// main thread; read-only afterwards, so shared freely between threads.
+// (§6), validated strictly into one immutable Config. Its RuntimeSettings and operations
+// reach sessions through a Snapshot (dispatch/snapshot.hpp); its StartupSettings are read
+// once by the Server.
 #pragma once
 
 #include <chrono>
@@ -26,10 +27,9 @@ struct OperationPolicy {
   bool allows(std::string_view user) const;
 };
 
-struct Config {
-  std::filesystem::path server_config_path;
-  std::filesystem::path ops_config_path;
-
+// Settings read once at start-up: changing them needs a restart (sockets, directories,
+// thread counts).
+struct StartupSettings {
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 9000;
   std::filesystem::path storage_dir = "var/storage";
@@ -41,7 +41,13 @@ struct Config {
   // ready, and more start while every one is busy, up to `max_worker_threads`.
   unsigned worker_threads = 64;
   unsigned max_worker_threads = 1024;
+  std::chrono::milliseconds shutdown_grace{10000};
+  std::string log_level = "info";
+};
 
+// Settings that may change while the server runs. Sessions read them from the current
+// Snapshot (dispatch/snapshot.hpp), taken once per request, never from Config.
+struct RuntimeSettings {
   std::uint32_t max_frame = 1u << 20;     // §1
   std::uint32_t max_auth_frame = 4096;    // §7
   std::size_t max_unauthenticated = 256;  // §7
@@ -55,10 +61,13 @@ struct Config {
   // Past `payload_rate_grace`, a payload must average `payload_min_rate` bytes/s (0: off).
   std::uint64_t payload_min_rate = 1024;
   std::chrono::milliseconds payload_rate_grace{120000};
-  std::chrono::milliseconds shutdown_grace{10000};
   std::chrono::milliseconds operation_timeout{300000};
+};
 
-  std::string log_level = "info";
+// server.json and ops.json as loaded: both kinds of settings and the enabled operations.
+struct Config : StartupSettings, RuntimeSettings {
+  std::filesystem::path server_config_path;
+  std::filesystem::path ops_config_path;
 
   std::map<std::string, OperationPolicy> operations;  // enabled operations, by name
 };

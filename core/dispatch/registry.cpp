@@ -43,7 +43,7 @@ Result<std::unique_ptr<Registry>> Registry::build(const Config& config,
     op.version = source.op->version ? source.op->version : source.plugin_version;
     op.plugin = source.plugin_name;
     op.payload = static_cast<ops_payload_dir>(source.op->payload);
-    op.handler = source.op->call;
+    op.backend = std::make_shared<InProcessBackend>(source);
     op.policy = policy;
     op.schema_doc = std::make_shared<rapidjson::Document>();
     if (op.schema_doc->Parse(source.op->args_schema).HasParseError() ||
@@ -52,7 +52,6 @@ Result<std::unique_ptr<Registry>> Registry::build(const Config& config,
                                             "\" has an args schema that is not a JSON object"};
     }
     op.schema = std::make_shared<rapidjson::SchemaDocument>(*op.schema_doc);
-    op.source = source;
     registry->ops_.emplace(name, std::move(op));
   }
   return registry;

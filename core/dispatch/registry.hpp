@@ -1,6 +1,6 @@
 // The operations this server serves: each enabled operation of ops.json bound to the
-// plugin that provides it, with its args schema compiled once. Built at start-up,
-// immutable afterwards; read concurrently by every session.
+// plugin that provides it, with its args schema compiled once. Immutable once built; read
+// concurrently by every session through the Snapshot that holds it.
 #pragma once
 
 #include <rapidjson/document.h>
@@ -14,6 +14,7 @@
 
 #include "config/config.hpp"
 #include "opserver/error.hpp"
+#include "plugin_host/operation_backend.hpp"
 #include "plugin_host/plugin_loader.hpp"
 
 namespace ops::core {
@@ -24,7 +25,8 @@ struct Operation {
   std::string version;
   std::string plugin;
   ops_payload_dir payload = OPS_PAYLOAD_NONE;
-  ops_handler_fn handler = nullptr;
+  // Where a call goes (in-process today); holds the .so loaded while anyone holds it.
+  std::shared_ptr<const OperationBackend> backend;
   OperationPolicy policy;
   std::shared_ptr<rapidjson::Document> schema_doc;  // outlives `schema`, which points into it
   std::shared_ptr<rapidjson::SchemaDocument> schema;
@@ -32,7 +34,6 @@ struct Operation {
   // with "pattern" must not be used by two threads at once (seen: assertion failures
   // under 50 concurrent registrations). Validation is short; a lock costs little.
   std::shared_ptr<std::mutex> schema_mutex = std::make_shared<std::mutex>();
-  LoadedOperation source;  // keeps the .so loaded
 };
 
 class Registry {

@@ -5,11 +5,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/read.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 
 namespace ops::core {
@@ -17,27 +18,93 @@ namespace asio = boost::asio;
 
 namespace {
 constexpr std::size_t kReadChunk = 64 * 1024;
-constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t kMaxArrivals = 32;
+// sendfile over a transport without an fd: read the file in pieces this big.
+constexpr std::size_t kFileChunk = 256 * 1024;
+
+// One blocking call carried out on the strand: the worker waits for `done`, crediting
+// `progress` to its Pace as it grows, and gives up (breaking the transport) when no byte
+// moved within the stall limit. It always waits for the strand side to finish, so the
+// handler's buffer is never touched after the call returns.
+struct StrandCall {
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool done = false;
+  std::atomic<std::uint64_t> progress{0};
+  IoResult result;
+
+  void finish(IoResult r) {
+    std::lock_guard lock(mutex);
+    result = r;
+    done = true;
+    cv.notify_one();
+  }
+  void nudge() {
+    std::lock_guard lock(mutex);
+    cv.notify_one();
+  }
+  // True when the call completed; false when it stalled past the Pace's limits (the
+  // caller then breaks the transport and calls wait_done()).
+  bool wait(Pace& pace) {
+    std::uint64_t credited = 0;
+    std::unique_lock lock(mutex);
+    while (!done) {
+      const int ms = pace.wait_ms();
+      if (ms == 0) return false;
+      const bool woke = cv.wait_for(lock, std::chrono::milliseconds(ms),
+                                    [&] { return done || progress.load() > credited; });
+      const std::uint64_t now = progress.load();
+      if (now > credited) {
+        pace.credit(now - credited);
+        credited = now;
+      } else if (!woke) {
+        return false;  // no byte moved within the stall limit
+      }
+    }
+    const std::uint64_t now = progress.load();
+    if (now > credited) pace.credit(now - credited);
+    return true;
+  }
+  void wait_done() {
+    std::unique_lock lock(mutex);
+    cv.wait(lock, [&] { return done; });
+  }
+};
+
 }  // namespace
 
-Connection::Connection(asio::ip::tcp::socket socket)
-    : socket_(std::move(socket)), fd_(socket_.native_handle()) {
-  boost::system::error_code ec;
-  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
-  // The worker side uses the fd directly with poll(); it must never block in a syscall.
-  socket_.native_non_blocking(true, ec);
-}
-
-std::string Connection::peer() const {
-  boost::system::error_code ec;
-  auto endpoint = socket_.remote_endpoint(ec);
-  if (ec) return "?";
-  return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
-}
+Connection::Connection(std::unique_ptr<Transport> transport)
+    : transport_(std::move(transport)), fd_(transport_->native_fd()) {}
 
 void Connection::consume(std::size_t n) noexcept {
   begin_ += n;
+  consumed_ += n;
   if (begin_ == end_) begin_ = end_ = 0;
+  // Arrivals wholly consumed are of no more use.
+  std::size_t drop = 0;
+  while (drop < arrivals_.size() && arrivals_[drop].received <= consumed_) ++drop;
+  if (drop > 0 && drop == arrivals_.size()) {
+    arrivals_.clear();
+  } else if (drop > 0) {
+    arrivals_.erase(arrivals_.begin(), arrivals_.begin() + static_cast<std::ptrdiff_t>(drop));
+  }
+}
+
+void Connection::note_arrival(std::size_t bytes) {
+  received_ += bytes;
+  if (arrivals_.size() == kMaxArrivals) {
+    arrivals_[1].received = std::max(arrivals_[0].received, arrivals_[1].received);
+    arrivals_.erase(arrivals_.begin());
+  }
+  arrivals_.push_back({received_, Clock::now()});
+}
+
+Connection::Clock::time_point Connection::arrival_of(std::size_t n) const noexcept {
+  const std::uint64_t position = consumed_ + n;
+  for (const Arrival& a : arrivals_) {
+    if (a.received >= position) return a.when;
+  }
+  return Clock::now();
 }
 
 asio::awaitable<Status> Connection::wait_idle() {
@@ -46,8 +113,9 @@ asio::awaitable<Status> Connection::wait_idle() {
   capacity_ = 0;
   begin_ = end_ = 0;
   if (out_.empty()) std::string().swap(out_);
-  auto [ec] = co_await socket_.async_wait(asio::socket_base::wait_read, kAwaitTuple);
-  if (ec) co_return fail(ErrorCode::unavailable, ec.message());
+  if (auto ec = co_await transport_->wait_readable(); ec) {
+    co_return fail(ErrorCode::unavailable, ec.message());
+  }
   co_return ok_status();
 }
 
@@ -71,20 +139,21 @@ asio::awaitable<Status> Connection::fill(std::size_t n) {
   while (buffered() < n) {
     // Read ahead up to a chunk: later frames and payload bytes come with it.
     make_room(std::max(n - buffered(), kReadChunk));
-    auto [ec, got] = co_await socket_.async_read_some(
-        asio::buffer(buf_.get() + end_, capacity_ - end_), kAwaitTuple);
+    auto [ec, got] =
+        co_await transport_->read_some(asio::buffer(buf_.get() + end_, capacity_ - end_));
     if (ec) {
       co_return fail(ErrorCode::unavailable,
                      ec == asio::error::eof ? "closed by peer" : ec.message());
     }
     end_ += got;
+    note_arrival(got);
   }
   co_return ok_status();
 }
 
 asio::awaitable<Status> Connection::flush_some() {
   if (out_.empty()) co_return ok_status();
-  auto [ec, n] = co_await socket_.async_write_some(asio::buffer(out_), kAwaitTuple);
+  auto [ec, n] = co_await transport_->write_some(asio::buffer(out_));
   if (ec) {
     out_.clear();
     co_return fail(ErrorCode::unavailable, ec.message());
@@ -94,17 +163,26 @@ asio::awaitable<Status> Connection::flush_some() {
   co_return ok_status();
 }
 
-bool Connection::wait_fd(short events, const Pace& pace) {
+// --- worker side ---
+
+bool Connection::wait_fd(short events, const Pace& pace, Clock::time_point give_up) {
   pollfd p{fd_, events, 0};
   for (;;) {
-    int rc = ::poll(&p, 1, pace.wait_ms());
+    const auto now = Clock::now();
+    int ms = pace.wait_ms(now);
+    if (give_up != Clock::time_point::max()) {
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(give_up - now).count();
+      ms = static_cast<int>(std::clamp<std::int64_t>(left, 0, ms));
+    }
+    int rc = ::poll(&p, 1, ms);
     if (rc > 0) return (p.revents & (events | POLLHUP | POLLERR)) != 0;
     if (rc == 0) return false;  // no progress within the stall limit
     if (errno != EINTR) return false;
   }
 }
 
-std::int64_t Connection::read_blocking(void* buf, std::size_t cap, Pace& pace) {
+std::int64_t Connection::read_blocking(void* buf, std::size_t cap, Pace& pace,
+                                       Clock::time_point give_up) {
   if (cap == 0) return 0;
   pace.start();
   if (buffered() > 0) {
@@ -114,6 +192,10 @@ std::int64_t Connection::read_blocking(void* buf, std::size_t cap, Pace& pace) {
     pace.credit(n);
     return static_cast<std::int64_t>(n);
   }
+  if (Clock::now() >= give_up) return -1;
+  // Over the strand a read cannot be taken back without breaking the stream: the deadline
+  // is checked before each read, and a stalled one ends by the stall limit.
+  if (fd_ < 0) return read_via_strand(buf, cap, pace);
   for (;;) {
     ssize_t n = ::recv(fd_, buf, cap, MSG_DONTWAIT);
     if (n >= 0) {
@@ -122,12 +204,13 @@ std::int64_t Connection::read_blocking(void* buf, std::size_t cap, Pace& pace) {
     }
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
-    if (!wait_fd(POLLIN, pace)) return -1;
+    if (!wait_fd(POLLIN, pace, give_up)) return -1;
   }
 }
 
 bool Connection::write_blocking(const void* buf, std::size_t len, Pace& pace) {
   pace.start();
+  if (fd_ < 0) return write_via_strand(buf, len, pace);
   const auto* p = static_cast<const char*>(buf);
   while (len > 0) {
     ssize_t n = ::send(fd_, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -155,6 +238,7 @@ bool Connection::flush_blocking(Pace& pace) {
 
 bool Connection::sendfile_blocking(int fd, std::uint64_t offset, std::uint64_t len, Pace& pace) {
   pace.start();
+  if (fd_ < 0) return sendfile_via_strand(fd, offset, len, pace);
   auto off = static_cast<off_t>(offset);
   while (len > 0) {
     std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(len, 1u << 30));
@@ -175,17 +259,73 @@ bool Connection::sendfile_blocking(int fd, std::uint64_t offset, std::uint64_t l
   return true;
 }
 
+std::int64_t Connection::read_via_strand(void* buf, std::size_t cap, Pace& pace) {
+  auto call = std::make_shared<StrandCall>();
+  asio::co_spawn(
+      transport_->executor(),
+      [this, call, buf, cap]() -> asio::awaitable<void> {
+        IoResult r = co_await transport_->read_some(asio::buffer(buf, cap));
+        call->progress.store(r.bytes);
+        call->finish(r);
+      },
+      asio::detached);
+  if (!call->wait(pace)) {
+    transport_->shutdown_both();  // the pending read fails; wait for it to let go of buf
+    call->wait_done();
+    return -1;
+  }
+  if (call->result.ec) return call->result.ec == asio::error::eof ? 0 : -1;
+  return static_cast<std::int64_t>(call->result.bytes);
+}
+
+bool Connection::write_via_strand(const void* buf, std::size_t len, Pace& pace) {
+  if (len == 0) return true;
+  auto call = std::make_shared<StrandCall>();
+  asio::co_spawn(
+      transport_->executor(),
+      [this, call, buf, len]() -> asio::awaitable<void> {
+        const auto* p = static_cast<const unsigned char*>(buf);
+        std::size_t sent = 0;
+        IoResult r;
+        while (sent < len) {
+          r = co_await transport_->write_some(asio::buffer(p + sent, len - sent));
+          if (r.ec) break;
+          sent += r.bytes;
+          call->progress.store(sent);
+          call->nudge();
+        }
+        r.bytes = sent;
+        call->finish(r);
+      },
+      asio::detached);
+  if (!call->wait(pace)) {
+    transport_->shutdown_both();
+    call->wait_done();
+    return false;
+  }
+  return !call->result.ec;
+}
+
+bool Connection::sendfile_via_strand(int fd, std::uint64_t offset, std::uint64_t len, Pace& pace) {
+  std::unique_ptr<unsigned char[]> chunk(new unsigned char[kFileChunk]);
+  while (len > 0) {
+    std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(len, kFileChunk));
+    ssize_t n = ::pread(fd, chunk.get(), want, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;  // a read error, or the file ended early: never send filler
+    if (!write_via_strand(chunk.get(), static_cast<std::size_t>(n), pace)) return false;
+    offset += static_cast<std::uint64_t>(n);
+    len -= static_cast<std::uint64_t>(n);
+  }
+  return true;
+}
+
 void Connection::shutdown_both() noexcept {
-  // Under the lock, so a closed (and perhaps reused) descriptor number is never touched.
-  std::lock_guard lock(close_mutex_);
-  if (!closed_) ::shutdown(fd_, SHUT_RDWR);
+  transport_->shutdown_both();
 }
 
 void Connection::close() noexcept {
-  std::lock_guard lock(close_mutex_);
-  closed_ = true;
-  boost::system::error_code ec;
-  socket_.close(ec);
+  transport_->close();
 }
 
 }  // namespace ops::core

@@ -27,6 +27,7 @@
 #include "dispatch/registry.hpp"
 #include "net/server_context.hpp"
 #include "net/session.hpp"
+#include "net/tcp_transport.hpp"
 #include "plugin_host/plugin_loader.hpp"
 
 namespace ops::core {
@@ -105,7 +106,7 @@ struct Server::Impl {
   Config config;
   std::unique_ptr<UserStore> users;
   std::unique_ptr<Authenticator> authenticator;
-  std::unique_ptr<Registry> registry;
+  std::unique_ptr<SnapshotStore> snapshots;
   asio::io_context io;
   HandlerPool workers;
   // Accepting runs on its own thread and io_context. Besides keeping accept() off the
@@ -168,15 +169,17 @@ asio::awaitable<void> Server::Impl::accept_loop() {
       co_await pause.async_wait(kAwaitTuple);
       continue;
     }
-    if (context->unauthenticated.load() >= config.max_unauthenticated ||
-        context->connections.load() >= config.max_connections) {
+    const auto snapshot = context->snapshots.current();
+    const RuntimeSettings& settings = snapshot->settings;
+    if (context->unauthenticated.load() >= settings.max_unauthenticated ||
+        context->connections.load() >= settings.max_connections) {
       // §7: beyond the cap, closed at once.
       boost::system::error_code ignored;
       socket.close(ignored);
       if (context->refused_log.admit()) {
         spdlog::warn(
             "connection refused: too many {} connections",
-            context->connections.load() >= config.max_connections ? "open" : "unauthenticated");
+            context->connections.load() >= settings.max_connections ? "open" : "unauthenticated");
       }
       continue;
     }
@@ -187,7 +190,8 @@ asio::awaitable<void> Server::Impl::accept_loop() {
     context->unauthenticated.fetch_add(1);
     auto executor = socket.get_executor();
     asio::post(executor, [this, socket = std::move(socket)]() mutable {
-      std::make_shared<Session>(*context, std::move(socket))->start();
+      std::make_shared<Session>(*context, std::make_unique<TcpTransport>(std::move(socket)))
+          ->start();
     });
   }
 }
@@ -245,7 +249,11 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
   if (!loaded) return loaded.error();
   auto registry = Registry::build(cfg, std::move(*loaded));
   if (!registry) return registry.error();
-  impl->registry = std::move(*registry);
+  auto first = std::make_shared<Snapshot>();
+  first->settings = cfg;  // the RuntimeSettings part
+  first->registry = std::shared_ptr<const Registry>(std::move(*registry));
+  first->generation = 1;
+  impl->snapshots = std::make_unique<SnapshotStore>(std::move(first));
 
   auto endpoint = resolve_listen(impl->io, cfg);
   if (!endpoint) return endpoint.error();
@@ -295,7 +303,7 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
   impl->authenticator = std::make_unique<Authenticator>(*impl->users, kServerVersion);
 
   impl->context = std::unique_ptr<ServerContext>(
-      new ServerContext{impl->config, *impl->registry, *impl->users, *impl->authenticator,
+      new ServerContext{impl->config, *impl->snapshots, *impl->users, *impl->authenticator,
                         impl->workers, impl->storage_fd, impl->scratch_fd});
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
@@ -307,7 +315,8 @@ int Server::run() {
   Impl& s = *impl_;
   auto local = s.acceptor.local_endpoint();
   std::string ops;
-  for (const auto& [name, op] : s.registry->operations()) ops += (ops.empty() ? "" : ", ") + name;
+  for (const auto& [name, op] : s.snapshots->current()->registry->operations())
+    ops += (ops.empty() ? "" : ", ") + name;
   spdlog::info("operations: describe{}{}", ops.empty() ? "" : ", ", ops);
   spdlog::info("opserver listening on {}:{}", local.address().to_string(), local.port());
 

@@ -1,5 +1,6 @@
-// What every session shares: immutable configuration and registry, the user store and
-// authenticator (thread-safe), the handler threads, and a few atomic counters.
+// What every session shares: the start-up settings, the store of configuration snapshots
+// (run-time settings and operations, swapped whole), the user store and authenticator
+// (thread-safe), the handler threads, and a few atomic counters.
 #pragma once
 
 #include <atomic>
@@ -8,20 +9,19 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "dispatch/snapshot.hpp"
 #include "net/log_throttle.hpp"
 
 namespace ops::core {
 
-struct Config;
-class Registry;
 class UserStore;
 class Authenticator;
 class Session;
 class HandlerPool;
 
 struct ServerContext {
-  const Config& config;
-  const Registry& registry;
+  const StartupSettings& startup;
+  SnapshotStore& snapshots;
   UserStore& users;
   Authenticator& authenticator;
   HandlerPool& workers;

@@ -1,27 +1,30 @@
 // One client connection from accept to close, as a coroutine on its own strand:
-// handshake (§2), then requests answered strictly in order (§3). Plugin handlers run on
-// the worker pool; the coroutine waits for them, so the connection's bytes are only ever
-// touched by one side at a time. A watchdog coroutine enforces the §7 deadlines.
+// the transport's own handshake (PROXY header, TLS), the OPS/1 handshake (§2), then
+// requests answered strictly in order (§3). Each request takes the current configuration
+// snapshot and keeps it until it ends; dispatch (dispatcher.hpp) decides what to do with
+// it and a plugin call (plugin_call.hpp) runs it on the handler threads while this
+// coroutine waits, so the connection's bytes are only ever touched by one side at a time.
+// A watchdog coroutine enforces the §7 deadlines.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <memory>
 #include <string>
 
+#include "dispatch/snapshot.hpp"
 #include "net/connection.hpp"
 #include "net/server_context.hpp"
 #include "proto/header.hpp"
 
 namespace ops::core {
 
-struct Operation;
+struct CallOutcome;
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(ServerContext& context, boost::asio::ip::tcp::socket socket);
+  Session(ServerContext& context, std::unique_ptr<Transport> transport);
   ~Session();
 
   // Spawns the session and its watchdog on the socket's strand.
@@ -39,12 +42,9 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::awaitable<bool> handshake();
   boost::asio::awaitable<Result<Header>> read_frame(std::uint32_t max_len);
   // Returns false when the connection must close.
-  boost::asio::awaitable<bool> serve(Header& header);
-  boost::asio::awaitable<bool> call_plugin(const Operation& op, std::uint64_t id,
-                                           std::string args_json, std::uint64_t payload,
-                                           std::optional<Error>& outcome, std::uint64_t& bytes);
-  boost::asio::awaitable<bool> discard(std::uint64_t n);
-  boost::asio::awaitable<bool> flush();
+  boost::asio::awaitable<bool> serve(Header& header, Clock::time_point arrived);
+  boost::asio::awaitable<bool> discard(std::uint64_t n, const RuntimeSettings& settings);
+  boost::asio::awaitable<bool> flush(const RuntimeSettings& settings);
   bool complete_frame_buffered() const;
   void answer_error(std::optional<std::uint64_t> id, const Error& error);
   void set_deadline(Clock::time_point deadline);
@@ -54,6 +54,7 @@ class Session : public std::enable_shared_from_this<Session> {
   ServerContext& ctx_;
   Connection connection_;
   boost::asio::steady_timer timer_;
+  Clock::time_point header_arrived_;  // when the last frame read had wholly arrived
   Clock::time_point deadline_ = Clock::time_point::max();
   std::string peer_;
   std::string user_;

@@ -86,14 +86,20 @@ bool begin_io(ops_call* call) {
 }
 
 int64_t host_read_payload(ops_call* call, void* buf, size_t cap) {
-  if (call->broken || !begin_io(call)) return -1;
+  if (call->broken || call->deadline_passed || !begin_io(call)) return -1;
   if (call->payload_remaining == 0) return 0;
   if (buf == nullptr || cap == 0) return -1;
   std::size_t want =
       static_cast<std::size_t>(std::min<std::uint64_t>(cap, call->payload_remaining));
-  std::int64_t n = call->connection->read_blocking(buf, want, call->pace);
-  if (n <= 0) {  // closed early, reset, or no byte within the stall limit (§7)
-    call->broken = true;
+  std::int64_t n = call->connection->read_blocking(buf, want, call->pace, call->deadline);
+  if (n <= 0) {
+    if (n < 0 && std::chrono::steady_clock::now() >= call->deadline) {
+      // §12: no byte was lost, so the stream is intact: the session answers `timeout` and
+      // discards the rest of the payload.
+      call->deadline_passed = true;
+      return -1;
+    }
+    call->broken = true;  // closed early, reset, or no byte within the stall limit (§7)
     return -1;
   }
   call->payload_remaining -= static_cast<std::uint64_t>(n);
@@ -111,7 +117,8 @@ int misuse(ops_call* call, const char* what) {
 }
 
 int host_send_result(ops_call* call, const char* json, size_t len, uint64_t payload) {
-  if (call->broken || !begin_io(call)) return -1;
+  // After a §12 deadline stopped the payload, the session answers `timeout` instead.
+  if (call->broken || call->deadline_passed || !begin_io(call)) return -1;
   if (call->result_sent) return misuse(call, "send_result called twice");
   if (json == nullptr) return misuse(call, "send_result without a result");
   if (payload > 0 && call->op->payload != OPS_PAYLOAD_OUT) {

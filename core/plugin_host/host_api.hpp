@@ -34,6 +34,11 @@ struct ops_call {
   int scratch_dir_fd = -1;
   ops::core::Pace pace;  // limits every blocking transfer of this call
 
+  // §12: the request's deadline. Reading request payload stops at it (the session then
+  // answers `timeout`); once a result is sent it no longer applies.
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  bool deadline_passed = false;  // a payload read stopped at `deadline`
+
   std::uint64_t payload_total = 0;
   std::uint64_t payload_remaining = 0;  // request payload bytes not yet read
   std::uint64_t response_payload_remaining = 0;

@@ -50,6 +50,17 @@ std::variant<Request, RequestError> interpret_request(const Header& header) {
   }
   request.operate.assign(operate->value.GetString(), operate->value.GetStringLength());
 
+  auto deadline = doc.FindMember("deadline_ms");
+  if (deadline != doc.MemberEnd()) {
+    if (!deadline->value.IsUint64() || deadline->value.GetUint64() < 1 ||
+        deadline->value.GetUint64() > kMaxDeadlineMs) {
+      return RequestError{
+          request.id,
+          {ErrorCode::bad_request, "\"deadline_ms\" must be an integer from 1 to 2^31-1"}};
+    }
+    request.deadline_ms = static_cast<std::uint32_t>(deadline->value.GetUint64());
+  }
+
   auto user = doc.FindMember("user");
   if (user != doc.MemberEnd()) request.user = &user->value;
   auto args = doc.FindMember("args");

@@ -30,7 +30,11 @@ struct Request {
   const rapidjson::Value* user = nullptr;  // the "user" member, if present
   const rapidjson::Value* args = nullptr;  // the "args" member, if present and not null
   std::uint64_t payload = 0;
+  // §12: how long the client will wait, from the header's arrival (1 .. 2^31-1 ms).
+  std::optional<std::uint32_t> deadline_ms;
 };
+
+inline constexpr std::uint64_t kMaxDeadlineMs = (std::uint64_t{1} << 31) - 1;  // §12
 
 // The failure of a request whose header was well-formed: answered, connection kept.
 struct RequestError {
@@ -38,8 +42,9 @@ struct RequestError {
   Error error;
 };
 
-// §3/§7: `id` a non-negative integer <= 2^53-1, `operate` a string. A second `auth`
-// after welcome is bad_request. The Request points into `header`, which must outlive it.
+// §3/§7: `id` a non-negative integer <= 2^53-1, `operate` a string, `deadline_ms` (§12)
+// absent or an integer 1..2^31-1. A second `auth` after welcome is bad_request. The Request points
+// into `header`, which must outlive it.
 std::variant<Request, RequestError> interpret_request(const Header& header);
 
 }  // namespace ops::core

@@ -1,0 +1,39 @@
+// Where a call leaves the core: the interface between dispatch and plugin code. The first
+// implementation runs an in-process .so's handler on the calling handler thread; an
+// isolated implementation (a plugin in a worker process) fits behind the same call.
+#pragma once
+
+#include <memory>
+#include <string_view>
+
+#include "opserver/plugin_abi.h"
+#include "plugin_host/plugin_loader.hpp"
+
+namespace ops::core {
+
+class OperationBackend {
+ public:
+  virtual ~OperationBackend() = default;
+  // Runs the operation for one request on the calling handler thread, with `call` as the
+  // ABI's call state (owned by the caller, valid until this returns). Returns an ops_code.
+  virtual int invoke(const ops_host_v1* host, ops_call* call, std::string_view args_json) const = 0;
+};
+
+// A handler in a .so loaded into this process. Holds the library, so the code stays mapped
+// while anything (a snapshot, a running call) holds this backend.
+class InProcessBackend final : public OperationBackend {
+ public:
+  explicit InProcessBackend(LoadedOperation source)
+      : source_(std::move(source)), handler_(source_.op->call) {}
+
+  int invoke(const ops_host_v1* host, ops_call* call, std::string_view args_json) const override {
+    return handler_(host, call, args_json.data(), args_json.size());
+  }
+  const LoadedOperation& source() const noexcept { return source_; }
+
+ private:
+  LoadedOperation source_;
+  ops_handler_fn handler_;
+};
+
+}  // namespace ops::core
