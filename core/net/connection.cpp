@@ -43,27 +43,32 @@ struct StrandCall {
     std::lock_guard lock(mutex);
     cv.notify_one();
   }
-  // True when the call completed; false when it stalled past the Pace's limits (the
-  // caller then breaks the transport and calls wait_done()).
-  bool wait(Pace& pace) {
+  enum class Wait { done, stalled, gave_up };
+  // Waits for the strand side, crediting progress to `pace`. `stalled`: no byte moved
+  // within its limits; `gave_up`: `give_up` passed first. Either way the caller stops the
+  // strand side and calls wait_done().
+  Wait wait(Pace& pace, std::chrono::steady_clock::time_point give_up) {
     std::uint64_t credited = 0;
     std::unique_lock lock(mutex);
     while (!done) {
-      const int ms = pace.wait_ms();
-      if (ms == 0) return false;
-      const bool woke = cv.wait_for(lock, std::chrono::milliseconds(ms),
-                                    [&] { return done || progress.load() > credited; });
-      const std::uint64_t now = progress.load();
-      if (now > credited) {
-        pace.credit(now - credited);
-        credited = now;
-      } else if (!woke) {
-        return false;  // no byte moved within the stall limit
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= give_up) return Wait::gave_up;
+      const int ms = pace.wait_ms(now);
+      if (ms == 0) return Wait::stalled;
+      const auto until = std::min(now + std::chrono::milliseconds(ms), give_up);
+      const bool woke =
+          cv.wait_until(lock, until, [&] { return done || progress.load() > credited; });
+      const std::uint64_t moved = progress.load();
+      if (moved > credited) {
+        pace.credit(moved - credited);
+        credited = moved;
+      } else if (!woke && std::chrono::steady_clock::now() < give_up) {
+        return Wait::stalled;  // no byte moved within the stall limit
       }
     }
-    const std::uint64_t now = progress.load();
-    if (now > credited) pace.credit(now - credited);
-    return true;
+    const std::uint64_t moved = progress.load();
+    if (moved > credited) pace.credit(moved - credited);
+    return Wait::done;
   }
   void wait_done() {
     std::unique_lock lock(mutex);
@@ -96,7 +101,7 @@ void Connection::note_arrival(std::size_t bytes) {
     arrivals_[1].received = std::max(arrivals_[0].received, arrivals_[1].received);
     arrivals_.erase(arrivals_.begin());
   }
-  arrivals_.push_back({received_, Clock::now()});
+  arrivals_.push_back({received_, transport_->last_arrival().value_or(Clock::now())});
 }
 
 Connection::Clock::time_point Connection::arrival_of(std::size_t n) const noexcept {
@@ -193,9 +198,7 @@ std::int64_t Connection::read_blocking(void* buf, std::size_t cap, Pace& pace,
     return static_cast<std::int64_t>(n);
   }
   if (Clock::now() >= give_up) return -1;
-  // Over the strand a read cannot be taken back without breaking the stream: the deadline
-  // is checked before each read, and a stalled one ends by the stall limit.
-  if (fd_ < 0) return read_via_strand(buf, cap, pace);
+  if (fd_ < 0) return read_via_strand(buf, cap, pace, give_up);
   for (;;) {
     ssize_t n = ::recv(fd_, buf, cap, MSG_DONTWAIT);
     if (n >= 0) {
@@ -259,22 +262,31 @@ bool Connection::sendfile_blocking(int fd, std::uint64_t offset, std::uint64_t l
   return true;
 }
 
-std::int64_t Connection::read_via_strand(void* buf, std::size_t cap, Pace& pace) {
+std::int64_t Connection::read_via_strand(void* buf, std::size_t cap, Pace& pace,
+                                         Clock::time_point give_up) {
   auto call = std::make_shared<StrandCall>();
   asio::co_spawn(
       transport_->executor(),
       [this, call, buf, cap]() -> asio::awaitable<void> {
-        IoResult r = co_await transport_->read_some(asio::buffer(buf, cap));
-        call->progress.store(r.bytes);
-        call->finish(r);
+        call->finish(co_await transport_->read_some(asio::buffer(buf, cap)));
       },
       asio::detached);
-  if (!call->wait(pace)) {
-    transport_->shutdown_both();  // the pending read fails; wait for it to let go of buf
-    call->wait_done();
-    return -1;
+  switch (call->wait(pace, give_up)) {
+    case StrandCall::Wait::done:
+      break;
+    case StrandCall::Wait::stalled:
+      transport_->shutdown_both();  // the pending read fails; wait for it to let go of buf
+      call->wait_done();
+      return -1;
+    case StrandCall::Wait::gave_up:
+      // A deadline, not a fault: take the read back without losing a byte. If it had
+      // already completed, its bytes count.
+      asio::post(transport_->executor(), [this] { transport_->cancel(); });
+      call->wait_done();
+      break;
   }
   if (call->result.ec) return call->result.ec == asio::error::eof ? 0 : -1;
+  pace.credit(call->result.bytes);
   return static_cast<std::int64_t>(call->result.bytes);
 }
 
@@ -298,7 +310,7 @@ bool Connection::write_via_strand(const void* buf, std::size_t len, Pace& pace) 
         call->finish(r);
       },
       asio::detached);
-  if (!call->wait(pace)) {
+  if (call->wait(pace, Clock::time_point::max()) != StrandCall::Wait::done) {
     transport_->shutdown_both();
     call->wait_done();
     return false;

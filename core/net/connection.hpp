@@ -85,7 +85,7 @@ class Connection {
   void make_room(std::size_t n);
   void note_arrival(std::size_t bytes);
   // The blocking side over the strand, for transports without a native fd.
-  std::int64_t read_via_strand(void* buf, std::size_t cap, Pace& pace);
+  std::int64_t read_via_strand(void* buf, std::size_t cap, Pace& pace, Clock::time_point give_up);
   bool write_via_strand(const void* buf, std::size_t len, Pace& pace);
   bool sendfile_via_strand(int fd, std::uint64_t offset, std::uint64_t len, Pace& pace);
 

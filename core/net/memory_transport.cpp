@@ -4,6 +4,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cstring>
+#include <utility>
 
 namespace ops::core {
 namespace asio = boost::asio;
@@ -54,11 +55,18 @@ asio::awaitable<boost::system::error_code> MemoryTransport::handshake() {
   co_return boost::system::error_code{};
 }
 
-asio::awaitable<void> MemoryTransport::wait_for_peer() {
+asio::awaitable<bool> MemoryTransport::wait_for_peer() {
   // The peer's wake-up is posted to this strand, so it cannot slip in between the check
   // the caller made and this wait.
+  cancelled_ = false;
   wake_->expires_at(asio::steady_timer::time_point::max());
   co_await wake_->async_wait(kAwaitTuple);
+  co_return !std::exchange(cancelled_, false);
+}
+
+void MemoryTransport::cancel() noexcept {
+  cancelled_ = true;
+  wake_->cancel();
 }
 
 asio::awaitable<IoResult> MemoryTransport::read_some(asio::mutable_buffer buffer) {
@@ -74,7 +82,7 @@ asio::awaitable<IoResult> MemoryTransport::read_some(asio::mutable_buffer buffer
       }
       if (state_->peer_closed_write) co_return IoResult{asio::error::eof, 0};
     }
-    co_await wait_for_peer();
+    if (!co_await wait_for_peer()) co_return IoResult{asio::error::operation_aborted, 0};
   }
 }
 
@@ -93,7 +101,7 @@ asio::awaitable<IoResult> MemoryTransport::write_some(asio::const_buffer buffer)
         co_return IoResult{{}, n};
       }
     }
-    co_await wait_for_peer();
+    if (!co_await wait_for_peer()) co_return IoResult{asio::error::operation_aborted, 0};
   }
 }
 

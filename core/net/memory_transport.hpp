@@ -28,18 +28,21 @@ class MemoryTransport final : public Transport {
   boost::asio::awaitable<IoResult> read_some(boost::asio::mutable_buffer buffer) override;
   boost::asio::awaitable<IoResult> write_some(boost::asio::const_buffer buffer) override;
   boost::asio::awaitable<boost::system::error_code> wait_readable() override;
+  void cancel() noexcept override;
   void close() noexcept override;
   void shutdown_both() noexcept override;
   bool is_open() const noexcept override;
   std::string peer() const override { return "memory"; }
 
  private:
-  // Sleeps until the peer writes, reads or closes (or close() is called).
-  boost::asio::awaitable<void> wait_for_peer();
+  // Sleeps until the peer writes, reads or closes (or close() is called). False when
+  // cancel() ended the wait.
+  boost::asio::awaitable<bool> wait_for_peer();
 
   boost::asio::any_io_executor strand_;
   std::shared_ptr<MemoryPipeState> state_;
   std::shared_ptr<boost::asio::steady_timer> wake_;
+  bool cancelled_ = false;  // strand only: the pending wait ends with operation_aborted
 };
 
 // The client's end. Thread-safe.

@@ -196,6 +196,29 @@ asio::awaitable<void> Server::Impl::accept_loop() {
   }
 }
 
+void Server::stop() {
+  Impl& s = *impl_;
+  asio::post(s.io, [&s] { asio::co_spawn(s.io, s.stop_sequence(), asio::detached); });
+}
+
+std::optional<MemoryPeer> Server::connect_in_memory() {
+  Impl& s = *impl_;
+  const auto snapshot = s.context->snapshots.current();
+  if (s.context->stopping ||
+      s.context->unauthenticated.load() >= snapshot->settings.max_unauthenticated ||
+      s.context->connections.load() >= snapshot->settings.max_connections) {
+    return std::nullopt;
+  }
+  s.context->connections.fetch_add(1);
+  s.context->unauthenticated.fetch_add(1);
+  auto [transport, peer] = make_memory_pipe(asio::make_strand(s.io));
+  auto executor = transport->executor();
+  asio::post(executor, [&s, transport = std::move(transport)]() mutable {
+    std::make_shared<Session>(*s.context, std::move(transport))->start();
+  });
+  return std::move(peer);
+}
+
 asio::awaitable<void> Server::Impl::housekeeping() {
   asio::steady_timer tick(io);
   for (;;) {

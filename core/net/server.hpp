@@ -4,8 +4,10 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 
 #include "config/config.hpp"
+#include "net/memory_transport.hpp"
 #include "opserver/error.hpp"
 
 namespace ops::core {
@@ -20,6 +22,13 @@ class Server {
 
   // Serves until SIGINT or SIGTERM, then stops gracefully. Returns the exit status.
   int run();
+
+  // Any thread, while run() runs: a new connection over an in-memory pipe instead of a
+  // socket, counted and capped like an accepted one (tests and fuzzers drive whole
+  // sessions this way). Nullopt when the caps refuse it.
+  std::optional<MemoryPeer> connect_in_memory();
+  // Any thread: the graceful stop SIGTERM starts; run() returns once it is done.
+  void stop();
 
  private:
   struct Impl;

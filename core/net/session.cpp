@@ -264,8 +264,9 @@ asio::awaitable<bool> Session::serve(Header& header, Clock::time_point arrived) 
                             ? arrived + std::chrono::milliseconds(*request.deadline_ms)
                             : Clock::time_point::max();
   if (Clock::now() >= deadline) {
-    co_return co_await refuse(
-        Error{ErrorCode::timeout, "the request's deadline passed before it could start"});
+    // A named local: GCC 12 may destroy a temporary in co_await's operand twice.
+    const Error late{ErrorCode::timeout, "the request's deadline passed before it could start"};
+    co_return co_await refuse(late);
   }
 
   if (std::holds_alternative<DescribeDecision>(decision)) {

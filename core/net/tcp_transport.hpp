@@ -18,17 +18,22 @@ class TcpTransport final : public Transport {
   boost::asio::awaitable<IoResult> read_some(boost::asio::mutable_buffer buffer) override;
   boost::asio::awaitable<IoResult> write_some(boost::asio::const_buffer buffer) override;
   boost::asio::awaitable<boost::system::error_code> wait_readable() override;
+  void cancel() noexcept override;
   void close() noexcept override;
   void shutdown_both() noexcept override;
   bool is_open() const noexcept override { return socket_.is_open(); }
   std::string peer() const override { return peer_; }
   int native_fd() const noexcept override { return fd_; }
+  std::optional<std::chrono::steady_clock::time_point> last_arrival() const override {
+    return last_arrival_;
+  }
 
  private:
   boost::asio::ip::tcp::socket socket_;
   boost::asio::any_io_executor executor_;
   int fd_;
   std::string peer_;
+  std::optional<std::chrono::steady_clock::time_point> last_arrival_;
   // shutdown_both() may come from any thread: never on a descriptor already closed (and
   // perhaps reused).
   std::mutex close_mutex_;

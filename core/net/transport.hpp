@@ -18,6 +18,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/system/error_code.hpp>
+#include <chrono>
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -53,6 +54,11 @@ class Transport {
   // decrypted bytes that the socket's readability would not show.
   virtual boost::asio::awaitable<boost::system::error_code> wait_readable() = 0;
 
+  // Strand only: pending reads and writes complete with operation_aborted, and no byte is
+  // lost, so the stream stays usable (a §12 deadline stops a payload read this way).
+  // Where a transport cannot do that, the default does nothing and the read ends by the
+  // stall limit instead.
+  virtual void cancel() noexcept {}
   // Strand only: cancels pending operations and closes. Idempotent.
   virtual void close() noexcept = 0;
   // Any thread: every pending and later read or write fails soon after.
@@ -61,6 +67,14 @@ class Transport {
 
   // The client's address for logs: the one a PROXY header carried, else the peer's.
   virtual std::string peer() const = 0;
+
+  // When the bytes of the last read_some arrived at this host, where the transport can
+  // tell (the kernel's receive timestamp on TCP); else nullopt and the read's completion
+  // counts. §12 deadlines start from a header's arrival, which may be long before the
+  // session reads it (pipelined behind a slow request).
+  virtual std::optional<std::chrono::steady_clock::time_point> last_arrival() const {
+    return std::nullopt;
+  }
 
   // A socket that a worker thread may use directly with non-blocking recv/send/sendfile
   // and poll (plain TCP), or -1: then payload bytes go through the strand.
