@@ -1,21 +1,17 @@
 // Fuzz target: whole sessions against the real server logic (reliability.md, "harness
-// hints"; the shape of h2o's fuzz/driver.cc). The real Server (core/net) runs in this
-// process, with the real plugin .so files, on a loopback port; its coverage and any
-// sanitizer report count for the fuzzer. For each input a TCP connection is opened, the
-// challenge read, and, unless the first byte's low bit is set, the handshake completed
-// as user "fuzz" so that the post-authentication parser, dispatcher and plugins see the
-// rest. The rest of the input (after a second byte choosing a chunk size of 1-256) is
-// then sent in chunks of that size with TCP_NODELAY, the write side shut down, and the
-// answers read until the server closes. Properties: the handshake of a valid user always
-// succeeds (the server is alive and well), and the server always closes a connection
-// whose client has finished sending (no hang: 5 s).
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
+// hints"; the shape of h2o's fuzz/driver.cc), without a listening socket. The real Server
+// (core/net) runs in this process with the real plugin .so files; each input is one
+// connection over the in-memory transport (Server::connect_in_memory), so the session,
+// dispatcher, plugin calls and the payload path over the strand all see it. The challenge
+// is read and, unless the first byte's low bit is set, the handshake completed as user
+// "fuzz" so that the post-authentication parser, dispatcher and plugins see the rest. The
+// rest of the input (after a second byte choosing a chunk size of 1-256) is then written in
+// chunks of that size, the write side closed, and the answers read until the server
+// closes. Properties: the handshake of a valid user always succeeds (the server is alive
+// and well), and the server always closes a connection whose client has finished sending
+// (no hang: 5 s).
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -28,6 +24,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -66,81 +63,23 @@ void check(bool ok, const char* what) {
   if (!ok) fail(what);
 }
 
-std::uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  check(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0, "bind");
-  check(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0, "getsockname");
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
-int connect_to(std::uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  int rc;
-  do {
-    rc = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  } while (rc != 0 && errno == EINTR);
-  if (rc != 0) {
-    ::close(fd);
-    return -1;
-  }
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  return fd;
-}
-
-// Reads exactly n bytes before `until`; false on close, error or time.
-bool read_exact(int fd, char* out, std::size_t n, Clock::time_point until) {
-  while (n > 0) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
-    if (left.count() <= 0) return false;
-    // libFuzzer's -timeout runs on SIGALRM: every blocking call may see EINTR.
-    pollfd p{fd, POLLIN, 0};
-    int ready = ::poll(&p, 1, static_cast<int>(left.count()));
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready <= 0) return false;
-    ssize_t r = ::recv(fd, out, n, 0);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    out += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
-}
-
-bool read_frame(int fd, std::string& header, Clock::time_point until) {
-  unsigned char len[4];
-  if (!read_exact(fd, reinterpret_cast<char*>(len), 4, until)) return false;
-  std::uint32_t n = ops::frame::decode_length(len);
+bool read_frame(ops::core::MemoryPeer& peer, std::string& header, Clock::time_point until) {
+  auto left = [&] {
+    return std::max(std::chrono::milliseconds(1),
+                    std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()));
+  };
+  std::string len = peer.read_exact(4, left());
+  if (len.size() != 4) return false;
+  std::uint32_t n = ops::frame::decode_length(reinterpret_cast<const unsigned char*>(len.data()));
   if (n > (1u << 20)) return false;
-  header.resize(n);
-  return read_exact(fd, header.data(), n, until);
-}
-
-bool send_all(int fd, const char* p, std::size_t n) {
-  while (n > 0) {
-    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
+  header = peer.read_exact(n, left());
+  return header.size() == n;
 }
 
 void stop_live_server();
 
 struct LiveServer {
   fs::path dir;
-  std::uint16_t port = 0;
   std::unique_ptr<ops::core::Server> server;
   std::thread runner;  // runs server->run() until the process exits
 
@@ -158,11 +97,10 @@ struct LiveServer {
       "operations": {"upload": {"allow": ["*"], "max_payload": 1000000},
                      "download": {"allow": ["*"]}, "list": {"allow": ["*"]},
                      "register": {"allow": ["admin"]}}})";
-    port = free_port();
     std::ofstream(dir / "server.json")
-        << R"({"listen": "127.0.0.1:)" << port << R"(", "storage_dir": ")"
-        << (dir / "storage").string() << R"(", "state_dir": ")" << (dir / "state").string()
-        << R"(", "ops_config": ")" << (dir / "ops.json").string()
+        << R"({"listen": "127.0.0.1:0", "storage_dir": ")" << (dir / "storage").string()
+        << R"(", "state_dir": ")" << (dir / "state").string() << R"(", "ops_config": ")"
+        << (dir / "ops.json").string()
         << R"(", "io_threads": 2, "worker_threads": 4, "handshake_timeout_ms": 2000,
               "idle_timeout_ms": 2000, "payload_timeout_ms": 1000, "shutdown_grace_ms": 200,
               "log_level": "warn"})";
@@ -184,15 +122,6 @@ struct LiveServer {
     // spdlog registry among them, registered earlier, so destroyed later) pull the floor
     // from under them.
     std::atexit(stop_live_server);
-    for (int i = 0; i < 500; ++i) {
-      int fd = connect_to(port);
-      if (fd >= 0) {
-        ::close(fd);
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    check(false, "the server did not start listening");
   }
 };
 
@@ -200,7 +129,7 @@ LiveServer* g_live = nullptr;
 
 void stop_live_server() {
   if (g_live == nullptr || !g_live->runner.joinable()) return;
-  ::raise(SIGTERM);
+  g_live->server->stop();
   g_live->runner.join();
 }
 
@@ -210,7 +139,8 @@ LiveServer& live() {
 }
 
 // Empty on success, else what went wrong.
-std::string authenticate(int fd, const std::string& challenge, Clock::time_point until) {
+std::string authenticate(ops::core::MemoryPeer& peer, const std::string& challenge,
+                         Clock::time_point until) {
   auto at = challenge.find("\"nonce\":\"");
   if (at == std::string::npos) return "no nonce in " + challenge;
   auto nonce = ops::proof::from_hex<32>(challenge.substr(at + 9, 64));
@@ -220,10 +150,9 @@ std::string authenticate(int fd, const std::string& challenge, Clock::time_point
   std::string auth = ops::frame::encode(
       R"({"type":"auth","mechanism":"hmac-sha256","user":"fuzz","cnonce":")" +
       ops::proof::to_hex(cnonce) + R"(","proof":")" + ops::proof::to_hex(proof) + "\"}");
-  if (!send_all(fd, auth.data(), auth.size()))
-    return "sending auth: " + std::string(strerror(errno));
+  peer.write(auth);
   std::string welcome;
-  if (!read_frame(fd, welcome, until)) {
+  if (!read_frame(peer, welcome, until)) {
     return "no welcome (" + std::string(Clock::now() >= until ? "timeout" : "closed") + ", " +
            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
                               Clock::now() - (until - std::chrono::seconds(5)))
@@ -249,40 +178,41 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const char* body = reinterpret_cast<const char*>(data) + 2;
   std::size_t left = size - 2;
 
-  int fd = connect_to(s.port);
-  check(fd >= 0, "connect");
+  std::optional<ops::core::MemoryPeer> connected;
+  for (int i = 0; i < 500 && !connected; ++i) {
+    connected = s.server->connect_in_memory();
+    if (!connected) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  check(connected.has_value(), "the server refused an in-memory connection");
+  ops::core::MemoryPeer& peer = *connected;
   const auto until = Clock::now() + std::chrono::seconds(5);
   std::string challenge;
-  if (!read_frame(fd, challenge, until)) {
+  if (!read_frame(peer, challenge, until)) {
     fail(Clock::now() >= until ? "no challenge within 5 s" : "closed before the challenge");
   }
   if (!pre_auth) {
-    std::string failed = authenticate(fd, challenge, until);
+    std::string failed = authenticate(peer, challenge, until);
     if (!failed.empty()) fail("a valid login failed: " + failed);
   }
 
-  while (left > 0) {
+  while (left > 0 && !peer.server_closed()) {
     std::size_t n = std::min(chunk, left);
-    if (!send_all(fd, body, n)) break;  // the server closed first (bad_frame etc.)
+    peer.write(std::string_view(body, n));
     body += n;
     left -= n;
+    // Drain as a client would, so the server's output never blocks on us.
+    peer.read_some(1u << 20, std::chrono::milliseconds(0));
   }
-  ::shutdown(fd, SHUT_WR);
+  peer.close_write();
   // Drain answers until the server closes; it must, now that the client is done.
-  char buf[65536];
   bool closed = false;
   while (Clock::now() < until) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 100) < 0 && errno != EINTR) break;
-    if (p.revents == 0) continue;
-    ssize_t r = ::recv(fd, buf, sizeof buf, 0);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
+    peer.read_some(1u << 20, std::chrono::milliseconds(50));
+    if (peer.server_closed()) {
       closed = true;
       break;
     }
   }
-  ::close(fd);
   check(closed, "the server kept a finished connection open for 5 s");
   return 0;
 }

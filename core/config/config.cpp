@@ -162,13 +162,6 @@ class ObjectReader {
   std::string pointer_;
 };
 
-std::string to_json(const rapidjson::Value& value) {
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
-  value.Accept(writer);
-  return {buffer.GetString(), buffer.GetSize()};
-}
-
 Status load_operations(const ConfigFile& file, Config& config) {
   ObjectReader top(file, file.doc(), "");
   if (Status st = top.check_known({"plugin_dir", "operations"}); !st) return st;
@@ -222,7 +215,7 @@ Status load_operations(const ConfigFile& file, Config& config) {
     }
     if (const rapidjson::Value* settings = op.find("settings")) {
       if (!settings->IsObject()) return op.bad("settings", "must be an object");
-      policy.settings_json = to_json(*settings);
+      policy.settings_json = json::to_string(*settings);
     }
     config.operations.emplace(std::move(name), std::move(policy));
   }

@@ -17,6 +17,7 @@
 #include "dispatch/registry.hpp"
 #include "opserver/frame.hpp"
 #include "opserver/proof.hpp"
+#include "opserver/strict_json.hpp"
 #include "plugin_host/host_api.hpp"
 #include "proto/messages.hpp"
 
@@ -26,13 +27,6 @@ namespace asio = boost::asio;
 namespace {
 
 constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
-
-std::string to_json(const rapidjson::Value& value) {
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
-  value.Accept(writer);
-  return {buffer.GetString(), buffer.GetSize()};
-}
 
 }  // namespace
 
@@ -290,7 +284,7 @@ asio::awaitable<bool> Session::serve(Header& header, Clock::time_point arrived) 
   CallRequest run{&op,
                   user_,
                   request.id,
-                  call.args ? to_json(*call.args) : std::string("{}"),
+                  call.args ? json::to_string(*call.args) : std::string("{}"),
                   request.payload,
                   deadline};
   CallOutcome outcome = co_await run_plugin_call(env, std::move(run));

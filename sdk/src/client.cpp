@@ -1,5 +1,7 @@
 #include "opserver/client.hpp"
 
+#include "opserver/strict_json.hpp"
+
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -106,75 +108,6 @@ ssize_t read_local(int fd, char* data, std::size_t size, int timeout) {
   }
 }
 
-// SAX checks a strict OPS/1 peer applies to a header (§7) that rapidjson alone does not:
-// duplicate member names, nesting depth, escaped lone surrogates.
-class StrictHandler : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, StrictHandler> {
- public:
-  explicit StrictHandler(int max_depth) : max_depth_(max_depth) {}
-
-  bool Default() {
-    if (depth() == 0) return fail("not a JSON object");
-    return true;
-  }
-  bool String(const char* s, rapidjson::SizeType n, bool) {
-    if (depth() == 0) return fail("not a JSON object");
-    return check_text(s, n);
-  }
-  bool StartObject() {
-    if (static_cast<int>(keys_.size()) >= max_depth_) return fail("nested too deeply");
-    keys_.emplace_back();
-    kinds_.push_back(true);
-    return true;
-  }
-  bool Key(const char* s, rapidjson::SizeType n, bool) {
-    if (!check_text(s, n)) return false;
-    if (!keys_.back().emplace(s, n).second) {
-      return fail("duplicate member name \"" + std::string(s, n) + "\"");
-    }
-    return true;
-  }
-  bool EndObject(rapidjson::SizeType) {
-    keys_.pop_back();
-    kinds_.pop_back();
-    return true;
-  }
-  bool StartArray() {
-    if (depth() == 0) return fail("not a JSON object");
-    if (static_cast<int>(kinds_.size()) >= max_depth_) return fail("nested too deeply");
-    kinds_.push_back(false);
-    return true;
-  }
-  bool EndArray(rapidjson::SizeType) {
-    kinds_.pop_back();
-    return true;
-  }
-
-  const std::string& reason() const noexcept { return reason_; }
-
- private:
-  std::size_t depth() const noexcept { return kinds_.size(); }
-  bool fail(std::string reason) {
-    reason_ = std::move(reason);
-    return false;
-  }
-  // rapidjson decodes "\udc00" alone into the UTF-8 form of a surrogate (ED B0..BF xx),
-  // which raw-input validation cannot see; a strict peer rejects it.
-  bool check_text(const char* s, rapidjson::SizeType n) {
-    for (rapidjson::SizeType i = 0; i + 1 < n; ++i) {
-      if (static_cast<unsigned char>(s[i]) == 0xED &&
-          static_cast<unsigned char>(s[i + 1]) >= 0xA0) {
-        return fail("a lone surrogate escape");
-      }
-    }
-    return true;
-  }
-
-  int max_depth_;
-  std::vector<std::set<std::string, std::less<>>> keys_;
-  std::vector<bool> kinds_;  // true: object, false: array
-  std::string reason_;
-};
-
 // The "payload" member of a header (§1): absent means 0, else a plain non-negative integer.
 bool read_payload_size(const rapidjson::Value& header, std::uint64_t& size) {
   size = 0;
@@ -183,13 +116,6 @@ bool read_payload_size(const rapidjson::Value& header, std::uint64_t& size) {
   if (!it->value.IsUint64()) return false;
   size = it->value.GetUint64();
   return size <= frame::kMaxPayload;
-}
-
-std::string to_json(const rapidjson::Value& value) {
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
-  value.Accept(writer);
-  return std::string(buffer.GetString(), buffer.GetSize());
 }
 
 // Reads {"code": "...", "message": "..."}; unknown codes become `internal` (the message
@@ -290,19 +216,18 @@ Status parse_endpoint(std::string_view text, std::string& host, std::uint16_t& p
 }
 
 Status validate_object(std::string_view json, int max_depth) {
-  StrictHandler handler(max_depth);
-  rapidjson::Reader reader;
-  rapidjson::MemoryStream stream(json.data(), json.size());
-  rapidjson::ParseResult result =
-      reader.Parse<rapidjson::kParseValidateEncodingFlag>(stream, handler);
-  if (!result) {
-    if (!handler.reason().empty()) return fail(ErrorCode::invalid_args, handler.reason());
-    return fail(ErrorCode::invalid_args, std::string("invalid JSON at offset ") +
-                                             std::to_string(result.Offset()) + ": " +
-                                             rapidjson::GetParseError_En(result.Code()));
+  // The same rules the server applies to every header (§7); whitespace around the object
+  // is fine here, since the client re-encodes what a user typed.
+  const auto first = json.find_first_not_of(" \t\r\n");
+  json = first == std::string_view::npos ? std::string_view() : json.substr(first);
+  json = json.substr(0, json.find_last_not_of(" \t\r\n") + 1);
+  rapidjson::Document doc;
+  json::JsonError error;
+  if (!json::parse_strict_json(json, doc, error,
+                               json::StrictJsonOptions{static_cast<unsigned>(max_depth)})) {
+    return fail(ErrorCode::invalid_args, error.reason);
   }
-  // A scalar or array root never gets here: the handler refuses anything but an object at
-  // depth 0.
+  if (!doc.IsObject()) return fail(ErrorCode::invalid_args, "not a JSON object");
   return ok_status();
 }
 
@@ -787,7 +712,7 @@ Result<Response> Client::read_response() {
     auto result = doc.FindMember("result");
     if (result != doc.MemberEnd()) {
       if (!result->value.IsObject()) return protocol_error("\"result\" is not an object");
-      r.result_json = to_json(result->value);
+      r.result_json = json::to_string(result->value);
     }
   } else {
     r.error = error_from(doc);

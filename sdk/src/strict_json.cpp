@@ -1,4 +1,7 @@
-#include "proto/strict_json.hpp"
+#include "opserver/strict_json.hpp"
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 #include <rapidjson/error/en.h>
 #include <rapidjson/memorystream.h>
@@ -11,7 +14,7 @@
 #include <unordered_set>
 #include <vector>
 
-namespace ops::core {
+namespace ops::json {
 namespace {
 
 // Forwards SAX events to the Document while enforcing what RapidJSON does not.
@@ -260,4 +263,11 @@ LineCol line_col(std::string_view text, std::size_t offset) noexcept {
   return lc;
 }
 
-}  // namespace ops::core
+std::string to_string(const rapidjson::Value& value) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+  value.Accept(writer);
+  return {buffer.GetString(), buffer.GetSize()};
+}
+
+}  // namespace ops::json
