@@ -5,6 +5,7 @@
 #include <malloc.h>
 #include <sched.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -285,6 +286,13 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
   if (!bec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), bec);
   if (!bec) impl->acceptor.bind(*endpoint, bec);
   if (!bec) impl->acceptor.listen(asio::socket_base::max_listen_connections, bec);
+  if (!bec) {
+    // Accepted sockets inherit the receive timestamps (§12 counts a deadline from a
+    // header's arrival; TcpTransport reads them). Set once here, the kernel's timestamp
+    // switch stays on while the listener lives instead of flipping per connection.
+    int one = 1;
+    ::setsockopt(impl->acceptor.native_handle(), SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
+  }
   if (bec) {
     return startup_error("cannot listen on " + cfg.listen_host + ":" +
                          std::to_string(cfg.listen_port) + ": " + bec.message());

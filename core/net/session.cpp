@@ -125,11 +125,11 @@ bool Session::complete_frame_buffered() const {
 asio::awaitable<void> Session::run() {
   auto self = shared_from_this();
   if (co_await handshake()) {
+    // Waiting and reading use a copy of the settings of the snapshot the last request
+    // took (at most one request old); each request takes the newest snapshot (one atomic
+    // load) and lets it go when it ends, so an idle connection holds no old plugins.
+    RuntimeSettings settings = ctx_.snapshots.current()->settings;
     while (!stop_requested_) {
-      // The settings for waiting and reading come from the snapshot in force now; the
-      // request itself takes its own (serve).
-      std::shared_ptr<const Snapshot> snapshot = ctx_.snapshots.current();
-      const RuntimeSettings& settings = snapshot->settings;
       // Batch responses while more requests are already here; flush before waiting.
       if (!complete_frame_buffered() || connection_.pending_output() >= settings.output_buffer) {
         if (!co_await flush(settings)) break;
@@ -153,10 +153,11 @@ asio::awaitable<void> Session::run() {
         }
         break;
       }
-      snapshot.reset();  // the request takes the newest one
-      if (!co_await serve(*header, header_arrived_)) break;
+      std::shared_ptr<const Snapshot> snapshot = ctx_.snapshots.current();
+      settings = snapshot->settings;
+      if (!co_await serve(*header, header_arrived_, *snapshot)) break;
     }
-    co_await flush(ctx_.snapshots.current()->settings);
+    co_await flush(settings);
   }
   connection_.close();
   timer_.cancel();
@@ -230,11 +231,12 @@ void Session::log_request(std::string_view op, std::optional<std::uint64_t> id, 
                id ? std::to_string(*id) : "null", error ? wire_name(error->code) : "ok", bytes, us);
 }
 
-asio::awaitable<bool> Session::serve(Header& header, Clock::time_point arrived) {
+asio::awaitable<bool> Session::serve(Header& header, Clock::time_point arrived,
+                                     const Snapshot& snapshot) {
   const auto started = Clock::now();
-  // Held until this request ends: its settings and operations cannot change under it.
-  const std::shared_ptr<const Snapshot> snapshot = ctx_.snapshots.current();
-  const RuntimeSettings& settings = snapshot->settings;
+  // `snapshot` is held by run() until this request ends: its settings and operations
+  // cannot change under it.
+  const RuntimeSettings& settings = snapshot.settings;
   auto interpreted = interpret_request(header);
   if (auto* bad = std::get_if<RequestError>(&interpreted)) {
     answer_error(bad->id, bad->error);
@@ -249,7 +251,7 @@ asio::awaitable<bool> Session::serve(Header& header, Clock::time_point arrived) 
     co_return co_await discard(request.payload, settings);
   };
 
-  Decision decision = dispatch(*snapshot, user_, request);
+  Decision decision = dispatch(snapshot, user_, request);
   if (const Error* error = std::get_if<Error>(&decision)) co_return co_await refuse(*error);
 
   // §12: counted from the header's arrival; passed before the operation starts, it is
@@ -264,7 +266,7 @@ asio::awaitable<bool> Session::serve(Header& header, Clock::time_point arrived) 
   }
 
   if (std::holds_alternative<DescribeDecision>(decision)) {
-    connection_.append(ok_response_frame(request.id, snapshot->registry->describe_for(user_), 0));
+    connection_.append(ok_response_frame(request.id, snapshot.registry->describe_for(user_), 0));
     log_request(request.operate, request.id, nullptr, 0, started);
     co_return true;
   }

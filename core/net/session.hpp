@@ -42,7 +42,8 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::awaitable<bool> handshake();
   boost::asio::awaitable<Result<Header>> read_frame(std::uint32_t max_len);
   // Returns false when the connection must close.
-  boost::asio::awaitable<bool> serve(Header& header, Clock::time_point arrived);
+  boost::asio::awaitable<bool> serve(Header& header, Clock::time_point arrived,
+                                     const Snapshot& snapshot);
   boost::asio::awaitable<bool> discard(std::uint64_t n, const RuntimeSettings& settings);
   boost::asio::awaitable<bool> flush(const RuntimeSettings& settings);
   bool complete_frame_buffered() const;

@@ -42,9 +42,8 @@ TcpTransport::TcpTransport(asio::ip::tcp::socket socket)
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
   // The worker side uses the fd directly with poll(); it must never block in a syscall.
   socket_.native_non_blocking(true, ec);
-  // The kernel's receive time of the bytes each recvmsg returns (tcp_recv_timestamp).
-  int one = 1;
-  ::setsockopt(fd_, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
+  // SO_TIMESTAMPNS comes from the listener (server.cpp): every recvmsg then carries the
+  // kernel's receive time of its bytes (tcp_recv_timestamp).
 }
 
 asio::awaitable<boost::system::error_code> TcpTransport::handshake() {
