@@ -31,7 +31,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::map<std::string, std::size_t> offsets;
   ops::core::StrictJsonOptions options;
   options.offsets = &offsets;
-  if (!ops::core::parse_strict_json(text, doc, error, options)) {
+  const bool parsed = ops::core::parse_strict_json(text, doc, error, options);
+  // The validate-only path (used on plugin results) agrees with the full parser.
+  ops::core::JsonError validate_error;
+  check(ops::core::validate_strict_object(text, validate_error) == (parsed && doc.IsObject()));
+  if (!parsed) {
     check(error.offset <= size);
     check(!error.reason.empty());
     return 0;

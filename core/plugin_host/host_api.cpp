@@ -125,9 +125,8 @@ int host_send_result(ops_call* call, const char* json, size_t len, uint64_t payl
     return misuse(call, "a response payload from an operation that declares none");
   }
   std::string_view result(json, len);
-  rapidjson::Document check;
   JsonError error;
-  if (!parse_strict_json(result, check, error) || !check.IsObject()) {
+  if (!validate_strict_object(result, error)) {
     // Nothing was sent yet, so the request can still be answered cleanly.
     spdlog::error("plugin {} returned a result that is not a JSON object", call->op->plugin);
     call->error = Error{ErrorCode::internal, "internal error"};

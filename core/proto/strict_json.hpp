@@ -11,4 +11,5 @@ using json::line_col;
 using json::LineCol;
 using json::parse_strict_json;
 using json::StrictJsonOptions;
+using json::validate_strict_object;
 }  // namespace ops::core

