@@ -98,11 +98,15 @@ TEST(FullDisk, AnUploadThatDoesNotFitIsUnavailableAndTheServerRecovers) {
   t.join();
   EXPECT_FALSE(a.ok && b.ok) << "18 MiB cannot fit in 16";
   for (const Outcome* x : {&a, &b}) {
-    if (!x->ok) EXPECT_EQ(x->code, "unavailable") << x->message;
+    if (!x->ok) {
+      EXPECT_EQ(x->code, "unavailable") << x->message;
+    }
   }
   for (const char* name : {"nine-a.bin", "nine-b.bin"}) {
     fs::path p = server.storage_dir() / "dora" / name;
-    if (fs::exists(p)) EXPECT_EQ(fs::file_size(p), nine.size());
+    if (fs::exists(p)) {
+      EXPECT_EQ(fs::file_size(p), nine.size());
+    }
   }
   EXPECT_TRUE(eventually([&] { return scratch_empty(server); }, 2s));
   EXPECT_EQ(serves_a_healthy_client(server, "dora", key), "");

@@ -162,7 +162,9 @@ TEST_F(Symlinks, SwapRaceNeverReachesOutside) {
     }
     // A new name each time: creating through the symlink would leave it outside.
     auto fresh = upload(c(), "d/new" + std::to_string(i), "n");
-    if (!fresh.ok) EXPECT_TRUE(refusal(fresh)) << fresh.code << ": " << fresh.message;
+    if (!fresh.ok) {
+      EXPECT_TRUE(refusal(fresh)) << fresh.code << ": " << fresh.message;
+    }
   }
   stop = true;
   flipper.join();

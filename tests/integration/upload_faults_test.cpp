@@ -63,7 +63,9 @@ class UploadFaults : public ::testing::Test {
     if (!c) return nullptr;
     auto id = c->send_request("upload", "{\"path\":" + jstr(path) + extra + "}", body.size());
     EXPECT_TRUE(id.ok());
-    if (sent > 0) EXPECT_TRUE(c->send_payload(body.data(), sent).ok());
+    if (sent > 0) {
+      EXPECT_TRUE(c->send_payload(body.data(), sent).ok());
+    }
     EXPECT_TRUE(eventually([&] { return temp_size() == static_cast<std::int64_t>(sent); }))
         << "the server never stored " << sent << " bytes; temp size " << temp_size();
     return c;

@@ -65,9 +65,11 @@ std::string ids_and_codes(const std::vector<Answer>& answers) {
   for (const Answer& a : answers) {
     auto id = a.header.substr(0, a.header.find(','));
     auto code = a.header.find("\"code\":\"");
-    out += id + (code == std::string::npos
-                     ? " ok"
-                     : " " + a.header.substr(code + 8, a.header.find('"', code + 8) - code - 8));
+    out += id;
+    out += code == std::string::npos ? std::string(" ok") : std::string(" ");
+    if (code != std::string::npos) {
+      out += a.header.substr(code + 8, a.header.find('"', code + 8) - code - 8);
+    }
     out += "\n";
   }
   return out;
