@@ -662,6 +662,14 @@ Status Client::handshake() {
   // §2.1: the challenge.
   auto challenge_text = read_frame_header();
   if (!challenge_text) {
+    if (failure_ == Failure::io && ssl_ != nullptr) {
+      // Under TLS 1.3 the server checks a client certificate after our side of the
+      // handshake has completed: its refusal arrives here, as an alert.
+      return failed(Failure::connect, ErrorCode::unavailable,
+                    "the server ended the TLS connection before the OPS/1 challenge (does it "
+                    "require a client certificate?): " +
+                        challenge_text.error().message);
+    }
     if (failure_ == Failure::io) {
       return failed(Failure::io, challenge_text.error().code,
                     "no challenge from the server: " + challenge_text.error().message);
