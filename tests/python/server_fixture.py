@@ -23,8 +23,9 @@ from typing import Any, Dict, List, Optional
 REPO = Path(__file__).resolve().parents[2]
 SERVER_BIN = Path(os.environ.get("OPS_SERVER_BIN", REPO / "build" / "bin" / "opserver"))
 PLUGIN_DIR = Path(os.environ.get("OPS_PLUGIN_DIR", REPO / "build" / "plugins"))
-_LISTENING = re.compile(r"opserver listening on \S+:(\d+)")
-_TLS_LISTENING = re.compile(r"opserver listening for TLS on \S+:(\d+)")
+# Whole lines only: a port read while its line is still being written would be cut short.
+_LISTENING = re.compile(r"opserver listening on \S+:(\d+)\n")
+_TLS_LISTENING = re.compile(r"opserver listening for TLS on \S+:(\d+)[ \n]")
 
 
 def default_operations() -> Dict[str, Any]:

@@ -120,7 +120,9 @@ void ServerProcess::launch() {
     ::execv(OPS_SERVER_BIN, argv.data());
     ::_exit(127);
   }
-  static const std::regex kListening(R"(opserver listening on [^ ]+:(\d+))");
+  // The whole line: the log may be read while the line is still being written, and a
+  // port cut short ("...:40" of "...:40581") would be a wrong port.
+  static const std::regex kListening(R"(opserver listening on [^ ]+:(\d+)\n)");
   auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (std::chrono::steady_clock::now() < give_up) {
     std::smatch m;
@@ -144,7 +146,7 @@ void ServerProcess::launch() {
 }
 
 std::uint16_t ServerProcess::tls_port(std::chrono::milliseconds wait) const {
-  static const std::regex kTlsListening(R"(opserver listening for TLS on [^ ]+:(\d+))");
+  static const std::regex kTlsListening(R"(opserver listening for TLS on [^ ]+:(\d+)[ \n])");
   auto give_up = std::chrono::steady_clock::now() + wait;
   for (;;) {
     std::smatch m;
