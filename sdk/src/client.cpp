@@ -9,11 +9,13 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
+#include <pthread.h>
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 #include <rapidjson/reader.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -63,6 +65,43 @@ std::string seconds_text(std::chrono::milliseconds timeout) {
   if (ms % 1000 == 0) return std::to_string(ms / 1000) + " s";
   return std::to_string(ms) + " ms";
 }
+
+// OpenSSL writes to the socket with write(2), which raises SIGPIPE when the server has
+// gone; a library must not kill the program that uses it (the plain path uses
+// MSG_NOSIGNAL). As libpq does: SIGPIPE is blocked in this thread around each TLS call,
+// and one raised meanwhile is discarded. errno is kept for the caller.
+class SigpipeGuard {
+ public:
+  SigpipeGuard() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+    sigset_t pending;
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+  }
+  ~SigpipeGuard() {
+    const int saved = errno;
+    if (!was_pending_) {
+      sigset_t pending;
+      sigpending(&pending);
+      if (sigismember(&pending, SIGPIPE) == 1) {
+        const timespec zero{0, 0};
+        while (sigtimedwait(&pipe_, nullptr, &zero) < 0 && errno == EINTR) {
+        }
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    errno = saved;
+  }
+  SigpipeGuard(const SigpipeGuard&) = delete;
+  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
+
+ private:
+  sigset_t pipe_;
+  sigset_t old_;
+  bool was_pending_ = false;
+};
 
 // poll() one fd for `events`, retrying on EINTR. Returns revents, 0 on timeout, -1 on error.
 int poll_one(int fd, short events, int timeout) {
@@ -338,7 +377,10 @@ Client::Client(int fd, Options options)
 
 Client::~Client() {
   if (ssl_ != nullptr) {
-    SSL_shutdown(ssl_);  // close_notify, best effort: the socket is non-blocking
+    {
+      SigpipeGuard guard;
+      SSL_shutdown(ssl_);  // close_notify, best effort: the socket is non-blocking
+    }
     SSL_free(ssl_);
   }
   if (ssl_ctx_ != nullptr) SSL_CTX_free(ssl_ctx_);
@@ -431,9 +473,14 @@ Status Client::start_tls() {
 
   for (;;) {
     ERR_clear_error();
-    int rc = SSL_connect(ssl_);
+    int rc = 0;
+    int err = 0;
+    {
+      SigpipeGuard guard;
+      rc = SSL_connect(ssl_);
+      err = SSL_get_error(ssl_, rc);
+    }
     if (rc == 1) break;
-    int err = SSL_get_error(ssl_, rc);
     short events = err == SSL_ERROR_WANT_READ ? POLLIN : err == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
     if (events != 0) {
       if (poll_one(fd_, events, timeout_ms(options_.timeout)) == 0) {
@@ -491,9 +538,14 @@ long Client::transfer_out(const void* data, std::size_t size, short& wait, std::
     }
   }
   ERR_clear_error();
-  int n = SSL_write(ssl_, data, static_cast<int>(std::min<std::size_t>(size, 1u << 30)));
+  int n = 0;
+  int err = 0;
+  {
+    SigpipeGuard guard;
+    n = SSL_write(ssl_, data, static_cast<int>(std::min<std::size_t>(size, 1u << 30)));
+    err = SSL_get_error(ssl_, n);
+  }
   if (n > 0) return n;
-  int err = SSL_get_error(ssl_, n);
   if (err == SSL_ERROR_WANT_WRITE) {
     wait = POLLOUT;
     return -1;
@@ -530,9 +582,14 @@ long Client::transfer_in(void* data, std::size_t size, short& wait, std::string&
     }
   }
   ERR_clear_error();
-  int n = SSL_read(ssl_, data, static_cast<int>(std::min<std::size_t>(size, 1u << 30)));
+  int n = 0;
+  int err = 0;
+  {
+    SigpipeGuard guard;  // a read may write too (a key update's answer)
+    n = SSL_read(ssl_, data, static_cast<int>(std::min<std::size_t>(size, 1u << 30)));
+    err = SSL_get_error(ssl_, n);
+  }
   if (n > 0) return n;
-  int err = SSL_get_error(ssl_, n);
   if (err == SSL_ERROR_WANT_READ) {
     wait = POLLIN;
     return -1;

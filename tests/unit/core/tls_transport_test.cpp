@@ -126,6 +126,7 @@ asio::awaitable<void> respond(std::unique_ptr<Transport> t, Authenticator& auth,
     auto request = co_await read_frame(*t);
     if (!request) break;
     std::uint64_t id = request->doc["id"].GetUint64();
+    if (std::string_view(request->doc["operate"].GetString()) == "close") break;  // at once
     std::string payload(request->payload, '\0');
     if (!co_await read_exact(*t, payload.data(), payload.size())) break;
     if (!co_await write_all(*t, ok_response_frame(id, "{}", payload.size()) + payload)) break;
@@ -299,6 +300,19 @@ TEST_F(TlsTransportTest, PayloadFromAndToFileDescriptorsGoesThroughTls) {
   ::close(out[0]);
   ASSERT_TRUE(s) << s.error().message;
   EXPECT_EQ(got, data);
+}
+
+TEST_F(TlsTransportTest, AServerThatVanishesMidPayloadIsAnErrorNotSigpipe) {
+  // OpenSSL writes with write(2): without the client's guard, SIGPIPE would end this
+  // test program (gtest leaves SIGPIPE at its default).
+  start(settings());
+  auto c = client::Client::connect(options());
+  ASSERT_TRUE(c) << c.error().message;
+  const std::string big(16u << 20, 'x');
+  auto r = (*c)->call("close", "", big);
+  EXPECT_FALSE(r && r->ok);
+  EXPECT_TRUE((*c)->broken());
+  EXPECT_EQ((*c)->last_failure(), client::Failure::io);
 }
 
 TEST_F(TlsTransportTest, BindingOffOffersPlainOnlyAndTheClientRefusesUnlessAllowed) {
