@@ -422,3 +422,41 @@ TEST(TlsStartup, BadTlsFilesStopTheServerWithTheReason) {
 
 }  // namespace
 }  // namespace ops::test
+
+namespace ops::test {
+namespace {
+
+TEST(TlsOpclient, TlsOptionsWithoutTlsAreAUsageError) {
+  TempDir work;
+  std::ofstream(work.path() / "k") << "key\n";
+  const std::string key = (work.path() / "k").string();
+  auto no_tls = run_program({OPS_CLIENT_BIN, "--server", "127.0.0.1:1", "--user", "u", "--key-file",
+                             key, "--ca", "ca.pem", "ls"});
+  EXPECT_EQ(no_tls.status, 2) << no_tls.output;
+  EXPECT_NE(no_tls.output.find("need --tls"), std::string::npos) << no_tls.output;
+  auto half = run_program({OPS_CLIENT_BIN, "--server", "tls://127.0.0.1:1", "--user", "u",
+                           "--key-file", key, "--cert", "c.pem", "ls"});
+  EXPECT_EQ(half.status, 2) << half.output;
+  EXPECT_NE(half.output.find("--cert and --key go together"), std::string::npos) << half.output;
+}
+
+TEST(TlsOpclient, TlsSchemeOnAPlainServerFailsToConnect) {
+  ServerOptions options;
+  ServerProcess server(options);
+  TempDir work;
+  std::ofstream(work.path() / "admin.key") << server.admin_key() << "\n";
+  const std::string key = (work.path() / "admin.key").string();
+  // tls:// speaks TLS to the plain listener: no TLS handshake, cannot connect (3).
+  auto r =
+      run_program({OPS_CLIENT_BIN, "--server", "tls://127.0.0.1:" + std::to_string(server.port()),
+                   "--user", "admin", "--key-file", key, "--timeout", "5", "ls"});
+  EXPECT_EQ(r.status, 3) << r.output;
+  // tcp:// is the plain listener, as without a scheme.
+  auto plain =
+      run_program({OPS_CLIENT_BIN, "--server", "tcp://127.0.0.1:" + std::to_string(server.port()),
+                   "--user", "admin", "--key-file", key, "ls"});
+  EXPECT_EQ(plain.status, 0) << plain.output;
+}
+
+}  // namespace
+}  // namespace ops::test
