@@ -71,8 +71,8 @@ class TestPki {
     X509_set_pubkey(cert.get(), key.get());
     X509_NAME* subject = X509_get_subject_name(cert.get());
     X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8,
-                               reinterpret_cast<const unsigned char*>(spec.common_name.c_str()),
-                               -1, -1, 0);
+                               reinterpret_cast<const unsigned char*>(spec.common_name.c_str()), -1,
+                               -1, 0);
     X509_set_issuer_name(cert.get(), X509_get_subject_name(ca_.get()));
     add_ext(ca_.get(), cert.get(), NID_basic_constraints, "critical,CA:FALSE");
     add_ext(ca_.get(), cert.get(), NID_key_usage, "critical,digitalSignature");
