@@ -79,7 +79,16 @@ bool read_key_file(const std::string& path, const OutputFlags& flags, std::strin
 Login resolve_login(const ConnectionFlags& flags) {
   Login login;
   auto& o = login.options;
-  if (Status s = client::parse_endpoint(flags.server, o.host, o.port); !s) {
+  // "tls://HOST:PORT" selects TLS as --tls does; "tcp://HOST:PORT" is plain.
+  std::string_view server = flags.server;
+  o.tls = flags.tls;
+  if (server.starts_with("tls://")) {
+    o.tls = true;
+    server.remove_prefix(6);
+  } else if (server.starts_with("tcp://")) {
+    server.remove_prefix(6);
+  }
+  if (Status s = client::parse_endpoint(server, o.host, o.port); !s) {
     print_error("usage", s.error().message);
     login.exit_status = exit_code::kUsage;
     return login;
@@ -108,6 +117,26 @@ Login resolve_login(const ConnectionFlags& flags) {
     return login;
   }
   o.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(flags.timeout_seconds * 1000));
+  const bool tls_options = !flags.ca_file.empty() || !flags.cert_file.empty() ||
+                           !flags.tls_key_file.empty() || flags.insecure_no_binding;
+  if (tls_options && !o.tls) {
+    print_error("usage", "--ca, --cert, --key and --insecure-no-binding need --tls (or tls://)");
+    login.exit_status = exit_code::kUsage;
+    return login;
+  }
+  if (flags.cert_file.empty() != flags.tls_key_file.empty()) {
+    print_error("usage", "--cert and --key go together (the client certificate and its key)");
+    login.exit_status = exit_code::kUsage;
+    return login;
+  }
+  o.ca_file = flags.ca_file;
+  o.cert_file = flags.cert_file;
+  o.key_file = flags.tls_key_file;
+  o.insecure_no_binding = flags.insecure_no_binding;
+  if (o.insecure_no_binding) {
+    note(flags.output,
+         "warning: --insecure-no-binding: a TLS server without channel binding is accepted");
+  }
   return login;
 }
 

@@ -12,11 +12,17 @@
 namespace ops::opclient {
 
 struct ConnectionFlags {
-  std::string server = "127.0.0.1:9000";  // --server / OPS_SERVER
+  std::string server = "127.0.0.1:9000";  // --server / OPS_SERVER; "tls://HOST:PORT" = --tls
   std::string user;                       // --user / OPS_USER
   std::string key_file;                   // --key-file / OPS_KEY_FILE (OPS_KEY below it)
   double timeout_seconds = 60;            // --timeout
   OutputFlags output;                     // --quiet
+  // §8 TLS
+  bool tls = false;                  // --tls
+  std::string ca_file;               // --ca: trust these CAs instead of the system's
+  std::string cert_file;             // --cert: client certificate (mutual TLS)
+  std::string tls_key_file;          // --key: its private key
+  bool insecure_no_binding = false;  // --insecure-no-binding
 };
 
 // Where the key comes from: --key-file, then OPS_KEY_FILE (both via CLI11), then OPS_KEY.

@@ -37,6 +37,8 @@ Examples:
   opclient download docs/report.pdf
   opclient ls docs -R
   opclient call list -a path=docs -a recursive=true
+  OPS_SERVER=tls://files.example.org:9443 opclient ls       over TLS
+  opclient --tls --ca my-ca.pem --server 10.0.0.5:9443 ls   a private CA
 
 )";
 
@@ -51,7 +53,8 @@ struct Cli {
 };
 
 void add_connection_options(CLI::App& app, Cli& cli) {
-  app.add_option("-s,--server", cli.conn.server, "Server address HOST:PORT or [IPv6]:PORT")
+  app.add_option("-s,--server", cli.conn.server,
+                 "Server address HOST:PORT or [IPv6]:PORT; tls://HOST:PORT for TLS")
       ->envname("OPS_SERVER")
       ->capture_default_str()
       ->group("Connection");
@@ -62,6 +65,24 @@ void add_connection_options(CLI::App& app, Cli& cli) {
                  "File holding the user's key (else OPS_KEY from the environment)")
       ->envname("OPS_KEY_FILE")
       ->group("Connection");
+  app.add_flag("--tls", cli.conn.tls,
+               "Connect over TLS (also: --server tls://HOST:PORT); the login is bound to the "
+               "TLS connection (hmac-sha256-plus)")
+      ->group("TLS");
+  app.add_option("--ca", cli.conn.ca_file,
+                 "Trust the CA certificates in this PEM file for the server (default: the "
+                 "system's trust store)")
+      ->group("TLS");
+  app.add_option("--cert", cli.conn.cert_file,
+                 "Client certificate (PEM chain) for servers that require one")
+      ->group("TLS");
+  app.add_option("--key", cli.conn.tls_key_file,
+                 "Private key of --cert (PEM); not the user's key, which is --key-file")
+      ->group("TLS");
+  app.add_flag("--insecure-no-binding", cli.conn.insecure_no_binding,
+               "Log in over TLS even if the server does not offer channel binding (a relay "
+               "holding a certificate you trust could then pass the login on)")
+      ->group("TLS");
   app.add_option("--timeout", cli.conn.timeout_seconds,
                  "Seconds to wait for connect or any progress")
       ->capture_default_str()
@@ -159,7 +180,8 @@ Examples:
 
   for (auto* sub : {call, describe, upload, download, ls, reg}) {
     sub->footer(sub->get_footer() +
-                "\nConnection options (--server, --user, --key-file, --timeout, --quiet) and\n"
+                "\nConnection options (--server, --user, --key-file, --timeout, --quiet), TLS\n"
+                "options (--tls, --ca, --cert, --key, --insecure-no-binding) and\n"
                 "exit statuses: see opclient --help.\n");
     sub->callback([&chosen, sub] { chosen = sub->get_name(); });
   }

@@ -12,6 +12,7 @@
 #include "config/config.hpp"
 #include "net/server.hpp"
 #include "opserver/proof.hpp"
+#include "tls/server_context.hpp"
 
 namespace {
 
@@ -63,6 +64,8 @@ int main(int argc, char** argv) {
       "  opserver                               serve with config/server.json\n"
       "  opserver --listen 0.0.0.0:9000         serve on every interface\n"
       "  opserver --check-config                validate config and plugins, then exit\n"
+      "  opserver --tls-listen 0.0.0.0:9443 --tls-cert server.crt --tls-key server.key\n"
+      "                                         also serve over TLS (channel binding)\n"
       "  opserver user add alice                create a user and print its new key\n"
       "  opserver user list\n"};
   app.set_version_flag("--version", std::string(ops::core::kServerVersion));
@@ -70,6 +73,8 @@ int main(int argc, char** argv) {
   std::string config_path = "config/server.json";
   std::string listen, storage, state, plugins;
   bool check = false;
+  std::string tls_listen, tls_cert, tls_key, tls_client_ca;
+  bool proxy_protocol = false;
   app.add_option("--config", config_path,
                  "Server settings (JSON). It names the ops.json that lists the enabled "
                  "operations. Relative paths inside are taken from the working directory.")
@@ -81,6 +86,21 @@ int main(int argc, char** argv) {
   app.add_flag("--check-config", check,
                "Validate the configuration and load every plugin, then exit: 0 if all is well, "
                "1 with file:line:col and the reason if not");
+
+  app.add_option("--tls-listen", tls_listen,
+                 "Also listen for TLS on HOST:PORT (with --tls-cert and --tls-key; overrides "
+                 "the \"tls\" block of the config)")
+      ->group("TLS");
+  app.add_option("--tls-cert", tls_cert, "TLS certificate chain, PEM, leaf first")->group("TLS");
+  app.add_option("--tls-key", tls_key,
+                 "TLS private key, PEM; refused unless only its owner can read it (chmod 600)")
+      ->group("TLS");
+  app.add_option("--tls-client-ca", tls_client_ca,
+                 "Require client certificates signed by a CA in this PEM file (mutual TLS)")
+      ->group("TLS");
+  app.add_flag("--proxy-protocol", proxy_protocol,
+               "The plain listener expects a PROXY protocol v2 header on every connection")
+      ->group("TLS");
 
   std::string user_name, key_file;
   CLI::App* user =
@@ -100,6 +120,11 @@ int main(int argc, char** argv) {
   if (!storage.empty()) overrides.storage_dir = storage;
   if (!state.empty()) overrides.state_dir = state;
   if (!plugins.empty()) overrides.plugin_dir = plugins;
+  if (!tls_listen.empty()) overrides.tls.listen = tls_listen;
+  if (!tls_cert.empty()) overrides.tls.cert = tls_cert;
+  if (!tls_key.empty()) overrides.tls.key = tls_key;
+  if (!tls_client_ca.empty()) overrides.tls.client_ca = tls_client_ca;
+  if (proxy_protocol) overrides.proxy_protocol = true;
   auto config = ops::core::load_config(config_path, overrides);
   if (!config) return fail_with(config.error().message);
 
@@ -112,6 +137,13 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(config->log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+
+  // §8: the TLS files (present, readable, key private and matching, certificate in its
+  // validity period) are checked before anything else, at start-up and by --check-config.
+  if (config->tls) {
+    auto tls = ops::core::make_server_tls_context(*config->tls);
+    if (!tls) return fail_with(tls.error().message);
+  }
 
   if (check) {
     if (ops::Status st = ops::core::check_config(*config); !st)

@@ -109,6 +109,16 @@ def main():
     write("fuzz_auth", "flip", b"\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01")
     write("fuzz_auth", "frame", b"\x00" + json.dumps(AUTH).encode())
     write("fuzz_auth", "extra", b"\x00" + json.dumps(dict(AUTH, extra=[1, {"x": None}])).encode())
+    write("fuzz_auth", "valid_plus", b"\x03")
+    write("fuzz_auth", "flip_plus", b"\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01")
+    write("fuzz_auth", "frame_plus",
+          b"\x02" + json.dumps(dict(AUTH, mechanism="hmac-sha256-plus")).encode())
+    sig = b"\r\n\r\n\x00\r\nQUIT\n"
+    write("fuzz_proxy_v2", "tcp4", b"\x01")
+    write("fuzz_proxy_v2", "tcp6", b"\x00" + sig + b"\x21\x21\x00\x24" + bytes(range(36)))
+    write("fuzz_proxy_v2", "local", b"\x00" + sig + b"\x20\x00\x00\x00")
+    write("fuzz_proxy_v2", "tlv", b"\x00" + sig + b"\x21\x11\x00\x11" + bytes([192, 0, 2, 7]) +
+          bytes([198, 51, 100, 1, 0xC8, 0x22, 0x01, 0xBB]) + b"\x01\x00\x02h2")
     for i, p in enumerate(PATHS):
         write("fuzz_paths", "p%02d" % i, p)
     write("fuzz_config", "server", b"\x01" + SERVER_JSON)

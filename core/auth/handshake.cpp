@@ -20,8 +20,9 @@ Authenticator::Authenticator(UserStore& users, std::string server_version)
       server_version_(std::move(server_version)),
       decoy_key_(proof::random_hex(32)) {}
 
-std::optional<Authenticator::Success> Authenticator::verify(const rapidjson::Value& auth,
-                                                            const proof::Nonce& nonce) {
+std::optional<Authenticator::Success> Authenticator::verify(
+    const rapidjson::Value& auth, const proof::Nonce& nonce,
+    const std::optional<proof::ChannelBinding>& cb) {
   bool well_formed = auth.IsObject();
   std::string_view type, mechanism, user, cnonce_hex, proof_hex;
   if (well_formed) {
@@ -31,7 +32,9 @@ std::optional<Authenticator::Success> Authenticator::verify(const rapidjson::Val
     cnonce_hex = string_member(auth, "cnonce");
     proof_hex = string_member(auth, "proof");
   }
-  well_formed = well_formed && type == "auth" && mechanism == proof::kMechanism;
+  // §8: only the mechanism this connection's challenge offered.
+  const std::string_view offered = cb ? proof::kMechanismPlus : proof::kMechanism;
+  well_formed = well_formed && type == "auth" && mechanism == offered;
 
   auto cnonce = proof::from_hex<proof::kNonceBytes>(cnonce_hex);
   auto claimed = proof::from_hex<proof::kProofBytes>(proof_hex);
@@ -42,12 +45,13 @@ std::optional<Authenticator::Success> Authenticator::verify(const rapidjson::Val
   const std::string& used_key = key ? *key : decoy_key_;
   proof::Nonce cn = cnonce.value_or(proof::Nonce{});
   // Always one HMAC and one constant-time compare, whatever failed above.
-  proof::Digest expected = proof::client_proof(used_key, nonce, cn, user);
+  const proof::ChannelBinding* binding = cb ? &*cb : nullptr;
+  proof::Digest expected = proof::compute(used_key, proof::kClientLabel, nonce, cn, user, binding);
   proof::Digest given = claimed.value_or(proof::Digest{});
   bool match = proof::equal(expected, given);
   if (!well_formed || !key || !match) return std::nullopt;
 
-  proof::Digest server = proof::server_proof(*key, nonce, cn, user);
+  proof::Digest server = proof::compute(*key, proof::kServerLabel, nonce, cn, user, binding);
   return Success{std::string(user), welcome_frame(user, proof::to_hex(server), server_version_)};
 }
 

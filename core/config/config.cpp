@@ -251,7 +251,9 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
                                  "payload_rate_grace_ms",
                                  "shutdown_grace_ms",
                                  "operation_timeout_ms",
-                                 "log_level"});
+                                 "log_level",
+                                 "tls",
+                                 "proxy_protocol"});
       !st) {
     return st.error();
   }
@@ -293,6 +295,22 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
                  "must be at least worker_threads (" + std::to_string(config.worker_threads) + ")");
   }
   if (config.max_auth_frame > config.max_frame) config.max_auth_frame = config.max_frame;
+  // §8: TLS and PROXY protocol (tls_config.cpp).
+  ConfigErrorAt tls_error = [&file](const std::string& pointer, const std::string& reason) {
+    return file.error_at(pointer, reason);
+  };
+  if (const rapidjson::Value* tls = r.find("tls")) {
+    auto settings = parse_tls_settings(*tls, tls_error);
+    if (!settings) return std::move(settings).error();
+    config.tls = std::move(*settings);
+  }
+  if (const rapidjson::Value* proxy = r.find("proxy_protocol")) {
+    auto flag = parse_proxy_protocol(*proxy, "/proxy_protocol", tls_error);
+    if (!flag) return std::move(flag).error();
+    config.proxy_protocol = *flag;
+  }
+  if (Status st = apply_tls_overrides(config.tls, overrides.tls); !st) return st.error();
+  if (overrides.proxy_protocol) config.proxy_protocol = *overrides.proxy_protocol;
 
   if (overrides.listen) listen = *overrides.listen;
   if (Status st = parse_listen(listen, config.listen_host, config.listen_port); !st) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "config/tls_config.hpp"
 #include "opserver/error.hpp"
 
 namespace ops::core {
@@ -70,6 +71,11 @@ struct Config : StartupSettings, RuntimeSettings {
   std::filesystem::path ops_config_path;
 
   std::map<std::string, OperationPolicy> operations;  // enabled operations, by name
+
+  // §8: a TLS listener besides the plain one (tls_config.hpp), and whether the plain
+  // listener expects a PROXY v2 header first.
+  std::optional<TlsSettings> tls;
+  bool proxy_protocol = false;
 };
 
 // Command-line overrides, applied after the files are read.
@@ -78,6 +84,8 @@ struct ConfigOverrides {
   std::optional<std::filesystem::path> storage_dir;
   std::optional<std::filesystem::path> state_dir;
   std::optional<std::filesystem::path> plugin_dir;
+  TlsOverrides tls;                    // --tls-listen, --tls-cert, --tls-key, --tls-client-ca
+  std::optional<bool> proxy_protocol;  // --proxy-protocol (the plain listener)
 };
 
 // Reads and validates both files. Relative paths inside them are resolved against the

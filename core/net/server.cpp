@@ -29,6 +29,7 @@
 #include "net/server_context.hpp"
 #include "net/session.hpp"
 #include "net/tcp_transport.hpp"
+#include "net/tls_listener.hpp"
 #include "plugin_host/plugin_loader.hpp"
 
 namespace ops::core {
@@ -117,6 +118,7 @@ struct Server::Impl {
   // trim hands back, instead of pages each pinned by a pooled 168-byte object.
   asio::io_context accept_io{1};
   tcp::acceptor acceptor{accept_io};
+  std::optional<TlsListener> tls;  // §8: the TLS listener, when configured
   asio::signal_set signals{io, SIGINT, SIGTERM};
   // SIGHUP would end the process by default; there is no live reload, so say so instead.
   asio::signal_set hangups{io, SIGHUP};
@@ -141,7 +143,8 @@ struct Server::Impl {
     if (storage_fd >= 0) ::close(storage_fd);
   }
 
-  asio::awaitable<void> accept_loop();
+  // One loop per listener; `tls` chooses the transport made for each accepted socket.
+  asio::awaitable<void> accept_loop(tcp::acceptor& from, bool tls);
   asio::awaitable<void> housekeeping();
   asio::awaitable<void> stop_sequence();
   std::vector<std::shared_ptr<Session>> live_sessions();
@@ -156,10 +159,10 @@ std::vector<std::shared_ptr<Session>> Server::Impl::live_sessions() {
   return out;
 }
 
-asio::awaitable<void> Server::Impl::accept_loop() {
+asio::awaitable<void> Server::Impl::accept_loop(tcp::acceptor& from, bool use_tls) {
   asio::steady_timer pause(accept_io);
   for (;;) {
-    auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io), kAwaitTuple);
+    auto [ec, socket] = co_await from.async_accept(asio::make_strand(io), kAwaitTuple);
     if (context->stopping) co_return;
     if (ec) {
       if (ec == asio::error::operation_aborted) co_return;
@@ -185,14 +188,17 @@ asio::awaitable<void> Server::Impl::accept_loop() {
       continue;
     }
     // Counted here, not when the session starts, so the caps above stay exact under a
-    // burst; the session gives both back when it ends. It is created on its own strand,
-    // so its memory comes from a session thread's arena (see accept_io).
+    // burst (a connection still in its TLS handshake counts as unauthenticated, §8); the
+    // session gives both back when it ends. It is created on its own strand, so its
+    // memory comes from a session thread's arena (see accept_io).
     context->connections.fetch_add(1);
     context->unauthenticated.fetch_add(1);
     auto executor = socket.get_executor();
-    asio::post(executor, [this, socket = std::move(socket)]() mutable {
-      std::make_shared<Session>(*context, std::make_unique<TcpTransport>(std::move(socket)))
-          ->start();
+    asio::post(executor, [this, use_tls, socket = std::move(socket)]() mutable {
+      std::unique_ptr<Transport> transport =
+          use_tls ? make_tls_transport(std::move(socket), *tls)
+                  : std::make_unique<TcpTransport>(std::move(socket), config.proxy_protocol);
+      std::make_shared<Session>(*context, std::move(transport))->start();
     });
   }
 }
@@ -243,6 +249,7 @@ asio::awaitable<void> Server::Impl::stop_sequence() {
   asio::post(accept_io, [this] {
     boost::system::error_code ignored;
     acceptor.close(ignored);
+    if (tls) tls->acceptor->close(ignored);
   });
   for (auto& session : live_sessions()) session->request_stop();
 
@@ -296,6 +303,11 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
   if (bec) {
     return startup_error("cannot listen on " + cfg.listen_host + ":" +
                          std::to_string(cfg.listen_port) + ": " + bec.message());
+  }
+  if (cfg.tls) {
+    auto listener = open_tls_listener(impl->accept_io, *cfg.tls);
+    if (!listener) return listener.error();
+    impl->tls = std::move(*listener);
   }
 
   // Storage and state: created if missing; the key store never inside the storage root.
@@ -351,7 +363,10 @@ int Server::run() {
   spdlog::info("operations: describe{}{}", ops.empty() ? "" : ", ", ops);
   spdlog::info("opserver listening on {}:{}", local.address().to_string(), local.port());
 
-  asio::co_spawn(s.accept_io, s.accept_loop(), asio::detached);
+  if (s.tls) spdlog::info("{}", tls_listening_line(*s.tls));
+
+  asio::co_spawn(s.accept_io, s.accept_loop(s.acceptor, false), asio::detached);
+  if (s.tls) asio::co_spawn(s.accept_io, s.accept_loop(*s.tls->acceptor, true), asio::detached);
   asio::co_spawn(s.io, s.housekeeping(), asio::detached);
   s.wait_for_hangup();
   s.signals.async_wait([&s](const boost::system::error_code& ec, int signal) {

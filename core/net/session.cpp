@@ -179,8 +179,11 @@ asio::awaitable<bool> Session::handshake() {
     co_return false;
   }
   peer_ = connection_.peer();  // a PROXY header may have named the real client
+  // §8: on TLS with channel binding the challenge offers hmac-sha256-plus only, and the
+  // proofs cover the channel's tls-exporter value.
+  const std::optional<ChannelBinding> binding = connection_.transport().channel_binding();
   proof::Nonce nonce = proof::random_nonce();
-  connection_.append(challenge_frame(proof::to_hex(nonce)));
+  connection_.append(challenge_frame(proof::to_hex(nonce), binding.has_value()));
   if (!co_await flush(settings)) co_return false;
 
   // No buffer is held while a client thinks (or never answers): pre-auth connections are
@@ -204,7 +207,7 @@ asio::awaitable<bool> Session::handshake() {
   std::optional<Authenticator::Success> success;
   // §7: before welcome only an `auth` frame is accepted, and it carries no payload.
   if (header && header->payload == 0) {
-    success = ctx_.authenticator.verify(header->doc, nonce);
+    success = ctx_.authenticator.verify(header->doc, nonce, binding);
   }
   if (!success) {
     connection_.append(auth_failed_frame());

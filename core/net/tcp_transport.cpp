@@ -1,5 +1,7 @@
 #include "net/tcp_transport.hpp"
 
+#include "net/proxy_v2.hpp"
+
 #include <sys/socket.h>
 #include <time.h>
 
@@ -33,11 +35,12 @@ std::string endpoint_text(const asio::ip::tcp::socket& socket) {
   return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
 }
 
-TcpTransport::TcpTransport(asio::ip::tcp::socket socket)
+TcpTransport::TcpTransport(asio::ip::tcp::socket socket, bool expect_proxy_v2)
     : socket_(std::move(socket)),
       executor_(socket_.get_executor()),
       fd_(socket_.native_handle()),
-      peer_(endpoint_text(socket_)) {
+      peer_(endpoint_text(socket_)),
+      expect_proxy_v2_(expect_proxy_v2) {
   boost::system::error_code ec;
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
   // The worker side uses the fd directly with poll(); it must never block in a syscall.
@@ -47,6 +50,11 @@ TcpTransport::TcpTransport(asio::ip::tcp::socket socket)
 }
 
 asio::awaitable<boost::system::error_code> TcpTransport::handshake() {
+  if (!expect_proxy_v2_) co_return boost::system::error_code{};
+  // §8: a listener that expects PROXY v2 closes a connection that does not start with one.
+  auto source = co_await proxy_v2::read_proxy_v2(socket_);
+  if (!source) co_return make_error_code(boost::system::errc::protocol_error);
+  if (*source) peer_ = **source;
   co_return boost::system::error_code{};
 }
 

@@ -11,7 +11,9 @@ namespace ops::core {
 
 class TcpTransport final : public Transport {
  public:
-  explicit TcpTransport(boost::asio::ip::tcp::socket socket);
+  // With `expect_proxy_v2`, handshake() first reads a PROXY protocol v2 header (§8) and
+  // peer() becomes the client address it carries.
+  explicit TcpTransport(boost::asio::ip::tcp::socket socket, bool expect_proxy_v2 = false);
 
   boost::asio::any_io_executor executor() const override { return executor_; }
   boost::asio::awaitable<boost::system::error_code> handshake() override;
@@ -33,6 +35,7 @@ class TcpTransport final : public Transport {
   boost::asio::any_io_executor executor_;
   int fd_;
   std::string peer_;
+  bool expect_proxy_v2_;
   std::optional<std::chrono::steady_clock::time_point> last_arrival_;
   // shutdown_both() may come from any thread: never on a descriptor already closed (and
   // perhaps reused).

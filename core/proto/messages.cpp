@@ -21,7 +21,7 @@ std::string finish(const rapidjson::StringBuffer& buffer) {
 
 }  // namespace
 
-std::string challenge_frame(std::string_view nonce_hex) {
+std::string challenge_frame(std::string_view nonce_hex, bool channel_binding) {
   rapidjson::StringBuffer buffer;
   Writer w(buffer);
   w.StartObject();
@@ -33,7 +33,7 @@ std::string challenge_frame(std::string_view nonce_hex) {
   put(w, nonce_hex);
   w.Key("mechanisms");
   w.StartArray();
-  put(w, proof::kMechanism);
+  put(w, channel_binding ? proof::kMechanismPlus : proof::kMechanism);
   w.EndArray();
   w.EndObject();
   return finish(buffer);

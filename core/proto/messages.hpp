@@ -12,7 +12,9 @@
 
 namespace ops::core {
 
-std::string challenge_frame(std::string_view nonce_hex);
+// §2, §8: "mechanisms" is ["hmac-sha256-plus"] where the connection has a channel binding
+// to offer (TLS with binding required), else ["hmac-sha256"].
+std::string challenge_frame(std::string_view nonce_hex, bool channel_binding = false);
 std::string welcome_frame(std::string_view user, std::string_view proof_hex,
                           std::string_view server_version);
 // §2: byte-identical whatever the reason.

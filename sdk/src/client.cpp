@@ -1,17 +1,21 @@
 #include "opserver/client.hpp"
 
-#include "opserver/strict_json.hpp"
-
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
+#include <pthread.h>
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 #include <rapidjson/reader.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,6 +28,7 @@
 
 #include "opserver/frame.hpp"
 #include "opserver/proof.hpp"
+#include "opserver/strict_json.hpp"
 
 namespace ops::client {
 
@@ -61,6 +66,43 @@ std::string seconds_text(std::chrono::milliseconds timeout) {
   if (ms % 1000 == 0) return std::to_string(ms / 1000) + " s";
   return std::to_string(ms) + " ms";
 }
+
+// OpenSSL writes to the socket with write(2), which raises SIGPIPE when the server has
+// gone; a library must not kill the program that uses it (the plain path uses
+// MSG_NOSIGNAL). As libpq does: SIGPIPE is blocked in this thread around each TLS call,
+// and one raised meanwhile is discarded. errno is kept for the caller.
+class SigpipeGuard {
+ public:
+  SigpipeGuard() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+    sigset_t pending;
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+  }
+  ~SigpipeGuard() {
+    const int saved = errno;
+    if (!was_pending_) {
+      sigset_t pending;
+      sigpending(&pending);
+      if (sigismember(&pending, SIGPIPE) == 1) {
+        const timespec zero{0, 0};
+        while (sigtimedwait(&pipe_, nullptr, &zero) < 0 && errno == EINTR) {
+        }
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    errno = saved;
+  }
+  SigpipeGuard(const SigpipeGuard&) = delete;
+  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
+
+ private:
+  sigset_t pipe_;
+  sigset_t old_;
+  bool was_pending_ = false;
+};
 
 // poll() one fd for `events`, retrying on EINTR. Returns revents, 0 on timeout, -1 on error.
 int poll_one(int fd, short events, int timeout) {
@@ -258,7 +300,242 @@ Client::Client(int fd, Options options)
     : fd_(fd), options_(std::move(options)), user_(options_.user) {}
 
 Client::~Client() {
+  if (ssl_ != nullptr) {
+    {
+      SigpipeGuard guard;
+      SSL_shutdown(ssl_);  // close_notify, best effort: the socket is non-blocking
+    }
+    SSL_free(ssl_);
+  }
+  if (ssl_ctx_ != nullptr) SSL_CTX_free(ssl_ctx_);
   if (fd_ >= 0) ::close(fd_);
+}
+
+std::string Client::tls_version() const {
+  return ssl_ != nullptr ? SSL_get_version(ssl_) : "";
+}
+
+// --- TLS (§8) ---
+
+namespace {
+
+// The oldest queued OpenSSL error (its reason), and the queue cleared.
+std::string openssl_reason() {
+  unsigned long code = ERR_get_error();
+  ERR_clear_error();
+  if (code == 0) return "unknown TLS error";
+  if (const char* reason = ERR_reason_error_string(code)) return reason;
+  char text[256];
+  ERR_error_string_n(code, text, sizeof text);
+  return text;
+}
+
+bool is_ip_address(const std::string& host) {
+  unsigned char buf[sizeof(in6_addr)];
+  return ::inet_pton(AF_INET, host.c_str(), buf) == 1 ||
+         ::inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
+
+}  // namespace
+
+Status Client::start_tls() {
+  const std::string where = endpoint_text(options_.host, options_.port);
+  auto tls_failed = [&](const std::string& what) {
+    return failed(Failure::connect, ErrorCode::unavailable, "TLS with " + where + ": " + what);
+  };
+  ERR_clear_error();
+  ssl_ctx_ = SSL_CTX_new(TLS_client_method());
+  if (ssl_ctx_ == nullptr) return tls_failed("cannot create a TLS context: " + openssl_reason());
+  SSL_CTX_set_min_proto_version(ssl_ctx_, options_.allow_tls12 ? TLS1_2_VERSION : TLS1_3_VERSION);
+  SSL_CTX_set_options(ssl_ctx_, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET |
+                                    SSL_OP_IGNORE_UNEXPECTED_EOF);
+  SSL_CTX_clear_options(ssl_ctx_, SSL_OP_NO_EXTENDED_MASTER_SECRET);
+  if (options_.allow_tls12) {
+    SSL_CTX_set_cipher_list(ssl_ctx_, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL");
+  }
+  // Writes may be partial and retried from a moved buffer: write_all() advances as it goes.
+  SSL_CTX_set_mode(ssl_ctx_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_CTX_set_verify(ssl_ctx_, SSL_VERIFY_PEER, nullptr);
+  if (!options_.ca_file.empty()) {
+    if (SSL_CTX_load_verify_locations(ssl_ctx_, options_.ca_file.c_str(), nullptr) != 1) {
+      return tls_failed("cannot load the CA file " + options_.ca_file + ": " + openssl_reason());
+    }
+  } else if (SSL_CTX_set_default_verify_paths(ssl_ctx_) != 1) {
+    return tls_failed("cannot load the system's CA certificates: " + openssl_reason());
+  }
+  if (!options_.cert_file.empty() || !options_.key_file.empty()) {
+    if (options_.cert_file.empty() || options_.key_file.empty()) {
+      return tls_failed("a client certificate needs both its certificate and its key file");
+    }
+    if (SSL_CTX_use_certificate_chain_file(ssl_ctx_, options_.cert_file.c_str()) != 1) {
+      return tls_failed("cannot load the client certificate " + options_.cert_file + ": " +
+                        openssl_reason());
+    }
+    if (SSL_CTX_use_PrivateKey_file(ssl_ctx_, options_.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+      return tls_failed("cannot load the client key " + options_.key_file + ": " +
+                        openssl_reason());
+    }
+    if (SSL_CTX_check_private_key(ssl_ctx_) != 1) {
+      ERR_clear_error();
+      return tls_failed("the client key " + options_.key_file + " does not match the certificate " +
+                        options_.cert_file);
+    }
+  }
+  ssl_ = SSL_new(ssl_ctx_);
+  if (ssl_ == nullptr || SSL_set_fd(ssl_, fd_) != 1) {
+    return tls_failed("cannot start TLS: " + openssl_reason());
+  }
+  const std::string& name = options_.server_name.empty() ? options_.host : options_.server_name;
+  if (is_ip_address(name)) {
+    if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), name.c_str()) != 1) {
+      return tls_failed("cannot check the address " + name);
+    }
+  } else {
+    SSL_set_tlsext_host_name(ssl_, name.c_str());  // SNI: IP addresses are not sent
+    if (SSL_set1_host(ssl_, name.c_str()) != 1) return tls_failed("cannot check the name " + name);
+  }
+
+  for (;;) {
+    ERR_clear_error();
+    int rc = 0;
+    int err = 0;
+    {
+      SigpipeGuard guard;
+      rc = SSL_connect(ssl_);
+      err = SSL_get_error(ssl_, rc);
+    }
+    if (rc == 1) break;
+    short events = err == SSL_ERROR_WANT_READ ? POLLIN : err == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+    if (events != 0) {
+      if (poll_one(fd_, events, timeout_ms(options_.timeout)) == 0) {
+        return tls_failed("the TLS handshake timed out after " + seconds_text(options_.timeout));
+      }
+      continue;
+    }
+    const long verify = SSL_get_verify_result(ssl_);
+    if (verify != X509_V_OK) {
+      return tls_failed("the server's certificate is not trusted for " + name + ": " +
+                        X509_verify_cert_error_string(verify));
+    }
+    if (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN) {
+      const int saved = errno;
+      std::string reason = openssl_reason();
+      if (reason == "unknown TLS error") {
+        reason = saved != 0 ? errno_text(saved) : "the server closed the connection";
+      }
+      return tls_failed("the TLS handshake failed: " + reason);
+    }
+    return tls_failed("the TLS handshake failed: " + openssl_reason());
+  }
+  // RFC 9266 needs the extended master secret under TLS 1.2 (RFC 7627).
+  if (SSL_version(ssl_) < TLS1_3_VERSION && SSL_get_extms_support(ssl_) != 1) {
+    return tls_failed("the server negotiated TLS 1.2 without the extended master secret");
+  }
+  proof::ChannelBinding cb{};
+  if (SSL_export_keying_material(ssl_, cb.data(), cb.size(), proof::kExporterLabel.data(),
+                                 proof::kExporterLabel.size(), nullptr, 0, 1) != 1) {
+    return tls_failed("cannot export the channel binding: " + openssl_reason());
+  }
+  binding_ = cb;
+  return ok_status();
+}
+
+bool Client::tls_pending() const {
+  return ssl_ != nullptr && SSL_pending(ssl_) > 0;
+}
+
+long Client::transfer_out(const void* data, std::size_t size, short& wait, std::string& error) {
+  wait = 0;
+  if (ssl_ == nullptr) {
+    for (;;) {
+      ssize_t n = ::send(fd_, data, size, MSG_NOSIGNAL);
+      if (n >= 0) return static_cast<long>(n);
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        wait = POLLOUT;
+        return -1;
+      }
+      error = errno == EPIPE || errno == ECONNRESET
+                  ? std::string("the server closed the connection while we were sending")
+                  : "send failed: " + errno_text(errno);
+      return -1;
+    }
+  }
+  ERR_clear_error();
+  int n = 0;
+  int err = 0;
+  {
+    SigpipeGuard guard;
+    n = SSL_write(ssl_, data, static_cast<int>(std::min<std::size_t>(size, 1u << 30)));
+    err = SSL_get_error(ssl_, n);
+  }
+  if (n > 0) return n;
+  if (err == SSL_ERROR_WANT_WRITE) {
+    wait = POLLOUT;
+    return -1;
+  }
+  if (err == SSL_ERROR_WANT_READ) {
+    wait = POLLIN;
+    return -1;
+  }
+  const int saved = errno;
+  if (err == SSL_ERROR_ZERO_RETURN ||
+      (err == SSL_ERROR_SYSCALL && (saved == EPIPE || saved == ECONNRESET || saved == 0))) {
+    ERR_clear_error();
+    error = "the server closed the connection while we were sending";
+  } else {
+    error = "send failed: " + (err == SSL_ERROR_SYSCALL ? errno_text(saved) : openssl_reason());
+  }
+  return -1;
+}
+
+long Client::transfer_in(void* data, std::size_t size, short& wait, std::string& error) {
+  wait = 0;
+  if (ssl_ == nullptr) {
+    for (;;) {
+      ssize_t n = ::recv(fd_, data, size, 0);
+      if (n >= 0) return static_cast<long>(n);
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        wait = POLLIN;
+        return -1;
+      }
+      error = errno == ECONNRESET ? std::string("the server reset the connection")
+                                  : "receive failed: " + errno_text(errno);
+      return -1;
+    }
+  }
+  ERR_clear_error();
+  int n = 0;
+  int err = 0;
+  {
+    SigpipeGuard guard;  // a read may write too (a key update's answer)
+    n = SSL_read(ssl_, data, static_cast<int>(std::min<std::size_t>(size, 1u << 30)));
+    err = SSL_get_error(ssl_, n);
+  }
+  if (n > 0) return n;
+  if (err == SSL_ERROR_WANT_READ) {
+    wait = POLLIN;
+    return -1;
+  }
+  if (err == SSL_ERROR_WANT_WRITE) {
+    wait = POLLOUT;
+    return -1;
+  }
+  // A close with or without close_notify (SSL_OP_IGNORE_UNEXPECTED_EOF): OPS/1's lengths
+  // tell a truncated frame or payload from a complete one.
+  if (err == SSL_ERROR_ZERO_RETURN) return 0;
+  const int saved = errno;
+  if (err == SSL_ERROR_SYSCALL && saved == ECONNRESET) {
+    ERR_clear_error();
+    error = "the server reset the connection";
+  } else if (err == SSL_ERROR_SYSCALL && saved == 0) {
+    ERR_clear_error();
+    return 0;
+  } else {
+    error = "receive failed: " + (err == SSL_ERROR_SYSCALL ? errno_text(saved) : openssl_reason());
+  }
+  return -1;
 }
 
 Error Client::failed(Failure failure, ErrorCode code, std::string message) {
@@ -348,6 +625,12 @@ Result<std::unique_ptr<Client>> Client::connect(const Options& options, Failure*
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
   std::unique_ptr<Client> client(new Client(fd, options));
+  if (options.tls) {
+    if (Status st = client->start_tls(); !st) {
+      set_why(client->failure_);
+      return std::move(st).error();
+    }
+  }
   Status hs = client->handshake();
   if (!hs) {
     set_why(client->failure_);
@@ -360,6 +643,14 @@ Status Client::handshake() {
   // §2.1: the challenge.
   auto challenge_text = read_frame_header();
   if (!challenge_text) {
+    if (failure_ == Failure::io && ssl_ != nullptr) {
+      // Under TLS 1.3 the server checks a client certificate after our side of the
+      // handshake has completed: its refusal arrives here, as an alert.
+      return failed(Failure::connect, ErrorCode::unavailable,
+                    "the server ended the TLS connection before the OPS/1 challenge (does it "
+                    "require a client certificate?): " +
+                        challenge_text.error().message);
+    }
     if (failure_ == Failure::io) {
       return failed(Failure::io, challenge_text.error().code,
                     "no challenge from the server: " + challenge_text.error().message);
@@ -390,17 +681,32 @@ Status Client::handshake() {
   if (!is_string(challenge, "protocol", proof::kProtocol)) {
     return protocol_error("unsupported protocol");
   }
-  bool has_mechanism = false;
+  bool offers_plain = false;
+  bool offers_plus = false;
   if (auto m = challenge.FindMember("mechanisms");
       m != challenge.MemberEnd() && m->value.IsArray()) {
     for (const auto& v : m->value.GetArray()) {
-      if (v.IsString() &&
-          std::string_view(v.GetString(), v.GetStringLength()) == proof::kMechanism) {
-        has_mechanism = true;
-      }
+      if (!v.IsString()) continue;
+      std::string_view name(v.GetString(), v.GetStringLength());
+      offers_plain = offers_plain || name == proof::kMechanism;
+      offers_plus = offers_plus || name == proof::kMechanismPlus;
     }
   }
-  if (!has_mechanism) return protocol_error("the server does not offer hmac-sha256");
+  // §8: over TLS, the login is bound to this TLS connection (hmac-sha256-plus) unless the
+  // user explicitly allowed going on without it.
+  const bool use_plus = binding_.has_value() && offers_plus;
+  if (binding_ && !offers_plus) {
+    if (!options_.insecure_no_binding) {
+      return failed(Failure::auth, ErrorCode::auth_failed,
+                    "the server does not offer channel binding (hmac-sha256-plus) over TLS; "
+                    "refusing to log in without it (allow it with --insecure-no-binding)");
+    }
+    if (!offers_plain) return protocol_error("the server offers no mechanism we know");
+  } else if (!binding_ && !offers_plain) {
+    return protocol_error("the server does not offer hmac-sha256");
+  }
+  const std::string_view mechanism = use_plus ? proof::kMechanismPlus : proof::kMechanism;
+  const proof::ChannelBinding* cb = use_plus ? &*binding_ : nullptr;
   auto nonce_hex = get_string(challenge, "nonce");
   std::optional<proof::Nonce> nonce;
   if (nonce_hex) nonce = proof::from_hex<proof::kNonceBytes>(*nonce_hex);
@@ -409,14 +715,15 @@ Status Client::handshake() {
   // §2.2: our answer. §7: a cnonce equal to the nonce fails, so never send one.
   proof::Nonce cnonce = proof::random_nonce();
   while (cnonce == *nonce) cnonce = proof::random_nonce();
-  const proof::Digest client_proof = proof::client_proof(options_.key, *nonce, cnonce, user_);
+  const proof::Digest client_proof =
+      proof::compute(options_.key, proof::kClientLabel, *nonce, cnonce, user_, cb);
   rapidjson::StringBuffer buf;
   StrictWriter w(buf);
   w.StartObject();
   w.Key("type");
   w.String("auth");
   w.Key("mechanism");
-  w.String(proof::kMechanism.data(), static_cast<rapidjson::SizeType>(proof::kMechanism.size()));
+  w.String(mechanism.data(), static_cast<rapidjson::SizeType>(mechanism.size()));
   w.Key("user");
   if (!w.String(user_.data(), static_cast<rapidjson::SizeType>(user_.size()))) {
     failure_ = Failure::none;
@@ -458,7 +765,8 @@ Status Client::handshake() {
   std::optional<proof::Digest> server_proof;
   if (server_hex) server_proof = proof::from_hex<proof::kProofBytes>(*server_hex);
   if (!server_proof) return protocol_error("the welcome proof is not 64 lowercase hex digits");
-  const proof::Digest expected = proof::server_proof(options_.key, *nonce, cnonce, user_);
+  const proof::Digest expected =
+      proof::compute(options_.key, proof::kServerLabel, *nonce, cnonce, user_, cb);
   if (!proof::equal(*server_proof, expected)) {
     // The server accepted us without knowing the key: it is not the server we meant.
     return failed(Failure::server_proof, ErrorCode::auth_failed,
@@ -472,6 +780,7 @@ Status Client::handshake() {
     return protocol_error("the welcome names another user");
   }
   if (auto s = get_string(reply, "server")) server_.assign(*s);
+  channel_bound_ = use_plus;
   failure_ = Failure::none;
   return ok_status();
 }
@@ -482,52 +791,51 @@ Status Client::write_all(const void* data, std::size_t size) {
   if (broken_) return refuse_broken();
   const char* p = static_cast<const char*>(data);
   bool peer_closed = false;
+  std::string error;
   while (size > 0) {
-    ssize_t n = ::send(fd_, p, size, MSG_NOSIGNAL);
+    short wait = 0;
+    long n = transfer_out(p, size, wait, error);
     if (n > 0) {
       p += n;
       size -= static_cast<std::size_t>(n);
       continue;
     }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      // While blocked, take in what the server says: an early answer (§3: an error to a
-      // request whose payload it discards) must not deadlock us against a full socket.
-      short events = POLLOUT;
-      if (!peer_closed && rbuf_.size() - rpos_ < kMaxEarlyBytes) events |= POLLIN;
-      int revents = poll_one(fd_, events, timeout_ms(options_.timeout));
-      if (revents == 0) {
-        return failed(Failure::io, ErrorCode::timeout,
-                      "sending stalled for " + seconds_text(options_.timeout));
-      }
-      if (revents > 0 && (revents & POLLIN) && (events & POLLIN)) {
-        char tmp[65536];
-        ssize_t r = ::recv(fd_, tmp, sizeof tmp, 0);
-        if (r > 0) {
-          if (rpos_ == rbuf_.size()) {
-            rbuf_.clear();
-            rpos_ = 0;
-          }
-          rbuf_.append(tmp, static_cast<std::size_t>(r));
-        } else if (r == 0) {
-          peer_closed = true;
-        } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-          peer_closed = true;
-        }
-      }
-      continue;
-    }
-    int err = n < 0 ? errno : EIO;
-    if (err == EPIPE || err == ECONNRESET) {
+    if (n == 0 || wait == 0) {
       return failed(Failure::io, ErrorCode::unavailable,
-                    "the server closed the connection while we were sending");
+                    error.empty() ? "send failed: nothing written" : error);
     }
-    return failed(Failure::io, ErrorCode::unavailable, "send failed: " + errno_text(err));
+    // While blocked, take in what the server says: an early answer (§3: an error to a
+    // request whose payload it discards) must not deadlock us against a full socket.
+    short events = wait;
+    const bool take_in = !peer_closed && rbuf_.size() - rpos_ < kMaxEarlyBytes;
+    if (take_in) events |= POLLIN;
+    int revents =
+        (take_in && tls_pending()) ? POLLIN : poll_one(fd_, events, timeout_ms(options_.timeout));
+    if (revents == 0) {
+      return failed(Failure::io, ErrorCode::timeout,
+                    "sending stalled for " + seconds_text(options_.timeout));
+    }
+    if (revents > 0 && (revents & POLLIN) && take_in) {
+      char tmp[65536];
+      short rwait = 0;
+      std::string rerror;
+      long r = transfer_in(tmp, sizeof tmp, rwait, rerror);
+      if (r > 0) {
+        if (rpos_ == rbuf_.size()) {
+          rbuf_.clear();
+          rpos_ = 0;
+        }
+        rbuf_.append(tmp, static_cast<std::size_t>(r));
+      } else if (r == 0 || rwait == 0) {
+        peer_closed = true;
+      }
+    }
   }
   return ok_status();
 }
 
 Status Client::wait_readable() {
+  if (tls_pending()) return ok_status();
   int revents = poll_one(fd_, POLLIN, timeout_ms(options_.timeout));
   if (revents == 0) {
     return failed(Failure::io, ErrorCode::timeout,
@@ -548,19 +856,21 @@ Result<std::size_t> Client::read_some(void* data, std::size_t size) {
     }
     return n;
   }
+  std::string error;
   for (;;) {
-    ssize_t n = ::recv(fd_, data, size, 0);
+    short wait = 0;
+    long n = transfer_in(data, size, wait, error);
     if (n >= 0) return static_cast<std::size_t>(n);
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    if (wait == 0) return failed(Failure::io, ErrorCode::unavailable, error);
+    if (wait == POLLIN) {
       if (Status s = wait_readable(); !s) return std::move(s).error();
       continue;
     }
-    int err = errno;
-    if (err == ECONNRESET) {
-      return failed(Failure::io, ErrorCode::unavailable, "the server reset the connection");
+    // TLS wanting to write while reading (a key update's answer).
+    if (poll_one(fd_, wait, timeout_ms(options_.timeout)) == 0) {
+      return failed(Failure::io, ErrorCode::timeout,
+                    "no progress with the server for " + seconds_text(options_.timeout));
     }
-    return failed(Failure::io, ErrorCode::unavailable, "receive failed: " + errno_text(err));
   }
 }
 

@@ -26,14 +26,15 @@ std::string random_hex(std::size_t n) {
 }
 
 Digest compute(std::string_view key, std::string_view label, const Nonce& nonce,
-               const Nonce& cnonce, std::string_view user) {
+               const Nonce& cnonce, std::string_view user, const ChannelBinding* cb) {
   std::string message;
-  message.reserve(label.size() + 1 + 2 * kNonceBytes + user.size());
+  message.reserve(label.size() + 1 + 2 * kNonceBytes + user.size() + kChannelBindingBytes);
   message.append(label);
   message.push_back('\0');
   message.append(reinterpret_cast<const char*>(nonce.data()), nonce.size());
   message.append(reinterpret_cast<const char*>(cnonce.data()), cnonce.size());
   message.append(user);
+  if (cb != nullptr) message.append(reinterpret_cast<const char*>(cb->data()), cb->size());
 
   Digest digest{};
   unsigned int length = 0;

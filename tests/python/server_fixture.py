@@ -18,12 +18,14 @@ import tempfile
 import time
 import unittest
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_BIN = Path(os.environ.get("OPS_SERVER_BIN", REPO / "build" / "bin" / "opserver"))
 PLUGIN_DIR = Path(os.environ.get("OPS_PLUGIN_DIR", REPO / "build" / "plugins"))
-_LISTENING = re.compile(r"opserver listening on \S+:(\d+)")
+# Whole lines only: a port read while its line is still being written would be cut short.
+_LISTENING = re.compile(r"opserver listening on \S+:(\d+)\n")
+_TLS_LISTENING = re.compile(r"opserver listening for TLS on \S+:(\d+)[ \n]")
 
 
 def default_operations() -> Dict[str, Any]:
@@ -39,7 +41,8 @@ class ServerProcess:
     """One opserver process; use as a context manager or call stop()."""
 
     def __init__(self, operations: Optional[Dict[str, Any]] = None,
-                 settings: Optional[Dict[str, Any]] = None) -> None:
+                 settings: Optional[Dict[str, Any]] = None,
+                 args: Optional[List[str]] = None) -> None:
         if not SERVER_BIN.exists():
             raise unittest.SkipTest(f"no server binary at {SERVER_BIN} (build first)")
         self.root = Path(tempfile.mkdtemp(prefix="opspytest-"))
@@ -57,7 +60,7 @@ class ServerProcess:
         self.log_path = self.root / "server.log"
         with open(self.log_path, "wb") as log, open(os.devnull, "rb") as null:
             self.proc = subprocess.Popen(
-                [str(SERVER_BIN), "--config", str(self.root / "server.json")],
+                [str(SERVER_BIN), "--config", str(self.root / "server.json"), *(args or [])],
                 stdin=null, stdout=log, stderr=subprocess.STDOUT)
         self.port = self._wait_listening()
 
@@ -74,6 +77,17 @@ class ServerProcess:
             time.sleep(0.01)
         self.stop()
         raise RuntimeError("opserver did not start listening")
+
+    def tls_port(self, wait: float = 2.0) -> Optional[int]:
+        """The TLS listener's port from the log, or None if the server logs none."""
+        deadline = time.monotonic() + wait
+        while True:
+            match = _TLS_LISTENING.search(self.log())
+            if match:
+                return int(match.group(1))
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.02)
 
     def log(self) -> str:
         try:

@@ -87,6 +87,26 @@ class VectorTests(unittest.TestCase):
                     handshake.client_proof(v["key"].encode(), nonce, cnonce, v["user"]).hex(),
                     v["client_proof"])
 
+    def test_plus_proofs_match_vectors(self) -> None:
+        """§8: hmac-sha256-plus appends the 32-byte channel binding to both proofs."""
+        vectors = json.loads(VECTORS.read_text(encoding="utf-8"))["plus_vectors"]
+        self.assertGreaterEqual(len(vectors), 3)
+        for v in vectors:
+            with self.subTest(v["name"]):
+                nonce, cnonce = bytes.fromhex(v["nonce"]), bytes.fromhex(v["cnonce"])
+                cb = bytes.fromhex(v["cb"])
+                self.assertEqual(
+                    handshake.client_proof(v["key"], nonce, cnonce, v["user"], cb).hex(),
+                    v["client_proof"])
+                self.assertEqual(
+                    handshake.server_proof(v["key"], nonce, cnonce, v["user"], cb).hex(),
+                    v["server_proof"])
+                self.assertNotEqual(
+                    handshake.client_proof(v["key"], nonce, cnonce, v["user"]).hex(),
+                    v["client_proof"])
+                with self.assertRaises(ValueError):
+                    handshake.client_proof(v["key"], nonce, cnonce, v["user"], cb[:31])
+
     def test_client_handshake_sends_and_checks_vector_proofs(self) -> None:
         """A full handshake with the vector's nonces: the auth frame carries exactly the
         vector's client proof, and the vector's server proof is accepted."""

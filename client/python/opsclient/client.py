@@ -13,13 +13,14 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import stat
 import struct
 import tempfile
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO, Callable, Deque, Dict, Mapping, Optional, Tuple, Union
 
-from . import handshake
+from . import handshake, tls as _tls
 from .errors import (AuthFailed, CannotConnect, ConnectionLost, OpsError, ProtocolError,
                      ServerProofError, error_for)
 
@@ -99,6 +100,18 @@ class Client:
         key: the user's key, exactly as issued (str or bytes).
         timeout: seconds allowed for connecting and for any read or write to make
             progress; None waits forever.
+        tls: connect over TLS (§8). The login is then bound to the TLS connection
+            (``hmac-sha256-plus``, RFC 9266 channel binding), so a relay that terminates
+            TLS cannot pass it on.
+        ca: a PEM file of CAs to trust for the server's certificate (default: the
+            system's store). The certificate must name ``host`` (or ``server_name``).
+        cert, cert_key: a client certificate (PEM chain) and its private key, for
+            servers that require one (``cert_key`` may be omitted when ``cert`` holds
+            both). ``key`` stays the user's OPS/1 key.
+        insecure_no_binding: go on with plain ``hmac-sha256`` when a TLS server does not
+            offer channel binding (else :class:`AuthFailed` is raised before logging in).
+        server_name: the name to check in the server's certificate, if not ``host``.
+        allow_tls12: accept TLS 1.2 (with the extended master secret) besides TLS 1.3.
 
     Raises:
         CannotConnect: the server cannot be reached.
@@ -109,7 +122,10 @@ class Client:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9000, user: str = "",
-                 key: Union[str, bytes] = "", *, timeout: Optional[float] = 60.0) -> None:
+                 key: Union[str, bytes] = "", *, timeout: Optional[float] = 60.0,
+                 tls: bool = False, ca: Optional[str] = None, cert: Optional[str] = None,
+                 cert_key: Optional[str] = None, insecure_no_binding: bool = False,
+                 server_name: Optional[str] = None, allow_tls12: bool = False) -> None:
         if not user:
             raise ValueError("no user name")
         self.host = host
@@ -122,14 +138,29 @@ class Client:
         self._pending: Deque[int] = collections.deque()
         self._in_pending = 0      # unread payload of the last response
         self._broken: Optional[OpsError] = None
+        self._insecure_no_binding = insecure_no_binding
+        #: The TLS channel binding (32 bytes) on a TLS connection, else None.
+        self._binding: Optional[bytes] = None
+        #: True once the login used hmac-sha256-plus (bound to this TLS connection).
+        self.channel_bound = False
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if not tls and (ca or cert or cert_key or insecure_no_binding):
+            raise ValueError("ca, cert, cert_key and insecure_no_binding need tls=True")
+        context = None
+        if tls:
+            try:
+                context = _tls.client_context(ca, cert, cert_key, allow_tls12)
+            except (OSError, ssl.SSLError) as e:
+                raise CannotConnect(f"TLS with {where}: cannot load certificates: {e}") from e
         try:
             self._sock = socket.create_connection((host, port), timeout=timeout)
         except OSError as e:
-            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             raise CannotConnect(f"cannot connect to {where}: {e.strerror or e}") from e
         try:
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sock.settimeout(timeout)
+            if context is not None:
+                self._start_tls(context, server_name or host, where)
             self._handshake(key)
         except BaseException:
             self._sock.close()
@@ -157,24 +188,63 @@ class Client:
 
     # --- handshake ---
 
+    def _start_tls(self, context: ssl.SSLContext, name: str, where: str) -> None:
+        try:
+            self._sock = context.wrap_socket(self._sock, server_hostname=name)
+        except ssl.SSLCertVerificationError as e:
+            raise CannotConnect(f"TLS with {where}: the server's certificate is not trusted "
+                                f"for {name}: {e.verify_message}") from e
+        except (ssl.SSLError, OSError) as e:
+            raise CannotConnect(f"TLS with {where}: the TLS handshake failed: {e}") from e
+        try:
+            self._binding = _tls.channel_binding(self._sock)
+        except _tls.ChannelBindingUnavailable as e:
+            if not self._insecure_no_binding:
+                raise CannotConnect(f"TLS with {where}: {e}; refusing to log in without "
+                                    "channel binding (insecure_no_binding allows it)") from e
+
+    @property
+    def tls_version(self) -> Optional[str]:
+        """"TLSv1.3" on a TLS connection, else None."""
+        return self._sock.version() if isinstance(self._sock, ssl.SSLSocket) else None
+
     def _handshake(self, key: Union[str, bytes]) -> None:
         try:
             challenge = self._read_header()
         except ConnectionLost as e:
+            if isinstance(self._sock, ssl.SSLSocket):
+                raise CannotConnect("the server ended the TLS connection before the OPS/1 "
+                                    "challenge (does it require a client certificate?): "
+                                    f"{e.message}") from e
             raise ConnectionLost(f"no challenge from the server: {e.message}") from e
         if challenge.get("type") == "error":
             raise self._error_frame(challenge)
+        mechanisms = challenge.get("mechanisms")
+        if not isinstance(mechanisms, list):
+            mechanisms = []
         if (challenge.get("type") != "challenge"
-                or challenge.get("protocol") != handshake.PROTOCOL
-                or handshake.MECHANISM not in (challenge.get("mechanisms") or [])):
+                or challenge.get("protocol") != handshake.PROTOCOL):
             raise self._protocol("not an OPS/1 server (bad challenge)")
+        # §8: over TLS the login is bound to this connection unless the caller allowed
+        # going on without channel binding.
+        use_plus = self._binding is not None and handshake.MECHANISM_PLUS in mechanisms
+        if isinstance(self._sock, ssl.SSLSocket) and not use_plus:
+            if not self._insecure_no_binding:
+                self._broken = AuthFailed("refused")
+                raise AuthFailed("the server does not offer channel binding (hmac-sha256-plus) "
+                                 "over TLS; refusing to log in without it "
+                                 "(insecure_no_binding=True allows it)")
+        if not use_plus and handshake.MECHANISM not in mechanisms:
+            raise self._protocol("not an OPS/1 server (bad challenge)")
+        cb = self._binding if use_plus else None
+        mechanism = handshake.MECHANISM_PLUS if use_plus else handshake.MECHANISM
         try:
             nonce = handshake.parse_nonce(challenge.get("nonce"))
         except ValueError:
             raise self._protocol("the challenge nonce is not 64 lowercase hex digits") from None
         cnonce = handshake.new_cnonce(nonce)
-        proof = handshake.client_proof(key, nonce, cnonce, self.user)
-        self._send_header({"type": "auth", "mechanism": handshake.MECHANISM, "user": self.user,
+        proof = handshake.client_proof(key, nonce, cnonce, self.user, cb)
+        self._send_header({"type": "auth", "mechanism": mechanism, "user": self.user,
                            "cnonce": cnonce.hex(), "proof": proof.hex()})
         try:
             reply = self._read_header()
@@ -189,7 +259,7 @@ class Client:
             got = handshake.parse_nonce(reply.get("proof"))  # 32 bytes, same format
         except ValueError:
             raise self._protocol("the welcome proof is not 64 lowercase hex digits") from None
-        expected = handshake.server_proof(key, nonce, cnonce, self.user)
+        expected = handshake.server_proof(key, nonce, cnonce, self.user, cb)
         if not hmac.compare_digest(got, expected):
             self._broken = ServerProofError("refused")
             raise ServerProofError(
@@ -198,6 +268,7 @@ class Client:
         if reply.get("user", self.user) != self.user:
             raise self._protocol("the welcome names another user")
         self.server_version = str(reply.get("server", ""))
+        self.channel_bound = use_plus
 
     def _error_frame(self, header: Mapping[str, Any]) -> OpsError:
         err = header.get("error") if isinstance(header.get("error"), Mapping) else {}
@@ -523,6 +594,8 @@ class Client:
     def _recv_into(self, view: memoryview) -> int:
         try:
             return self._sock.recv_into(view)
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            return 0  # the peer closed the TLS connection
         except socket.timeout:
             raise self._lost(f"no answer from the server for {self.timeout} s") from None
         except OSError as e:
@@ -594,3 +667,4 @@ def _seekable(f: Any) -> bool:
         return bool(f.seekable())
     except (AttributeError, OSError, ValueError):
         return False
+

@@ -2,7 +2,8 @@
 
 ``proof = HMAC-SHA256(key, label || 0x00 || nonce || cnonce || user)`` with the
 labels ``"ops/1 client"`` and ``"ops/1 server"``, the nonces as 32 raw bytes,
-``user`` and ``key`` as UTF-8.
+``user`` and ``key`` as UTF-8. Over TLS (§8, ``hmac-sha256-plus``) the 32-byte
+channel binding ``cb`` (RFC 9266 tls-exporter) is appended to the message.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from typing import Union
+from typing import Optional, Union
 
 PROTOCOL = "ops/1"
 MECHANISM = "hmac-sha256"
+MECHANISM_PLUS = "hmac-sha256-plus"
+EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
+CHANNEL_BINDING_BYTES = 32
 NONCE_BYTES = 32
 CLIENT_LABEL = b"ops/1 client"
 SERVER_LABEL = b"ops/1 server"
@@ -25,22 +29,27 @@ def _bytes(value: Key) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
-def compute(key: Key, label: bytes, nonce: bytes, cnonce: bytes, user: str) -> bytes:
-    """HMAC-SHA256(key, label || 0x00 || nonce || cnonce || user)."""
+def compute(key: Key, label: bytes, nonce: bytes, cnonce: bytes, user: str,
+            cb: Optional[bytes] = None) -> bytes:
+    """HMAC-SHA256(key, label || 0x00 || nonce || cnonce || user [|| cb])."""
     if len(nonce) != NONCE_BYTES or len(cnonce) != NONCE_BYTES:
         raise ValueError("nonces are 32 bytes")
-    message = label + b"\x00" + nonce + cnonce + user.encode("utf-8")
+    if cb is not None and len(cb) != CHANNEL_BINDING_BYTES:
+        raise ValueError("the channel binding is 32 bytes")
+    message = label + b"\x00" + nonce + cnonce + user.encode("utf-8") + (cb or b"")
     return hmac.new(_bytes(key), message, hashlib.sha256).digest()
 
 
-def client_proof(key: Key, nonce: bytes, cnonce: bytes, user: str) -> bytes:
-    """The proof the client sends in ``auth``."""
-    return compute(key, CLIENT_LABEL, nonce, cnonce, user)
+def client_proof(key: Key, nonce: bytes, cnonce: bytes, user: str,
+                 cb: Optional[bytes] = None) -> bytes:
+    """The proof the client sends in ``auth`` (with ``cb`` for hmac-sha256-plus)."""
+    return compute(key, CLIENT_LABEL, nonce, cnonce, user, cb)
 
 
-def server_proof(key: Key, nonce: bytes, cnonce: bytes, user: str) -> bytes:
-    """The proof the server sends in ``welcome``."""
-    return compute(key, SERVER_LABEL, nonce, cnonce, user)
+def server_proof(key: Key, nonce: bytes, cnonce: bytes, user: str,
+                 cb: Optional[bytes] = None) -> bytes:
+    """The proof the server sends in ``welcome`` (with ``cb`` for hmac-sha256-plus)."""
+    return compute(key, SERVER_LABEL, nonce, cnonce, user, cb)
 
 
 def parse_nonce(text: object) -> bytes:

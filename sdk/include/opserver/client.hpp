@@ -1,8 +1,11 @@
 // The OPS/1 client library: connect, mutual handshake (§2, the server's proof checked in
 // constant time), requests with payloads streamed from and to file descriptors, and
 // pipelining (send several requests, then read their responses in order, §3).
-// Blocking POSIX sockets, no Asio. A Client is used from one thread at a time; it owns its
-// socket and closes it on destruction. File descriptors passed in stay the caller's.
+// Blocking POSIX sockets, no Asio; optionally TLS (§8) through OpenSSL over the same socket,
+// with the tls-exporter channel binding in the handshake (hmac-sha256-plus). Under TLS
+// every byte, payloads included, goes through OpenSSL. A Client is used from one thread at
+// a time; it owns its socket and closes it on destruction. File descriptors passed in stay
+// the caller's.
 #pragma once
 
 #include <chrono>
@@ -10,10 +13,16 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "opserver/error.hpp"
+#include "opserver/proof.hpp"
+
+// OpenSSL's handles, without its headers.
+struct ssl_st;
+struct ssl_ctx_st;
 
 namespace ops::client {
 
@@ -24,6 +33,22 @@ struct Options {
   std::string key;
   // Applies to connect and to every read or write that makes no progress.
   std::chrono::milliseconds timeout{60000};
+
+  // --- TLS (§8) ---
+  bool tls = false;
+  // PEM file of CAs to trust for the server's certificate; empty: the system's store.
+  std::string ca_file;
+  // A client certificate (chain, PEM) and its key, for servers that require one.
+  std::string cert_file;
+  std::string key_file;
+  // The name the server's certificate must carry; empty: `host` (a DNS name or an IP).
+  std::string server_name;
+  // TLS 1.3 only unless this is set (then TLS 1.2 with the extended master secret too).
+  bool allow_tls12 = false;
+  // Go on with plain hmac-sha256 when a TLS server does not offer hmac-sha256-plus (its
+  // operator turned channel binding off). Without the binding, a relay that holds a
+  // certificate we trust could pass our login on.
+  bool insecure_no_binding = false;
 };
 
 // Parses "HOST:PORT", "[v6]:PORT", "HOST" or "[v6]" (port stays as given). A bare IPv6
@@ -76,7 +101,13 @@ class Client {
   const std::string& server_version() const noexcept { return server_; }
   const std::string& user() const noexcept { return user_; }
   Failure last_failure() const noexcept { return failure_; }
+  // The socket. Under TLS, bytes must not be written to or read from it directly.
   int native_handle() const noexcept { return fd_; }
+  // True on a TLS connection; then tls_version() is e.g. "TLSv1.3", and channel_bound()
+  // tells whether the login used hmac-sha256-plus.
+  bool tls() const noexcept { return ssl_ != nullptr; }
+  std::string tls_version() const;
+  bool channel_bound() const noexcept { return channel_bound_; }
   // True once an io, protocol or local failure made the connection unusable; every later
   // call fails at once with the same failure.
   bool broken() const noexcept { return broken_; }
@@ -117,7 +148,15 @@ class Client {
 
  private:
   Client(int fd, Options options);
+  Status start_tls();
   Status handshake();
+  // One send or receive through TLS or the socket. Returns bytes moved (receive: 0 at
+  // end of stream), or -1 with `wait` set to the poll events to wait for before retrying
+  // (0 for a hard error, described in `error`).
+  long transfer_out(const void* data, std::size_t size, short& wait, std::string& error);
+  long transfer_in(void* data, std::size_t size, short& wait, std::string& error);
+  // Decrypted bytes already inside OpenSSL (poll would not show them).
+  bool tls_pending() const;
   Status write_all(const void* data, std::size_t size);
   Status read_exact(void* data, std::size_t size);
   Result<std::size_t> read_some(void* data, std::size_t size);
@@ -129,6 +168,10 @@ class Client {
   Result<Response> after_send_failure(Error send_error);
 
   int fd_ = -1;
+  ssl_ctx_st* ssl_ctx_ = nullptr;
+  ssl_st* ssl_ = nullptr;
+  std::optional<proof::ChannelBinding> binding_;  // set once the TLS handshake is done
+  bool channel_bound_ = false;
   Options options_;
   std::string user_;
   std::string server_;

@@ -1,5 +1,6 @@
 // The OPS/1 §2 handshake cryptography, shared by the server and every client:
-// nonces, HMAC-SHA256 proofs, hex, constant-time comparison. Thread-safe (OpenSSL 3).
+// nonces, HMAC-SHA256 proofs (with the §8 TLS channel binding appended for
+// hmac-sha256-plus), hex, constant-time comparison. Thread-safe (OpenSSL 3).
 #pragma once
 
 #include <array>
@@ -17,6 +18,12 @@ using Digest = std::array<std::uint8_t, kProofBytes>;
 
 inline constexpr std::string_view kProtocol = "ops/1";
 inline constexpr std::string_view kMechanism = "hmac-sha256";
+// §8: the same proofs with the TLS channel binding appended; offered only over TLS.
+inline constexpr std::string_view kMechanismPlus = "hmac-sha256-plus";
+// RFC 9266 tls-exporter: this label, a zero-length context (use_context = 1), 32 bytes.
+inline constexpr std::string_view kExporterLabel = "EXPORTER-Channel-Binding";
+inline constexpr std::size_t kChannelBindingBytes = 32;
+using ChannelBinding = std::array<std::uint8_t, kChannelBindingBytes>;
 inline constexpr std::string_view kClientLabel = "ops/1 client";
 inline constexpr std::string_view kServerLabel = "ops/1 server";
 
@@ -25,9 +32,9 @@ Nonce random_nonce();
 // `n` random bytes as lowercase hex (2n characters).
 std::string random_hex(std::size_t n);
 
-// HMAC-SHA256(key, label || 0x00 || nonce || cnonce || user) (§2).
+// HMAC-SHA256(key, label || 0x00 || nonce || cnonce || user [|| cb]) (§2; §8 with `cb`).
 Digest compute(std::string_view key, std::string_view label, const Nonce& nonce,
-               const Nonce& cnonce, std::string_view user);
+               const Nonce& cnonce, std::string_view user, const ChannelBinding* cb = nullptr);
 inline Digest client_proof(std::string_view key, const Nonce& nonce, const Nonce& cnonce,
                            std::string_view user) {
   return compute(key, kClientLabel, nonce, cnonce, user);
@@ -35,6 +42,15 @@ inline Digest client_proof(std::string_view key, const Nonce& nonce, const Nonce
 inline Digest server_proof(std::string_view key, const Nonce& nonce, const Nonce& cnonce,
                            std::string_view user) {
   return compute(key, kServerLabel, nonce, cnonce, user);
+}
+// hmac-sha256-plus (§8): the proofs above with the channel binding appended.
+inline Digest client_proof(std::string_view key, const Nonce& nonce, const Nonce& cnonce,
+                           std::string_view user, const ChannelBinding& cb) {
+  return compute(key, kClientLabel, nonce, cnonce, user, &cb);
+}
+inline Digest server_proof(std::string_view key, const Nonce& nonce, const Nonce& cnonce,
+                           std::string_view user, const ChannelBinding& cb) {
+  return compute(key, kServerLabel, nonce, cnonce, user, &cb);
 }
 
 // Lowercase hex.

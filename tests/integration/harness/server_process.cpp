@@ -112,11 +112,17 @@ void ServerProcess::launch() {
       rlimit limit{options_.fsize_limit, options_.fsize_limit};
       if (::setrlimit(RLIMIT_FSIZE, &limit) != 0) ::_exit(126);
     }
-    ::execl(OPS_SERVER_BIN, OPS_SERVER_BIN, "--config", config_path().c_str(),
-            static_cast<char*>(nullptr));
+    std::vector<std::string> args = {OPS_SERVER_BIN, "--config", config_path().string()};
+    args.insert(args.end(), options_.args.begin(), options_.args.end());
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(OPS_SERVER_BIN, argv.data());
     ::_exit(127);
   }
-  static const std::regex kListening(R"(opserver listening on [^ ]+:(\d+))");
+  // The whole line: the log may be read while the line is still being written, and a
+  // port cut short ("...:40" of "...:40581") would be a wrong port.
+  static const std::regex kListening(R"(opserver listening on [^ ]+:(\d+)\n)");
   auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (std::chrono::steady_clock::now() < give_up) {
     std::smatch m;
@@ -137,6 +143,20 @@ void ServerProcess::launch() {
   }
   kill();
   throw std::runtime_error("opserver did not start listening:\n" + read_file(log_path));
+}
+
+std::uint16_t ServerProcess::tls_port(std::chrono::milliseconds wait) const {
+  static const std::regex kTlsListening(R"(opserver listening for TLS on [^ ]+:(\d+)[ \n])");
+  auto give_up = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    std::smatch m;
+    std::string text = read_file(root() / "server.log");
+    if (std::regex_search(text, m, kTlsListening)) {
+      return static_cast<std::uint16_t>(std::stoi(m[1]));
+    }
+    if (std::chrono::steady_clock::now() >= give_up) return 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 void ServerProcess::restart() {

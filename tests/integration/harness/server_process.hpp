@@ -52,6 +52,8 @@ struct ServerOptions {
   // Called with the server's root directory after the config is written and before the
   // first start, e.g. to mount a small filesystem on <root>/storage.
   std::function<void(const fs::path&)> prepare;
+  // Extra command-line arguments after --config, e.g. {"--tls-listen", "127.0.0.1:0"}.
+  std::vector<std::string> args;
 };
 
 class ServerProcess {
@@ -64,6 +66,9 @@ class ServerProcess {
   ServerProcess& operator=(const ServerProcess&) = delete;
 
   std::uint16_t port() const { return port_; }
+  // The TLS listener's port from the log ("opserver listening for TLS on HOST:PORT"),
+  // waiting up to `wait` for the line; 0 if the server logs no TLS listener.
+  std::uint16_t tls_port(std::chrono::milliseconds wait = std::chrono::seconds(2)) const;
   pid_t pid() const { return pid_; }
   const fs::path& root() const { return dir_.path(); }
   fs::path storage_dir() const { return root() / "storage"; }

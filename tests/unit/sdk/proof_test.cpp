@@ -77,6 +77,33 @@ TEST(ProofVectors, EveryInputChangesTheProof) {
   EXPECT_FALSE(ops::proof::equal(base, ops::proof::client_proof(key, cnonce, nonce, user)));
 }
 
+// §8: hmac-sha256-plus appends the channel binding to both proofs.
+TEST(ProofVectors, ChannelBindingProofsMatch) {
+  auto doc = load_vectors();
+  ASSERT_FALSE(doc.HasParseError());
+  ASSERT_TRUE(doc.HasMember("plus_vectors"));
+  ASSERT_GE(doc["plus_vectors"].Size(), 3u);
+  for (const auto& v : doc["plus_vectors"].GetArray()) {
+    SCOPED_TRACE(member(v, "name"));
+    auto nonce = ops::proof::from_hex<32>(member(v, "nonce"));
+    auto cnonce = ops::proof::from_hex<32>(member(v, "cnonce"));
+    auto cb = ops::proof::from_hex<32>(member(v, "cb"));
+    ASSERT_TRUE(nonce && cnonce && cb);
+    const std::string key = member(v, "key");
+    const std::string user = member(v, "user");
+    auto client = ops::proof::client_proof(key, *nonce, *cnonce, user, *cb);
+    auto server = ops::proof::server_proof(key, *nonce, *cnonce, user, *cb);
+    EXPECT_EQ(ops::proof::to_hex(client), member(v, "client_proof"));
+    EXPECT_EQ(ops::proof::to_hex(server), member(v, "server_proof"));
+    // Never the plain proof: a relay cannot reuse one for the other.
+    EXPECT_FALSE(ops::proof::equal(client, ops::proof::client_proof(key, *nonce, *cnonce, user)));
+    auto other = *cb;
+    other[0] ^= 1;
+    EXPECT_FALSE(
+        ops::proof::equal(client, ops::proof::client_proof(key, *nonce, *cnonce, user, other)));
+  }
+}
+
 TEST(ProofHex, RoundTripAndStrictness) {
   auto doc = load_vectors();
   ASSERT_FALSE(doc.HasParseError());
