@@ -15,9 +15,10 @@
 //     directories behind either.
 //  5. Publish: with `overwrite`, rename(2) replaces the old file atomically (readers see
 //     the old or the new content, never a mix; a hard link to an outside file is
-//     replaced, not written through). Without it, renameat2(RENAME_NOREPLACE), or
-//     link(2) where the filesystem lacks it, so that of concurrent creators of one new
-//     path exactly one wins (§7) and the others get `already_exists`.
+//     replaced, not written through). Without it, ops::sdk::rename_noreplace
+//     (renameat2(RENAME_NOREPLACE), or link(2) where the filesystem lacks it), so that of
+//     concurrent creators of one new path exactly one wins (§7) and the others get
+//     `already_exists`.
 //  6. fsync(parent directory), and only then the `ok` answer: an acknowledged upload
 //     survives a crash.
 // Any failure before step 5 removes the temporary file and leaves the old file untouched.
@@ -25,7 +26,7 @@
 #include <openssl/evp.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
-#include <stdio.h>  // renameat2, RENAME_NOREPLACE (glibc, _GNU_SOURCE)
+#include <stdio.h>  // renameat
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -39,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "opserver/files.hpp"
 #include "opserver/paths.hpp"
 #include "opserver/plugin.hpp"
 #include "opserver/proof.hpp"
@@ -136,20 +138,6 @@ Status check_leaf(int parent, const std::string& leaf, bool overwrite, const std
                      "file already exists: " + path + " (set overwrite to replace it)");
   }
   return ops::ok_status();
-}
-
-// Publishes without replacing: exactly one of several concurrent creators wins. Returns 0
-// or an errno; `*linked` tells whether the temporary name still exists (link fallback).
-int publish_noreplace(int scratch, const std::string& tmp, int parent, const std::string& leaf,
-                      bool* linked) {
-  *linked = false;
-  if (::renameat2(scratch, tmp.c_str(), parent, leaf.c_str(), RENAME_NOREPLACE) == 0) return 0;
-  if (errno != EINVAL && errno != ENOSYS) return errno;
-  // The filesystem lacks RENAME_NOREPLACE: link(2) also fails with EEXIST atomically. The
-  // temporary name is unlinked afterwards by TempFile.
-  if (::linkat(scratch, tmp.c_str(), parent, leaf.c_str(), 0) != 0) return errno;
-  *linked = true;
-  return 0;
 }
 
 // After parent directories may have been created: a new directory entry is durable only
@@ -336,11 +324,10 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
 
   // Step 5.
   int err = 0;
-  bool linked = false;
   if (overwrite) {
     if (::renameat(scratch, tmp.name().c_str(), parent, leaf.c_str()) != 0) err = errno;
   } else {
-    err = publish_noreplace(scratch, tmp.name(), parent, leaf, &linked);
+    err = ops::sdk::rename_noreplace(scratch, tmp.name().c_str(), parent, leaf.c_str());
   }
   if (err == EEXIST && !overwrite) {
     // Another creator won, or the path is a directory now: say which.
@@ -355,9 +342,8 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
     return ops::fail(ErrorCode::conflict, "is a directory: " + path);
   }
   if (err != 0) return storage_error(err, path);
-  // A rename moved the temporary name away; after link() it still exists and TempFile
-  // removes it.
-  if (!linked) tmp.mark_published();
+  // The temporary name is gone (renamed, or linked and then unlinked).
+  tmp.mark_published();
   created.keep();
 
   // Step 6. The file is visible now; if its directory entry cannot be made durable the
