@@ -23,7 +23,6 @@
 //     survives a crash.
 // Any failure before step 5 removes the temporary file and leaves the old file untouched.
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 #include <stdio.h>  // renameat
@@ -93,11 +92,6 @@ class TempFile {
   Fd fd_;
   bool published_ = false;
 };
-
-struct EvpCtxDeleter {
-  void operator()(EVP_MD_CTX* ctx) const noexcept { EVP_MD_CTX_free(ctx); }
-};
-using EvpCtx = std::unique_ptr<EVP_MD_CTX, EvpCtxDeleter>;
 
 // Errors from storing the bytes. The user's path is named; the scratch file never is.
 ops::Error storage_error(int err, const std::string& path) {
@@ -270,10 +264,7 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
     return storage_error(errno, path);
   }
 
-  EvpCtx ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
-    return ops::fail(ErrorCode::internal, "cannot compute sha256");
-  }
+  ops::proof::Sha256 sha;
   std::unique_ptr<unsigned char[]> buf(new unsigned char[kChunk]);
   std::uint64_t received = 0;
   while (true) {
@@ -283,21 +274,15 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
     if (static_cast<std::uint64_t>(n) > size - received) {
       return ops::fail(ErrorCode::internal, "payload longer than declared");  // host bug
     }
-    if (EVP_DigestUpdate(ctx.get(), buf.get(), static_cast<std::size_t>(n)) != 1) {
-      return ops::fail(ErrorCode::internal, "cannot compute sha256");
-    }
+    sha.update(buf.get(), static_cast<std::size_t>(n));
     if (Status w = write_all(tmp.fd(), buf.get(), static_cast<std::size_t>(n), path); !w) return w;
     received += static_cast<std::uint64_t>(n);
   }
   buf.reset();
   if (received != size) return ops::fail(ErrorCode::unavailable, "payload did not arrive");
 
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int digest_len = 0;
-  if (EVP_DigestFinal_ex(ctx.get(), digest, &digest_len) != 1 || digest_len != 32) {
-    return ops::fail(ErrorCode::internal, "cannot compute sha256");
-  }
-  const std::string actual = ops::proof::to_hex(digest, digest_len);
+  const std::string actual = sha.hex();
+  if (actual.empty()) return ops::fail(ErrorCode::internal, "cannot compute sha256");
   if (expected && *expected != actual) {
     return ops::fail(ErrorCode::checksum_mismatch,
                      "sha256 mismatch: expected " + *expected + ", received " + actual);

@@ -2,7 +2,6 @@
 #include "opserver/files.hpp"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdio.h>  // renameat2, RENAME_NOREPLACE (glibc, _GNU_SOURCE)
 #include <sys/stat.h>
 #include <unistd.h>
@@ -31,10 +30,6 @@ std::optional<EntryInfo> entry_info(const struct stat& st) noexcept {
 
 namespace {
 
-struct EvpCtxDeleter {
-  void operator()(EVP_MD_CTX* ctx) const noexcept { EVP_MD_CTX_free(ctx); }
-};
-
 // I/O errors while reading a file the user asked about are the storage's fault, not the
 // user's: `unavailable` rather than error_from_errno's `internal`.
 Error read_error(int err, std::string_view user_path) {
@@ -47,10 +42,7 @@ Error read_error(int err, std::string_view user_path) {
 
 Result<std::string> sha256_of_fd(int fd, std::string_view user_path) {
   constexpr std::size_t kChunk = std::size_t{256} << 10;
-  std::unique_ptr<EVP_MD_CTX, EvpCtxDeleter> ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
-    return fail(ErrorCode::internal, "cannot compute sha256");
-  }
+  proof::Sha256 sha;
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   std::unique_ptr<unsigned char[]> buf(new unsigned char[kChunk]);
   off_t offset = 0;
@@ -61,17 +53,12 @@ Result<std::string> sha256_of_fd(int fd, std::string_view user_path) {
       return read_error(errno, user_path);
     }
     if (n == 0) break;
-    if (EVP_DigestUpdate(ctx.get(), buf.get(), static_cast<std::size_t>(n)) != 1) {
-      return fail(ErrorCode::internal, "cannot compute sha256");
-    }
+    sha.update(buf.get(), static_cast<std::size_t>(n));
     offset += n;
   }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_DigestFinal_ex(ctx.get(), digest, &len) != 1 || len != 32) {
-    return fail(ErrorCode::internal, "cannot compute sha256");
-  }
-  return proof::to_hex(digest, len);
+  std::string hex = sha.hex();
+  if (hex.empty()) return fail(ErrorCode::internal, "cannot compute sha256");
+  return hex;
 }
 
 Status fsync_dir(int dir_fd, std::string_view user_path) {

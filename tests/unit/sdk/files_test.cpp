@@ -234,3 +234,20 @@ TEST(JsonResult, ArgHelpers) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Sha256, PiecesHashLikeTheWhole) {
+  const std::string data = "The quick brown fox jumps over the lazy dog";
+  for (std::size_t cut : {std::size_t{0}, std::size_t{1}, std::size_t{20}, data.size()}) {
+    ops::proof::Sha256 sha;
+    sha.update(data.data(), cut);
+    sha.update(data.data() + cut, data.size() - cut);
+    EXPECT_TRUE(sha.ok());
+    EXPECT_EQ(sha.hex(), "d7a8fbb307d7809469ca9abcb0082e4f8d5651e46d3cdb762d02d0bf37c9e592");
+  }
+  ops::proof::Sha256 empty;
+  EXPECT_EQ(empty.hex(), ops::proof::sha256_hex(""));
+}
+
+}  // namespace
