@@ -31,29 +31,18 @@ std::string numbered(const char* prefix, long n) {
   return out;
 }
 
-std::string file_ops_json(const std::string& list_settings = "") {
-  return R"({
-  "plugin_dir": ")" +
-         std::string(OPS_PLUGIN_DIR) + R"(",
-  "operations": {
-    "upload": {"allow": ["*"]},
-    "download": {"allow": ["*"]},
-    "list": {"allow": ["*"])" +
-         (list_settings.empty() ? "" : ", \"settings\": " + list_settings) + R"(},
-    "register": {"allow": ["admin"]},
-    "remove": {"allow": ["*"]},
-    "move": {"allow": ["*"]},
-    "mkdir": {"allow": ["*"]},
-    "stat": {"allow": ["*"]}
-  }
-})";
+// Every operation enabled; `list_settings` is list's "settings" object, if any.
+std::string ops_json(const std::string& list_settings = "") {
+  std::string list_extra;
+  if (!list_settings.empty()) list_extra = std::string(", \"settings\": ").append(list_settings);
+  return file_ops_json(OPS_PLUGIN_DIR, "", list_extra);
 }
 
 class FileOps : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     ServerOptions options;
-    options.ops_json = file_ops_json();
+    options.ops_json = ops_json();
     server_ = new ServerProcess(options);
   }
   static void TearDownTestSuite() {
@@ -631,7 +620,7 @@ TEST_F(FileOps, RecursivePagingUsesWholeRelativePaths) {
 
 TEST(ListPaging, LimitAboveTheMaximumIsTheMaximum) {
   ServerOptions options;
-  options.ops_json = file_ops_json(R"({"max_list_entries": 10})");
+  options.ops_json = ops_json(R"({"max_list_entries": 10})");
   ServerProcess server(options);
   auto c = server.connect_admin();
   ASSERT_TRUE(c);
@@ -655,7 +644,7 @@ TEST(ListPaging, LimitAboveTheMaximumIsTheMaximum) {
 TEST(ListPaging, PagesCutByTheByteBudgetContinueExactly) {
   ServerProcess server([] {
     ServerOptions options;
-    options.ops_json = file_ops_json();
+    options.ops_json = ops_json();
     return options;
   }());
   auto c = server.connect_admin();

@@ -150,22 +150,7 @@ rapidjson::Document json(const std::string& text) {
 }
 
 std::string ops_json_with(const std::string& upload_extra, const std::string& list_extra = "") {
-  return R"({
-  "plugin_dir": ")" +
-         std::string(OPS_PLUGIN_DIR) + R"(",
-  "operations": {
-    "upload": {"allow": ["*"])" +
-         upload_extra + R"(},
-    "download": {"allow": ["*"]},
-    "list": {"allow": ["*"])" +
-         list_extra + R"(},
-    "register": {"allow": ["admin"]},
-    "remove": {"allow": ["*"]},
-    "move": {"allow": ["*"]},
-    "mkdir": {"allow": ["*"]},
-    "stat": {"allow": ["*"]}
-  }
-})";
+  return file_ops_json(OPS_PLUGIN_DIR, upload_extra, list_extra);
 }
 
 std::uint16_t closed_port() {
