@@ -57,7 +57,7 @@ ops::Result<bool> make_leaf(int root, const std::string& path) {
   }
   if (S_ISDIR(st.st_mode)) return false;
   if (S_ISLNK(st.st_mode)) return ops::sdk::error_from_errno(ELOOP, path);
-  return ops::fail(ErrorCode::conflict, "a file is in the way: " + path);
+  return ops::sdk::error_from_errno(ENOTDIR, path);  // a file in the way: conflict
 }
 
 Status handle_mkdir(Call& call, const rapidjson::Value& args) {
