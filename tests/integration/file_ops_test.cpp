@@ -3,6 +3,8 @@
 // OPS/1 cannot make (symlinks, very deep chains) are planted on disk by the test.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -251,6 +253,53 @@ TEST_F(FileOps, RemoveNeverFollowsPlantedSymlinks) {
   EXPECT_FALSE(fs::exists(fs::symlink_status(home() / "t")));
   EXPECT_EQ(read_file(outside.path() / "dir/precious"), "p");
   EXPECT_EQ(read_file(outside.path() / "file"), "f");
+}
+
+// Sets or clears the immutable attribute (chattr +i): even root cannot unlink such a
+// file, which gives a real failure part-way through a recursive remove.
+bool set_immutable(const fs::path& p, bool on) {
+  int fd = ::open(p.c_str(), O_RDONLY | O_NONBLOCK);
+  if (fd < 0) return false;
+  int flags = 0;
+  bool ok = ::ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0;
+  if (ok) {
+    flags = on ? (flags | FS_IMMUTABLE_FL) : (flags & ~FS_IMMUTABLE_FL);
+    ok = ::ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
+  }
+  ::close(fd);
+  return ok;
+}
+
+// A recursive remove that fails part-way answers the failure's code and says how much it
+// had removed; the rest, the failing file included, is still there.
+TEST_F(FileOps, RemoveThatFailsPartWaySaysWhatItRemoved) {
+  constexpr int kFiles = 100;
+  fs::create_directories(home() / "t");
+  for (int i = 0; i < kFiles; ++i) write_file(home() / "t" / numbered("f", i), "x");
+  write_file(home() / "t/stuck", "s");
+  if (!set_immutable(home() / "t/stuck", true)) {
+    GTEST_SKIP() << "cannot set the immutable attribute here (needs CAP_LINUX_IMMUTABLE)";
+  }
+  auto removed = remove_op(c(), "t", true);
+  set_immutable(home() / "t/stuck", false);
+  EXPECT_OP_ERR(removed, "forbidden");
+  EXPECT_TRUE(fs::exists(home() / "t/stuck"));
+  int left = 0;
+  for (int i = 0; i < kFiles; ++i) left += fs::exists(home() / "t" / numbered("f", i)) ? 1 : 0;
+  const int gone = kFiles - left;
+  if (gone > 0) {
+    EXPECT_NE(removed.message.find("; " + std::to_string(gone) +
+                                   " entries under t were removed before the failure"),
+              std::string::npos)
+        << removed.message;
+  } else {
+    EXPECT_EQ(removed.message.find("removed before"), std::string::npos) << removed.message;
+  }
+  EXPECT_EQ(removed.message.find(server_->storage_dir().string()), std::string::npos);
+  // Once the file can go, the same request finishes the job.
+  auto rest = remove_op(c(), "t", true);
+  ASSERT_TRUE(rest.ok) << rest.message;
+  EXPECT_EQ(rest.result()["removed"].GetUint64(), static_cast<std::uint64_t>(left + 2));
 }
 
 // While a recursive remove runs, another thread keeps replacing directories of the tree
