@@ -136,8 +136,6 @@ bool presentable(const std::string& relative) {
   return ops::sdk::validate_path(relative).ok();
 }
 
-// Lists one directory (already open as `dir_fd`, owned here) into `out`; subdirectories
-// to visit are appended to `pending` as paths relative to the listed root.
 // Whether every path beneath directory `dir` ("dir/...") sorts at or before `after`, so
 // that a page starting after `after` needs nothing from it. All of them start with
 // "dir/"; they are all <= after exactly when after > "dir/" and does not start with it.
@@ -145,6 +143,10 @@ bool subtree_before(const std::string& dir, const std::string& after) {
   const std::string prefix = dir + "/";
   return prefix < after && after.compare(0, prefix.size(), prefix) != 0;
 }
+
+// Lists one directory (already open as `dir_fd`, owned here) into `out`, skipping entries
+// at or before `after`; subdirectories to visit are appended to `pending` as paths
+// relative to the listed root.
 
 Status scan(Fd dir_fd, const std::string& prefix, bool recursive, const std::string& after,
             Collector& out, std::vector<std::string>& pending, const std::string& user_path) {

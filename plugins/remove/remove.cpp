@@ -12,6 +12,9 @@
 //    the fd of the directory holding it, so no path is ever resolved through a name that
 //    could be swapped for a symlink: a directory replaced by a symlink while the walk runs
 //    is met as a symlink and unlinked as an entry, and the walk never leaves the tree.
+//    (The walk follows directories, not names: a directory that the same user moves
+//    elsewhere with `move` while the walk is inside it is still emptied. Nothing outside
+//    the user's directory can be reached that way either.)
 //  - Descriptors stay bounded whatever the depth: open directory streams are kept only
 //    for the deepest kWindow levels below the top. A level whose stream was closed is
 //    re-opened, when the walk climbs back to it, by walking down by name from the nearest
