@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <string>
@@ -300,6 +301,52 @@ TEST_F(FileOps, RemoveThatFailsPartWaySaysWhatItRemoved) {
   auto rest = remove_op(c(), "t", true);
   ASSERT_TRUE(rest.ok) << rest.message;
   EXPECT_EQ(rest.result()["removed"].GetUint64(), static_cast<std::uint64_t>(left + 2));
+}
+
+std::size_t entries_below(const fs::path& dir) {
+  std::size_t n = 0;
+  for (auto it = fs::recursive_directory_iterator(dir); it != fs::end(it); ++it) ++n;
+  return n;
+}
+
+// An I/O error part-way (an unlink fails with EIO, through the fault shim) is
+// `unavailable`, and the message counts what had gone; a retry finishes the job.
+TEST(RemoveFaults, AnIoErrorPartWayIsUnavailableAndSaysWhatWasRemoved) {
+  TempDir work;
+  const fs::path control = work.path() / "control";
+  const fs::path log = work.path() / "log";
+  ServerOptions o;
+  o.ops_json = ops_json();
+  o.env = {{"LD_PRELOAD", OPS_FAULT_SHIM},
+           {"OPS_FAULT_CONTROL", control.string()},
+           {"OPS_FAULT_LOG", log.string()}};
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  o.env.emplace_back("ASAN_OPTIONS", std::string(asan ? asan : "") + ":verify_asan_link_order=0");
+  ServerProcess server(o);
+  auto c = server.connect_admin();
+  ASSERT_TRUE(c);
+  const fs::path top = server.storage_dir() / "admin" / "t";
+  fs::create_directories(top / "sub");
+  for (int i = 0; i < 10; ++i) write_file(top / numbered("f", i), "x");
+  for (int i = 0; i < 3; ++i) write_file(top / "sub" / numbered("g", i), "y");
+  ASSERT_EQ(entries_below(top), 14u);
+
+  // The 1st unlink call is remove's rmdir of "t" itself (refused: not empty), then three
+  // entries go, then the 5th call fails.
+  write_file(control, "unlink:5:EIO");
+  auto failed = remove_op(*c, "t", true);
+  fs::remove(control);
+  EXPECT_OP_ERR(failed, "unavailable");
+  EXPECT_NE(failed.message.find("; 3 entries under t were removed before the failure"),
+            std::string::npos)
+      << failed.message;
+  EXPECT_EQ(read_file(log), "unlink 5 EIO\n");
+  EXPECT_EQ(entries_below(top), 11u);
+
+  auto rest = remove_op(*c, "t", true);
+  ASSERT_TRUE(rest.ok) << rest.message;
+  EXPECT_EQ(rest.result()["removed"].GetUint64(), 12u);
+  EXPECT_FALSE(fs::exists(top));
 }
 
 // While a recursive remove runs, another thread keeps replacing directories of the tree
