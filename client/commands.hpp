@@ -2,6 +2,7 @@
 // printed whatever it had to say. No protocol code here: only the client library.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,7 @@ struct DownloadFlags {
   std::string remote;
   std::string local;
   bool resume = false;  // --continue
+  bool sha256 = false;  // --sha256: check the whole file against the server's SHA-256
 };
 int run_download(const ConnectionFlags& conn, const DownloadFlags& flags);
 
@@ -42,8 +44,35 @@ struct LsFlags {
   std::string path;
   bool recursive = false;
   bool json = false;
+  std::uint64_t limit = 0;  // --limit: one page of at most this many (0: every page)
+  std::string after;        // --after: start after this name
 };
 int run_ls(const ConnectionFlags& conn, const LsFlags& flags);
+
+struct RmFlags {
+  std::string path;
+  bool recursive = false;
+};
+int run_rm(const ConnectionFlags& conn, const RmFlags& flags);
+
+struct MvFlags {
+  std::string from;
+  std::string to;
+  bool overwrite = false;
+};
+int run_mv(const ConnectionFlags& conn, const MvFlags& flags);
+
+struct MkdirFlags {
+  std::string path;
+  bool parents = true;  // OPS/1 §10's default; --no-parents turns it off
+};
+int run_mkdir(const ConnectionFlags& conn, const MkdirFlags& flags);
+
+struct StatFlags {
+  std::string path;
+  bool sha256 = false;
+};
+int run_stat(const ConnectionFlags& conn, const StatFlags& flags);
 
 struct RegisterFlags {
   std::string name;

@@ -156,4 +156,21 @@ std::unique_ptr<client::Client> open_client(const ConnectionFlags& flags, int& e
   return std::move(connected).value();
 }
 
+bool simple_call(const ConnectionFlags& conn, const char* operate, const std::string& args,
+                 std::string& result_json, int& status) {
+  auto client = open_client(conn, status);
+  if (!client) return false;
+  auto response = client->call(operate, args);
+  if (!response) {
+    status = report(response.error(), client->last_failure());
+    return false;
+  }
+  if (!response->ok) {
+    status = report(response->error, client::Failure::none);
+    return false;
+  }
+  result_json = std::move(response->result_json);
+  return true;
+}
+
 }  // namespace ops::opclient

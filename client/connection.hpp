@@ -36,4 +36,9 @@ Login resolve_login(const ConnectionFlags& flags);
 // Connects and logs in. On failure prints the error and sets `exit_status`.
 std::unique_ptr<client::Client> open_client(const ConnectionFlags& flags, int& exit_status);
 
+// Connects, runs one request without payload and prints any error. Returns true with the
+// result's JSON, or false with `status` set to the exit status.
+bool simple_call(const ConnectionFlags& conn, const char* operate, const std::string& args,
+                 std::string& result_json, int& status);
+
 }  // namespace ops::opclient

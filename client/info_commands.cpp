@@ -10,18 +10,17 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <string>
+#include <vector>
 
 #include "commands.hpp"
 #include "exit_codes.hpp"
+#include "json_args.hpp"
 #include "local_files.hpp"
 
 namespace ops::opclient {
 
 namespace {
-
-using StrictWriter =
-    rapidjson::Writer<rapidjson::StringBuffer, rapidjson::UTF8<>, rapidjson::UTF8<>,
-                      rapidjson::CrtAllocator, rapidjson::kWriteValidateEncodingFlag>;
 
 std::string str_member(const rapidjson::Value& obj, const char* name) {
   if (!obj.IsObject()) return {};
@@ -35,25 +34,6 @@ std::string compact(const rapidjson::Value& value) {
   rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
   value.Accept(writer);
   return {buffer.GetString(), buffer.GetSize()};
-}
-
-// Runs one request without payload; prints errors. Returns the parsed result or sets
-// `status` non-zero.
-bool simple_call(const ConnectionFlags& conn, const char* operate, const std::string& args,
-                 std::string& result_json, int& status) {
-  auto client = open_client(conn, status);
-  if (!client) return false;
-  auto response = client->call(operate, args);
-  if (!response) {
-    status = report(response.error(), client->last_failure());
-    return false;
-  }
-  if (!response->ok) {
-    status = report(response->error, client::Failure::none);
-    return false;
-  }
-  result_json = std::move(response->result_json);
-  return true;
 }
 
 // "path [overwrite] [sha256]": required args bare, optional ones in brackets.
@@ -203,44 +183,37 @@ int run_describe(const ConnectionFlags& conn, const DescribeFlags& flags) {
   return exit_code::kOk;
 }
 
-int run_ls(const ConnectionFlags& conn, const LsFlags& flags) {
+namespace {
+
+// The args of one list request.
+bool list_args(const LsFlags& flags, const std::string& after, bool has_after, std::string& out) {
   rapidjson::StringBuffer buffer;
   StrictWriter w(buffer);
   w.StartObject();
   if (!flags.path.empty()) {
     w.Key("path");
-    if (!w.String(flags.path.data(), static_cast<rapidjson::SizeType>(flags.path.size()))) {
-      print_error("usage", "the path is not valid UTF-8");
-      return exit_code::kUsage;
-    }
+    if (!write_string(w, flags.path)) return false;
   }
   if (flags.recursive) {
     w.Key("recursive");
     w.Bool(true);
   }
+  if (flags.limit > 0) {
+    w.Key("limit");
+    w.Uint64(flags.limit);
+  }
+  if (has_after) {
+    w.Key("after");
+    if (!write_string(w, after)) return false;
+  }
   w.EndObject();
-  int status = 0;
-  std::string result;
-  if (!simple_call(conn, "list", {buffer.GetString(), buffer.GetSize()}, result, status)) {
-    return status;
-  }
-  if (flags.json) {
-    print_json(result, stdout);
-    return exit_code::kOk;
-  }
-  rapidjson::Document doc;
-  doc.Parse(result.c_str());
-  const rapidjson::Value* entries = nullptr;
-  if (doc.IsObject()) {
-    auto it = doc.FindMember("entries");
-    if (it != doc.MemberEnd() && it->value.IsArray()) entries = &it->value;
-  }
-  if (entries == nullptr) {
-    print_error(label_for(client::Failure::protocol), "list returned no \"entries\"");
-    return exit_code::kConnection;
-  }
+  out.assign(buffer.GetString(), buffer.GetSize());
+  return true;
+}
+
+void print_entries(const rapidjson::Value& entries) {
   std::vector<std::vector<std::string>> rows;
-  for (const auto& e : entries->GetArray()) {
+  for (const auto& e : entries.GetArray()) {
     const bool dir = str_member(e, "type") == "dir";
     std::string size = "-";
     if (!dir && e.IsObject()) {
@@ -255,11 +228,76 @@ int run_ls(const ConnectionFlags& conn, const LsFlags& flags) {
   for (const auto& r : rows) width = std::max(width, r[0].size());
   for (auto& r : rows) r[0] = std::string(width - r[0].size(), ' ') + r[0];
   print_table(rows);
+}
+
+}  // namespace
+
+// Without --limit, follows "next" from page to page (§10) so the whole listing shows, in
+// one table (or one JSON object with every entry). With --limit, one page.
+int run_ls(const ConnectionFlags& conn, const LsFlags& flags) {
+  int status = 0;
+  auto client = open_client(conn, status);
+  if (!client) return status;
+
+  rapidjson::Document merged;
+  merged.SetObject();
+  rapidjson::Value all(rapidjson::kArrayType);
+  std::string after = flags.after;
+  bool has_after = !flags.after.empty();
+  bool truncated = false;
+  std::string next;
+  std::string first_page;
+  for (int page = 0;; ++page) {
+    std::string args;
+    if (!list_args(flags, after, has_after, args)) {
+      print_error("usage", "the path or --after is not valid UTF-8");
+      return exit_code::kUsage;
+    }
+    auto response = client->call("list", args);
+    if (!response) return report(response.error(), client->last_failure());
+    if (!response->ok) return report(response->error, client::Failure::none);
+    rapidjson::Document doc;
+    doc.Parse(response->result_json.c_str());
+    auto entries = doc.IsObject() ? doc.FindMember("entries") : doc.MemberEnd();
+    if (!doc.IsObject() || entries == doc.MemberEnd() || !entries->value.IsArray()) {
+      print_error(label_for(client::Failure::protocol), "list returned no \"entries\"");
+      return exit_code::kConnection;
+    }
+    if (page == 0) first_page = response->result_json;
+    for (auto& e : entries->value.GetArray())
+      all.PushBack(rapidjson::Value(e, merged.GetAllocator()), merged.GetAllocator());
+    auto t = doc.FindMember("truncated");
+    truncated = t != doc.MemberEnd() && t->value.IsBool() && t->value.GetBool();
+    next = str_member(doc, "next");
+    // One page asked for, the end reached, or a server that cannot page (no "next").
+    if (flags.limit > 0 || !truncated || next.empty() || (has_after && next == after)) break;
+    after = next;
+    has_after = true;
+  }
+
+  if (flags.json) {
+    if (flags.limit > 0) {
+      print_json(first_page, stdout);
+    } else {
+      merged.AddMember(
+          "path",
+          rapidjson::Value(flags.path.data(), static_cast<rapidjson::SizeType>(flags.path.size()),
+                           merged.GetAllocator()),
+          merged.GetAllocator());
+      merged.AddMember("entries", all, merged.GetAllocator());
+      merged.AddMember("truncated", truncated, merged.GetAllocator());
+      print_json(compact(merged), stdout);
+    }
+  } else {
+    print_entries(all);
+  }
   std::fflush(stdout);
-  if (auto t = doc.FindMember("truncated");
-      t != doc.MemberEnd() && t->value.IsBool() && t->value.GetBool()) {
-    note(conn.output, "listing truncated at " + std::to_string(rows.size()) +
-                          " entries (the server's limit); list a subdirectory");
+  if (truncated && flags.limit > 0 && !next.empty()) {
+    note(conn.output, "more entries follow: add --after '" + next + "' for the next page");
+  } else if (truncated) {
+    note(conn.output,
+         "listing truncated (the server's limit, and it cannot page); list a "
+         "subdirectory");
   }
   return exit_code::kOk;
 }

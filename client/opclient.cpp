@@ -36,6 +36,8 @@ Examples:
   opclient upload report.pdf docs/report.pdf
   opclient download docs/report.pdf
   opclient ls docs -R
+  opclient mv docs/report.pdf archive/2025/report.pdf
+  opclient rm archive/2019 -r
   opclient call list -a path=docs -a recursive=true
   OPS_SERVER=tls://files.example.org:9443 opclient ls       over TLS
   opclient --tls --ca my-ca.pem --server 10.0.0.5:9443 ls   a private CA
@@ -50,6 +52,10 @@ struct Cli {
   DownloadFlags download;
   LsFlags ls;
   RegisterFlags reg;
+  RmFlags rm;
+  MvFlags mv;
+  MkdirFlags mkdir;
+  StatFlags stat;
 };
 
 void add_connection_options(CLI::App& app, Cli& cli) {
@@ -144,13 +150,16 @@ Examples:
                        "Local file or directory (default: REMOTE's name; - = stdout)");
   download->add_flag("-c,--continue", cli.download.resume,
                      "Resume a partial LOCAL.part (or LOCAL), and keep it if interrupted");
+  download->add_flag("--sha256", cli.download.sha256,
+                     "Check the whole local file against the server's SHA-256 before keeping it");
   download->footer(R"(
-The file is written to LOCAL.part and renamed to LOCAL once complete.
+The file is written to LOCAL.part and renamed to LOCAL once complete. With --sha256 a
+file whose SHA-256 differs from the server's is removed (exit status 21).
 
 Examples:
   opclient download albums/cover.jpg
   opclient download albums/cover.jpg /tmp/
-  opclient download backups/db.sql --continue
+  opclient download backups/db.sql --continue --sha256
   opclient download backups/db.sql - | psql db
 )");
 
@@ -158,13 +167,20 @@ Examples:
   ls->add_option("PATH", cli.ls.path, "Remote directory (default: your root)");
   ls->add_flag("-R,--recursive", cli.ls.recursive, "List subdirectories too");
   ls->add_flag("--json", cli.ls.json, "Print the server's JSON");
+  ls->add_option("--limit", cli.ls.limit, "Show one page of at most N entries")
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 53));
+  ls->add_option("--after", cli.ls.after,
+                 "Start after this name (with -R: this relative path), e.g. a page's last");
   ls->footer(R"(
 Each line: size (- for a directory), modification time, name (directories end in /).
+Without --limit every page is fetched; with it, one page, and a note names the --after
+value for the next one.
 
 Examples:
   opclient ls
   opclient ls albums -R
   opclient ls --json | jq '.entries[].name'
+  opclient ls big --limit 100 --after photo-0099.jpg
 )");
 
   auto* reg = app.add_subcommand("register", "Create a user (admin); prints its new key once");
@@ -178,7 +194,49 @@ Examples:
   opclient --user admin register carol --key-file-out carol.key
 )");
 
-  for (auto* sub : {call, describe, upload, download, ls, reg}) {
+  auto* rm = app.add_subcommand("rm", "Remove a file or an empty directory (-r: a whole tree)");
+  rm->add_option("PATH", cli.rm.path, "Remote path")->required();
+  rm->add_flag("-r,-R,--recursive", cli.rm.recursive, "Remove a directory and everything in it");
+  rm->footer(R"(
+Prints the server's result; "removed" counts the files and directories removed.
+
+Examples:
+  opclient rm albums/old.jpg
+  opclient rm albums/2019 -r
+)");
+
+  auto* mv = app.add_subcommand("mv", "Move or rename a file or directory (atomic)");
+  mv->add_option("FROM", cli.mv.from, "Remote path to move")->required();
+  mv->add_option("TO", cli.mv.to, "New remote path (missing parents are created)")->required();
+  mv->add_flag("--overwrite", cli.mv.overwrite, "Let a file replace an existing file");
+  mv->footer(R"(
+Examples:
+  opclient mv draft.txt docs/final.txt
+  opclient mv new.jpg albums/cover.jpg --overwrite
+)");
+
+  auto* mkdir = app.add_subcommand("mkdir", "Create a remote directory (and missing parents)");
+  mkdir->add_option("PATH", cli.mkdir.path, "Remote directory")->required();
+  mkdir->add_flag("-p,--parents,!--no-parents", cli.mkdir.parents,
+                  "Create missing parents (the default); --no-parents: fail instead");
+  mkdir->footer(R"(
+"created" is false when the directory was already there (not an error).
+
+Examples:
+  opclient mkdir albums/2025/summer
+  opclient mkdir albums/2026 --no-parents
+)");
+
+  auto* stat = app.add_subcommand("stat", "Show one remote file or directory");
+  stat->add_option("PATH", cli.stat.path, "Remote path (default: your root)");
+  stat->add_flag("--sha256", cli.stat.sha256, "Add the file's SHA-256 (the server reads it all)");
+  stat->footer(R"(
+Examples:
+  opclient stat albums/cover.jpg --sha256
+  opclient stat albums
+)");
+
+  for (auto* sub : {call, describe, upload, download, ls, reg, rm, mv, mkdir, stat}) {
     sub->footer(sub->get_footer() +
                 "\nConnection options (--server, --user, --key-file, --timeout, --quiet), TLS\n"
                 "options (--tls, --ca, --cert, --key, --insecure-no-binding) and\n"
@@ -194,6 +252,10 @@ int dispatch(const Cli& cli, const std::string& chosen) {
   if (chosen == "download") return run_download(cli.conn, cli.download);
   if (chosen == "ls") return run_ls(cli.conn, cli.ls);
   if (chosen == "register") return run_register(cli.conn, cli.reg);
+  if (chosen == "rm") return run_rm(cli.conn, cli.rm);
+  if (chosen == "mv") return run_mv(cli.conn, cli.mv);
+  if (chosen == "mkdir") return run_mkdir(cli.conn, cli.mkdir);
+  if (chosen == "stat") return run_stat(cli.conn, cli.stat);
   return exit_code::kUsage;
 }
 

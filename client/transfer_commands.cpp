@@ -1,24 +1,22 @@
 // opclient upload and download: files with a SHA-256 sent ahead, atomic local writes,
 // resume with --continue.
+#include <fcntl.h>
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "commands.hpp"
 #include "exit_codes.hpp"
+#include "json_args.hpp"
 #include "local_files.hpp"
 
 namespace ops::opclient {
 
 namespace {
-
-using StrictWriter =
-    rapidjson::Writer<rapidjson::StringBuffer, rapidjson::UTF8<>, rapidjson::UTF8<>,
-                      rapidjson::CrtAllocator, rapidjson::kWriteValidateEncodingFlag>;
-
-bool write_string(StrictWriter& w, const std::string& s) {
-  return w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
-}
 
 // Reads an unsigned member of a result object; false when absent or not one.
 bool result_uint(const rapidjson::Document& doc, const char* name, std::uint64_t& value) {
@@ -32,6 +30,42 @@ bool result_uint(const rapidjson::Document& doc, const char* name, std::uint64_t
 int protocol_error(const std::string& message) {
   print_error(label_for(client::Failure::protocol), message);
   return exit_code::kConnection;
+}
+
+// --sha256: the complete local file (resumed or not) against the server's SHA-256 of the
+// whole remote file. A file that differs is removed: resuming it again cannot mend it.
+int check_whole_file(const rapidjson::Document& result, Output& output) {
+  std::string expected;
+  if (result.IsObject()) {
+    auto it = result.FindMember("sha256");
+    if (it != result.MemberEnd() && it->value.IsString()) expected = it->value.GetString();
+  }
+  if (expected.empty()) {
+    output.abandon();
+    return protocol_error("the server sent no sha256 (does it support it?)");
+  }
+  int fd = ::open(output.partial_path().c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    print_error(label_for(client::Failure::local),
+                "cannot read " + output.partial_path() + ": " + std::strerror(errno));
+    return exit_code::kLocal;
+  }
+  auto actual = client::sha256_fd(fd, 0, client::Progress{});
+  ::close(fd);
+  if (!actual) {
+    print_error(label_for(client::Failure::local),
+                "cannot read " + output.partial_path() + ": " + actual.error().message);
+    return exit_code::kLocal;
+  }
+  if (*actual != expected) {
+    ::unlink(output.partial_path().c_str());
+    output.abandon();
+    print_error(wire_name(ErrorCode::checksum_mismatch),
+                "the downloaded file's sha256 is " + *actual + ", the server's is " + expected +
+                    "; the local file was removed");
+    return exit_for(ErrorCode::checksum_mismatch);
+  }
+  return exit_code::kOk;
 }
 
 }  // namespace
@@ -137,6 +171,10 @@ int run_download(const ConnectionFlags& conn, const DownloadFlags& flags) {
     print_error("usage", "--continue needs a local file, not stdout");
     return exit_code::kUsage;
   }
+  if (flags.sha256 && local == "-") {
+    print_error("usage", "--sha256 needs a local file to check, not stdout");
+    return exit_code::kUsage;
+  }
 
   int status = 0;
   Output output;
@@ -154,6 +192,10 @@ int run_download(const ConnectionFlags& conn, const DownloadFlags& flags) {
   if (offset > 0) {
     w.Key("offset");
     w.Uint64(offset);
+  }
+  if (flags.sha256) {
+    w.Key("sha256");
+    w.Bool(true);
   }
   w.EndObject();
 
@@ -197,6 +239,11 @@ int run_download(const ConnectionFlags& conn, const DownloadFlags& flags) {
     return code;
   }
   bar.finish();
+  if (flags.sha256) {
+    if (int code = check_whole_file(result, output); code != exit_code::kOk) {
+      return code;
+    }
+  }
   if (!output.commit(status)) return status;
   if (!output.is_stdout()) print_json(response->result_json, stdout);
   return exit_code::kOk;

@@ -7,9 +7,10 @@
 // path is `forbidden` and never followed. The bytes go out through the host's send_file
 // (sendfile(2) where the transport allows); if the file shrinks while it is being sent
 // the host closes the connection rather than send filler (§3).
+// With "sha256": true (§10) the result also carries the SHA-256 of the whole file, not of
+// the range, read from the same open file before the answer (so a resumed download can be
+// checked end to end).
 #include <fcntl.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -18,6 +19,8 @@
 #include <cstdint>
 #include <string>
 
+#include "opserver/files.hpp"
+#include "opserver/json_result.hpp"
 #include "opserver/paths.hpp"
 #include "opserver/plugin.hpp"
 
@@ -36,7 +39,9 @@ constexpr const char* kSchema = R"json({
     "offset": {"type": "integer", "minimum": 0, "maximum": 9007199254740991, "default": 0,
                "description": "first byte to send"},
     "length": {"type": "integer", "minimum": 0, "maximum": 9007199254740991,
-               "description": "bytes to send (default: to the end; clipped at the end)"}
+               "description": "bytes to send (default: to the end; clipped at the end)"},
+    "sha256": {"type": "boolean", "default": false,
+               "description": "add the SHA-256 of the whole file (not just the range)"}
   },
   "required": ["path"],
   "additionalProperties": false
@@ -94,20 +99,15 @@ Status handle_download(Call& call, const rapidjson::Value& args) {
   const std::uint64_t available = size - *offset;
   const std::uint64_t count = has_length ? std::min(*length, available) : available;
 
-  rapidjson::StringBuffer out;
-  rapidjson::Writer<rapidjson::StringBuffer> w(out);
-  w.StartObject();
-  w.Key("path");
-  w.String(path.data(), static_cast<rapidjson::SizeType>(path.size()));
-  w.Key("size");
-  w.Uint64(size);
-  w.Key("offset");
-  w.Uint64(*offset);
-  w.Key("length");
-  w.Uint64(count);
-  w.EndObject();
-  if (Status sent = call.send_result(std::string_view(out.GetString(), out.GetSize()), count);
-      !sent) {
+  ops::sdk::JsonResult out;
+  out.str("path", path).u64("size", size).u64("offset", *offset).u64("length", count);
+  if (ops::sdk::arg_bool(args, "sha256", false)) {
+    auto digest = ops::sdk::sha256_of_fd(file->get(), path);
+    if (!digest) return std::move(digest).error();
+    out.str("sha256", *digest);
+  }
+  const std::string result = out.done();
+  if (Status sent = call.send_result(result, count); !sent) {
     return sent;
   }
   if (count == 0) return ops::ok_status();

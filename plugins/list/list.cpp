@@ -19,6 +19,11 @@
 //    `"truncated": true`, and the entries returned are the first ones in sort order.
 //    `truncated` is always present.
 //  - A path naming a file is `conflict`; "" or absent lists the user's root.
+//  - Paging (§10): `limit` (at least 1, at most `max_list_entries`) caps the page, and
+//    `after` skips every entry whose name (relative path when recursive) is not strictly
+//    after it in the same byte order. A cut page carries `"next"`: the name of its last
+//    entry, to pass as `after`. `after` is only a position, so it need not exist. A
+//    subtree whose every path sorts at or before `after` is not walked.
 // Memory stays O(cap) however large the directory: entries are kept to the smallest names
 // seen so far, and subtrees that sort after the cut are not walked.
 #include <dirent.h>
@@ -34,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "opserver/files.hpp"
 #include "opserver/paths.hpp"
 #include "opserver/plugin.hpp"
 
@@ -51,7 +57,11 @@ constexpr const char* kSchema = R"json({
     "path": {"type": "string", "maxLength": 4096, "default": "",
              "description": "the directory to list, relative to yours (default: yours)"},
     "recursive": {"type": "boolean", "default": false,
-                  "description": "list subdirectories too, as relative paths"}
+                  "description": "list subdirectories too, as relative paths"},
+    "limit": {"type": "integer", "minimum": 1,
+              "description": "at most this many entries (the server caps it at its maximum)"},
+    "after": {"type": "string", "maxLength": 4096,
+              "description": "only entries after this name (relative path when recursive)"}
   },
   "additionalProperties": false
 })json";
@@ -126,10 +136,20 @@ bool presentable(const std::string& relative) {
   return ops::sdk::validate_path(relative).ok();
 }
 
-// Lists one directory (already open as `dir_fd`, owned here) into `out`; subdirectories
-// to visit are appended to `pending` as paths relative to the listed root.
-Status scan(Fd dir_fd, const std::string& prefix, bool recursive, Collector& out,
-            std::vector<std::string>& pending, const std::string& user_path) {
+// Whether every path beneath directory `dir` ("dir/...") sorts at or before `after`, so
+// that a page starting after `after` needs nothing from it. All of them start with
+// "dir/"; they are all <= after exactly when after > "dir/" and does not start with it.
+bool subtree_before(const std::string& dir, const std::string& after) {
+  const std::string prefix = dir + "/";
+  return prefix < after && after.compare(0, prefix.size(), prefix) != 0;
+}
+
+// Lists one directory (already open as `dir_fd`, owned here) into `out`, skipping entries
+// at or before `after`; subdirectories to visit are appended to `pending` as paths
+// relative to the listed root.
+
+Status scan(Fd dir_fd, const std::string& prefix, bool recursive, const std::string& after,
+            Collector& out, std::vector<std::string>& pending, const std::string& user_path) {
   std::unique_ptr<DIR, DirCloser> dir(::fdopendir(dir_fd.get()));
   if (!dir) return ops::sdk::error_from_errno(errno, user_path);
   dir_fd.release();  // the DIR owns it now
@@ -152,7 +172,7 @@ Status scan(Fd dir_fd, const std::string& prefix, bool recursive, Collector& out
     if (!out.may_keep(relative)) {
       // Neither it nor anything beneath it ("relative/...", which sorts after it) can
       // make the list.
-      out.add(Entry{std::move(relative)});
+      if (after < relative) out.add(Entry{std::move(relative)});
       continue;
     }
     struct stat st {};
@@ -160,18 +180,11 @@ Status scan(Fd dir_fd, const std::string& prefix, bool recursive, Collector& out
       if (errno == ENOENT) continue;  // removed meanwhile
       return ops::sdk::error_from_errno(errno, user_path);
     }
-    Entry entry;
-    if (S_ISREG(st.st_mode)) {
-      entry.size = static_cast<std::uint64_t>(st.st_size);
-    } else if (S_ISDIR(st.st_mode)) {
-      entry.dir = true;
-      if (recursive) pending.push_back(relative);
-    } else {
-      continue;  // a symlink or special file (d_type was DT_UNKNOWN)
-    }
-    entry.name = std::move(relative);
-    entry.mtime = static_cast<std::int64_t>(st.st_mtim.tv_sec);
-    out.add(std::move(entry));
+    auto info = ops::sdk::entry_info(st);
+    if (!info) continue;  // a symlink or special file (d_type was DT_UNKNOWN)
+    if (info->dir && recursive && !subtree_before(relative, after)) pending.push_back(relative);
+    if (!(after < relative)) continue;  // at or before the page's start
+    out.add(Entry{std::move(relative), info->dir, info->size, info->mtime});
   }
   return ops::ok_status();
 }
@@ -198,7 +211,17 @@ Status handle_list(Call& call, const rapidjson::Value& args) {
   if (auto it = args.FindMember("recursive"); it != args.MemberEnd() && it->value.IsBool()) {
     recursive = it->value.GetBool();
   }
-  const std::uint64_t max_entries = call.setting_u64("max_list_entries", kDefaultMaxEntries);
+  std::string after;
+  if (auto it = args.FindMember("after"); it != args.MemberEnd() && it->value.IsString()) {
+    after.assign(it->value.GetString(), it->value.GetStringLength());
+  }
+  std::uint64_t max_entries = call.setting_u64("max_list_entries", kDefaultMaxEntries);
+  if (auto it = args.FindMember("limit"); it != args.MemberEnd()) {
+    if (!it->value.IsUint64() || it->value.GetUint64() < 1) {
+      return ops::fail(ErrorCode::invalid_args, "limit must be an integer of at least 1");
+    }
+    max_entries = std::min(max_entries, it->value.GetUint64());
+  }
   const std::uint64_t max_bytes = call.setting_u64("max_list_bytes", kDefaultMaxBytes);
 
   auto root = ops::sdk::open_dir_beneath(call.user_dir(), path, /*create_missing=*/false);
@@ -209,7 +232,8 @@ Status handle_list(Call& call, const rapidjson::Value& args) {
   // The listed directory itself; later ones are re-opened beneath it by relative path.
   Fd first(::openat(root->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!first.valid()) return ops::sdk::error_from_errno(errno, path);
-  if (Status s = scan(std::move(first), "", recursive, collector, pending, path); !s) return s;
+  if (Status s = scan(std::move(first), "", recursive, after, collector, pending, path); !s)
+    return s;
   while (!pending.empty()) {
     std::string sub = std::move(pending.back());
     pending.pop_back();
@@ -224,7 +248,8 @@ Status handle_list(Call& call, const rapidjson::Value& args) {
       }
       return std::move(dir).error();
     }
-    if (Status s = scan(std::move(*dir), sub, recursive, collector, pending, path); !s) return s;
+    if (Status s = scan(std::move(*dir), sub, recursive, after, collector, pending, path); !s)
+      return s;
   }
 
   std::vector<Entry> entries = collector.finish();
@@ -241,21 +266,34 @@ Status handle_list(Call& call, const rapidjson::Value& args) {
   }
   std::string result(head.GetString(), head.GetSize() - 1);  // drop the closing brace
   result += ",\"entries\":[";
+  // The tail of a cut page names its last entry; reserve room for it as each entry is
+  // added, so the answer never outgrows max_bytes.
   constexpr std::size_t kTail = sizeof("],\"truncated\":false}") - 1;
+  constexpr std::size_t kCutTail = sizeof("],\"truncated\":true,\"next\":}") - 1;
   bool first_entry = true;
+  std::string next;  // JSON string of the last entry's name
   for (const Entry& e : entries) {
     rapidjson::StringBuffer one;
     rapidjson::Writer<rapidjson::StringBuffer> w(one);
     write_entry(w, e);
-    if (result.size() + 1 + one.GetSize() + kTail > max_bytes) {
+    rapidjson::StringBuffer name;
+    rapidjson::Writer<rapidjson::StringBuffer> nw(name);
+    nw.String(e.name.data(), static_cast<rapidjson::SizeType>(e.name.size()));
+    if (result.size() + 1 + one.GetSize() + std::max(kTail, kCutTail + name.GetSize()) >
+        max_bytes) {
       truncated = true;
       break;
     }
     if (!first_entry) result += ',';
     first_entry = false;
     result.append(one.GetString(), one.GetSize());
+    next.assign(name.GetString(), name.GetSize());
   }
-  result += truncated ? "],\"truncated\":true}" : "],\"truncated\":false}";
+  if (truncated && next.empty() && !entries.empty()) {
+    // Not one entry fits max_bytes: a misconfiguration, not a page a client can go on from.
+    return ops::fail(ErrorCode::internal, "max_list_bytes is too small for one entry");
+  }
+  result += truncated ? "],\"truncated\":true,\"next\":" + next + "}" : "],\"truncated\":false}";
   return call.send_result(result);
 }
 

@@ -15,17 +15,17 @@
 //     directories behind either.
 //  5. Publish: with `overwrite`, rename(2) replaces the old file atomically (readers see
 //     the old or the new content, never a mix; a hard link to an outside file is
-//     replaced, not written through). Without it, renameat2(RENAME_NOREPLACE), or
-//     link(2) where the filesystem lacks it, so that of concurrent creators of one new
-//     path exactly one wins (§7) and the others get `already_exists`.
+//     replaced, not written through). Without it, ops::sdk::rename_noreplace
+//     (renameat2(RENAME_NOREPLACE), or link(2) where the filesystem lacks it), so that of
+//     concurrent creators of one new path exactly one wins (§7) and the others get
+//     `already_exists`.
 //  6. fsync(parent directory), and only then the `ok` answer: an acknowledged upload
 //     survives a crash.
 // Any failure before step 5 removes the temporary file and leaves the old file untouched.
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
-#include <stdio.h>  // renameat2, RENAME_NOREPLACE (glibc, _GNU_SOURCE)
+#include <stdio.h>  // renameat
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -39,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "opserver/files.hpp"
 #include "opserver/paths.hpp"
 #include "opserver/plugin.hpp"
 #include "opserver/proof.hpp"
@@ -92,11 +93,6 @@ class TempFile {
   bool published_ = false;
 };
 
-struct EvpCtxDeleter {
-  void operator()(EVP_MD_CTX* ctx) const noexcept { EVP_MD_CTX_free(ctx); }
-};
-using EvpCtx = std::unique_ptr<EVP_MD_CTX, EvpCtxDeleter>;
-
 // Errors from storing the bytes. The user's path is named; the scratch file never is.
 ops::Error storage_error(int err, const std::string& path) {
   if (err == EXDEV) {
@@ -136,20 +132,6 @@ Status check_leaf(int parent, const std::string& leaf, bool overwrite, const std
                      "file already exists: " + path + " (set overwrite to replace it)");
   }
   return ops::ok_status();
-}
-
-// Publishes without replacing: exactly one of several concurrent creators wins. Returns 0
-// or an errno; `*linked` tells whether the temporary name still exists (link fallback).
-int publish_noreplace(int scratch, const std::string& tmp, int parent, const std::string& leaf,
-                      bool* linked) {
-  *linked = false;
-  if (::renameat2(scratch, tmp.c_str(), parent, leaf.c_str(), RENAME_NOREPLACE) == 0) return 0;
-  if (errno != EINVAL && errno != ENOSYS) return errno;
-  // The filesystem lacks RENAME_NOREPLACE: link(2) also fails with EEXIST atomically. The
-  // temporary name is unlinked afterwards by TempFile.
-  if (::linkat(scratch, tmp.c_str(), parent, leaf.c_str(), 0) != 0) return errno;
-  *linked = true;
-  return 0;
 }
 
 // After parent directories may have been created: a new directory entry is durable only
@@ -282,10 +264,7 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
     return storage_error(errno, path);
   }
 
-  EvpCtx ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
-    return ops::fail(ErrorCode::internal, "cannot compute sha256");
-  }
+  ops::proof::Sha256 sha;
   std::unique_ptr<unsigned char[]> buf(new unsigned char[kChunk]);
   std::uint64_t received = 0;
   while (true) {
@@ -295,21 +274,15 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
     if (static_cast<std::uint64_t>(n) > size - received) {
       return ops::fail(ErrorCode::internal, "payload longer than declared");  // host bug
     }
-    if (EVP_DigestUpdate(ctx.get(), buf.get(), static_cast<std::size_t>(n)) != 1) {
-      return ops::fail(ErrorCode::internal, "cannot compute sha256");
-    }
+    sha.update(buf.get(), static_cast<std::size_t>(n));
     if (Status w = write_all(tmp.fd(), buf.get(), static_cast<std::size_t>(n), path); !w) return w;
     received += static_cast<std::uint64_t>(n);
   }
   buf.reset();
   if (received != size) return ops::fail(ErrorCode::unavailable, "payload did not arrive");
 
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int digest_len = 0;
-  if (EVP_DigestFinal_ex(ctx.get(), digest, &digest_len) != 1 || digest_len != 32) {
-    return ops::fail(ErrorCode::internal, "cannot compute sha256");
-  }
-  const std::string actual = ops::proof::to_hex(digest, digest_len);
+  const std::string actual = sha.hex();
+  if (actual.empty()) return ops::fail(ErrorCode::internal, "cannot compute sha256");
   if (expected && *expected != actual) {
     return ops::fail(ErrorCode::checksum_mismatch,
                      "sha256 mismatch: expected " + *expected + ", received " + actual);
@@ -336,11 +309,10 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
 
   // Step 5.
   int err = 0;
-  bool linked = false;
   if (overwrite) {
     if (::renameat(scratch, tmp.name().c_str(), parent, leaf.c_str()) != 0) err = errno;
   } else {
-    err = publish_noreplace(scratch, tmp.name(), parent, leaf, &linked);
+    err = ops::sdk::rename_noreplace(scratch, tmp.name().c_str(), parent, leaf.c_str());
   }
   if (err == EEXIST && !overwrite) {
     // Another creator won, or the path is a directory now: say which.
@@ -355,9 +327,8 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
     return ops::fail(ErrorCode::conflict, "is a directory: " + path);
   }
   if (err != 0) return storage_error(err, path);
-  // A rename moved the temporary name away; after link() it still exists and TempFile
-  // removes it.
-  if (!linked) tmp.mark_published();
+  // The temporary name is gone (renamed, or linked and then unlinked).
+  tmp.mark_published();
   created.keep();
 
   // Step 6. The file is visible now; if its directory entry cannot be made durable the

@@ -5,7 +5,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
-#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
@@ -274,24 +273,20 @@ Status validate_object(std::string_view json, int max_depth) {
 }
 
 Result<std::string> sha256_fd(int fd, std::uint64_t total, const Progress& progress) {
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
-    return fail(ErrorCode::internal, "cannot start SHA-256");
-  }
+  proof::Sha256 sha;
   std::unique_ptr<char[]> buffer(new char[kChunk]);
   std::uint64_t done = 0;
   for (;;) {
     ssize_t n = read_local(fd, buffer.get(), kChunk, -1);
     if (n < 0) return fail(ErrorCode::internal, "cannot read: " + errno_text(static_cast<int>(-n)));
     if (n == 0) break;
-    EVP_DigestUpdate(ctx.get(), buffer.get(), static_cast<std::size_t>(n));
+    sha.update(buffer.get(), static_cast<std::size_t>(n));
     done += static_cast<std::uint64_t>(n);
     if (progress) progress(done, std::max(total, done));
   }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_DigestFinal_ex(ctx.get(), digest, &length);
-  return proof::to_hex(digest, length);
+  std::string hex = sha.hex();
+  if (hex.empty()) return fail(ErrorCode::internal, "cannot compute SHA-256");
+  return hex;
 }
 
 // --- Client ---

@@ -90,4 +90,24 @@ std::string sha256_hex(std::string_view data) {
   return to_hex(digest, length);
 }
 
+Sha256::Sha256() : ctx_(EVP_MD_CTX_new()), ok_(ctx_ != nullptr) {
+  if (ok_) ok_ = EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr) == 1;
+}
+
+Sha256::~Sha256() {
+  EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_));
+}
+
+void Sha256::update(const void* data, std::size_t size) noexcept {
+  if (ok_) ok_ = EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, size) == 1;
+}
+
+std::string Sha256::hex() {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  if (ok_) ok_ = EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), digest, &length) == 1;
+  if (!ok_ || length != 32) return {};
+  return to_hex(digest, length);
+}
+
 }  // namespace ops::proof

@@ -10,6 +10,7 @@
  *   open    open, open64, openat, openat64, creat and the openat2 system call
  *   link    link, linkat
  *   mkdir   mkdir, mkdirat
+ *   unlink  unlink, unlinkat, rmdir (removing files and directories)
  * ERRNO is a name (EIO, ENOSPC, EDQUOT, EMFILE, ENFILE, EROFS, EACCES, EFBIG, ENOMEM) or a
  * number. Several specs may be given, separated by commas; each counts on its own.
  *
@@ -23,7 +24,8 @@
  *                             test knows whether its fault fired.
  *   OPS_FAULT_TRACE=<file>    every counted call appends "KIND[ DETAIL]\n" here, faults or
  *                             not: "fsync file" / "fsync dir", "rename", "link", "mkdir",
- *                             "open", "write" (the order of durability steps, case 93).
+ *                             "unlink", "open", "write" (the order of durability steps,
+ *                             case 93).
  * Thread-safe. The shim's own file access goes straight to the system calls. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -44,9 +46,9 @@
 #define SYS_openat2 437
 #endif
 
-enum kind { K_WRITE, K_FSYNC, K_RENAME, K_OPEN, K_LINK, K_MKDIR, K_COUNT };
-static const char* const kind_names[K_COUNT] = {"write", "fsync", "rename",
-                                                "open",  "link",  "mkdir"};
+enum kind { K_WRITE, K_FSYNC, K_RENAME, K_OPEN, K_LINK, K_MKDIR, K_UNLINK, K_COUNT };
+static const char* const kind_names[K_COUNT] = {"write", "fsync", "rename", "open",
+                                                "link",  "mkdir", "unlink"};
 
 struct rule {
   int kind;
@@ -287,6 +289,24 @@ int mkdirat(int d, const char* p, mode_t m) {
   REAL(mkdirat, __typeof__(&mkdirat));
   FAIL_IF(K_MKDIR);
   return real_mkdirat(d, p, m);
+}
+
+int unlink(const char* p) {
+  REAL(unlink, __typeof__(&unlink));
+  FAIL_IF(K_UNLINK);
+  return real_unlink(p);
+}
+
+int unlinkat(int d, const char* p, int flags) {
+  REAL(unlinkat, __typeof__(&unlinkat));
+  FAIL_IF(K_UNLINK);
+  return real_unlinkat(d, p, flags);
+}
+
+int rmdir(const char* p) {
+  REAL(rmdir, __typeof__(&rmdir));
+  FAIL_IF(K_UNLINK);
+  return real_rmdir(p);
 }
 
 static mode_t mode_arg(int flags, va_list ap) {

@@ -149,18 +149,8 @@ rapidjson::Document json(const std::string& text) {
   return d;
 }
 
-std::string ops_json_with(const std::string& upload_extra) {
-  return R"({
-  "plugin_dir": ")" +
-         std::string(OPS_PLUGIN_DIR) + R"(",
-  "operations": {
-    "upload": {"allow": ["*"])" +
-         upload_extra + R"(},
-    "download": {"allow": ["*"]},
-    "list": {"allow": ["*"]},
-    "register": {"allow": ["admin"]}
-  }
-})";
+std::string ops_json_with(const std::string& upload_extra, const std::string& list_extra = "") {
+  return file_ops_json(OPS_PLUGIN_DIR, upload_extra, list_extra);
 }
 
 std::uint16_t closed_port() {
@@ -324,7 +314,8 @@ TEST_F(OpclientTest, VersionAndHelp) {
   EXPECT_EXIT_STATUS(h, 0);
   EXPECT_NE(h.out.find("Exit status"), std::string::npos);
   EXPECT_NE(h.out.find("OPS_KEY_FILE"), std::string::npos);
-  for (const char* verb : {"call", "describe", "upload", "download", "ls", "register"}) {
+  for (const char* verb :
+       {"call", "describe", "upload", "download", "ls", "register", "rm", "mv", "mkdir", "stat"}) {
     SCOPED_TRACE(verb);
     CliRun sub = alice({verb, "--help"});
     EXPECT_EXIT_STATUS(sub, 0);
@@ -732,6 +723,134 @@ TEST_F(OpclientTest, HundredMebibyteRoundTripBySha256) {
   EXPECT_EQ(sha256_of_file(local("copy.bin")), digest);
   // The server's stored copy, seen from outside.
   EXPECT_EQ(sha256_of_file(server_->storage_dir() / "alice" / "large" / "big.bin"), digest);
+}
+
+// --- the file operations (§10) ---
+
+TEST_F(OpclientTest, MkdirStatMvRm) {
+  const fs::path home = server_->storage_dir() / "alice";
+  CliRun made = alice({"mkdir", "fo/a/b"});
+  EXPECT_EXIT_STATUS(made, 0);
+  EXPECT_TRUE(json(made.out)["created"].GetBool());
+  EXPECT_TRUE(fs::is_directory(home / "fo/a/b"));
+  CliRun again = alice({"mkdir", "fo/a/b", "-p"});
+  EXPECT_EXIT_STATUS(again, 0);
+  EXPECT_FALSE(json(again.out)["created"].GetBool());
+  EXPECT_EXIT_STATUS(alice({"mkdir", "fo/x/y", "--no-parents"}), 17);
+  EXPECT_FALSE(fs::exists(home / "fo/x"));
+  EXPECT_EXIT_STATUS(alice({"mkdir"}), 2);
+
+  ASSERT_EQ(alice({"upload", "-", "fo/a/f.txt"}, "contents").status, 0);
+  CliRun st = alice({"stat", "fo/a/f.txt", "--sha256"});
+  EXPECT_EXIT_STATUS(st, 0);
+  auto r = json(st.out);
+  EXPECT_STREQ(r["type"].GetString(), "file");
+  EXPECT_EQ(r["size"].GetUint64(), 8u);
+  EXPECT_EQ(std::string(r["sha256"].GetString()), proof::sha256_hex("contents"));
+  CliRun root = alice({"stat"});
+  EXPECT_EXIT_STATUS(root, 0);
+  EXPECT_STREQ(json(root.out)["type"].GetString(), "dir");
+  EXPECT_EXIT_STATUS(alice({"stat", "fo/none"}), 17);
+
+  CliRun mv = alice({"mv", "fo/a/f.txt", "fo/new/g.txt"});
+  EXPECT_EXIT_STATUS(mv, 0);
+  EXPECT_STREQ(json(mv.out)["to"].GetString(), "fo/new/g.txt");
+  EXPECT_EQ(read_file(home / "fo/new/g.txt"), "contents");
+  ASSERT_EQ(alice({"upload", "-", "fo/other"}, "other").status, 0);
+  CliRun exists = alice({"mv", "fo/other", "fo/new/g.txt"});
+  EXPECT_EXIT_STATUS(exists, 18);
+  EXPECT_NE(exists.err.find("--overwrite"), std::string::npos);
+  EXPECT_EXIT_STATUS(alice({"mv", "fo/other", "fo/new/g.txt", "--overwrite"}), 0);
+  EXPECT_EQ(read_file(home / "fo/new/g.txt"), "other");
+  EXPECT_EXIT_STATUS(alice({"mv", "fo/a", "fo/a/b/c"}), 16);
+  EXPECT_EXIT_STATUS(alice({"mv", "fo/a"}), 2);
+
+  CliRun not_empty = alice({"rm", "fo/new"});
+  EXPECT_EXIT_STATUS(not_empty, 19);
+  EXPECT_NE(not_empty.err.find("-r"), std::string::npos);
+  CliRun rm = alice({"rm", "fo", "-r"});
+  EXPECT_EXIT_STATUS(rm, 0);
+  EXPECT_EQ(json(rm.out)["removed"].GetUint64(), 5u);  // fo, a, b, new, g.txt
+  EXPECT_FALSE(fs::exists(home / "fo"));
+  EXPECT_EXIT_STATUS(alice({"rm", "fo"}), 17);
+  EXPECT_EXIT_STATUS(alice({"rm", ""}), 16);
+}
+
+TEST_F(OpclientTest, LsPagesThroughEveryEntry) {
+  ServerOptions options;
+  options.ops_json = ops_json_with("", R"(, "settings": {"max_list_entries": 4})");
+  ServerProcess small(options);
+  const std::string key = small.add_user("alice");
+  std::map<std::string, std::string> env{
+      {"OPS_SERVER", "127.0.0.1:" + std::to_string(small.port())},
+      {"OPS_USER", "alice"},
+      {"OPS_KEY", key}};
+  auto run = [&](std::vector<std::string> args) {
+    return run_opclient({std::move(args), env, {}, {}, work_.path()});
+  };
+  const fs::path home = small.storage_dir() / "alice";
+  std::vector<std::string> names;
+  for (int i = 0; i < 11; ++i) {
+    std::string name = "e";
+    name += static_cast<char>('a' + i);
+    names.push_back(name);
+    write_file(home / name, name);
+  }
+  CliRun all = run({"ls"});
+  EXPECT_EXIT_STATUS(all, 0);
+  std::istringstream lines(all.out);
+  std::vector<std::string> seen;
+  for (std::string line; std::getline(lines, line);)
+    seen.push_back(line.substr(line.rfind(' ') + 1));
+  EXPECT_EQ(seen, names);
+  EXPECT_EQ(all.err, "");
+
+  CliRun merged = run({"ls", "--json"});
+  EXPECT_EXIT_STATUS(merged, 0);
+  auto doc = json(merged.out);
+  EXPECT_EQ(doc["entries"].Size(), 11u);
+  EXPECT_FALSE(doc["truncated"].GetBool());
+
+  CliRun page = run({"ls", "--limit", "3", "--after", "eb"});
+  EXPECT_EXIT_STATUS(page, 0);
+  EXPECT_NE(page.out.find("ec\n"), std::string::npos);
+  EXPECT_NE(page.out.find("ee\n"), std::string::npos);
+  EXPECT_EQ(page.out.find("ef\n"), std::string::npos);
+  EXPECT_EQ(page.out.find("eb\n"), std::string::npos);
+  EXPECT_NE(page.err.find("--after 'ee'"), std::string::npos) << page.err;
+  CliRun page_json = run({"ls", "--limit", "2", "--json"});
+  EXPECT_EXIT_STATUS(page_json, 0);
+  EXPECT_STREQ(json(page_json.out)["next"].GetString(), "eb");
+  EXPECT_EXIT_STATUS(run({"ls", "--limit", "0"}), 2);
+}
+
+TEST_F(OpclientTest, DownloadSha256ChecksTheWholeFile) {
+  std::string data(300000, '\0');
+  std::mt19937 rng(5);
+  for (auto& c : data) c = static_cast<char>(rng());
+  ASSERT_EQ(alice({"upload", "-", "sha/file.bin"}, data).status, 0);
+
+  CliRun ok = alice({"download", "sha/file.bin", "--sha256"});
+  EXPECT_EXIT_STATUS(ok, 0);
+  EXPECT_EQ(std::string(json(ok.out)["sha256"].GetString()), proof::sha256_hex(data));
+  EXPECT_TRUE(read_file(local("file.bin")) == data);
+
+  // A resumed download whose first part is corrupt: caught, and the local file removed.
+  std::string bad = data.substr(0, 1000);
+  bad[10] ^= 1;
+  write_file(local("resumed.bin.part"), bad);
+  CliRun mismatch = alice({"download", "sha/file.bin", "resumed.bin", "-c", "--sha256"});
+  EXPECT_EXIT_STATUS(mismatch, 21);
+  EXPECT_NE(mismatch.err.find("checksum_mismatch"), std::string::npos);
+  EXPECT_FALSE(fs::exists(local("resumed.bin")));
+  EXPECT_FALSE(fs::exists(local("resumed.bin.part")));
+
+  // A good partial resumes and checks out.
+  write_file(local("good.bin.part"), data.substr(0, 1000));
+  EXPECT_EXIT_STATUS(alice({"download", "sha/file.bin", "good.bin", "-c", "--sha256"}), 0);
+  EXPECT_TRUE(read_file(local("good.bin")) == data);
+
+  EXPECT_EXIT_STATUS(alice({"download", "sha/file.bin", "-", "--sha256"}), 2);
 }
 
 }  // namespace

@@ -34,6 +34,10 @@ def default_operations() -> Dict[str, Any]:
         "download": {"allow": ["*"]},
         "list": {"allow": ["*"]},
         "register": {"allow": ["admin"]},
+        "remove": {"allow": ["*"]},
+        "move": {"allow": ["*"]},
+        "mkdir": {"allow": ["*"]},
+        "stat": {"allow": ["*"]},
     }
 
 

@@ -158,6 +158,69 @@ class ClientTest(unittest.TestCase):
             listing = c.recv()  # the connection survives a request error
             self.assertEqual(len(listing.result["entries"]), 10)
 
+    # --- the file operations (§10) and paging ---
+
+    def test_mkdir_stat_move_remove(self) -> None:
+        with self.alice() as c:
+            self.assertTrue(c.mkdir("fops/a/b")["created"])
+            self.assertFalse(c.mkdir("fops/a/b")["created"])
+            with self.assertRaises(opsclient.NotFound):
+                c.mkdir("fops/x/y", parents=False)
+            c.upload("fops/a/f", b"data", overwrite=True)
+            st = c.stat("fops/a/f", sha256=True)
+            self.assertEqual((st["type"], st["size"]), ("file", 4))
+            self.assertEqual(st["sha256"], hashlib.sha256(b"data").hexdigest())
+            listed = {e["name"]: e for e in c.list("fops/a")["entries"]}
+            self.assertEqual(listed["f"]["mtime"], st["mtime"])
+            self.assertNotIn("sha256", c.stat("fops/a", sha256=True))
+            self.assertEqual(c.stat()["type"], "dir")
+
+            self.assertEqual(c.move("fops/a/f", "fops/moved/g"),
+                             {"from": "fops/a/f", "to": "fops/moved/g"})
+            self.assertEqual(c.download("fops/moved/g").payload, b"data")
+            c.upload("fops/other", b"other", overwrite=True)
+            with self.assertRaises(opsclient.AlreadyExists):
+                c.move("fops/other", "fops/moved/g")
+            c.move("fops/other", "fops/moved/g", overwrite=True)
+            self.assertEqual(c.download("fops/moved/g").payload, b"other")
+            with self.assertRaises(opsclient.InvalidArgs):
+                c.move("fops/a", "fops/a/b/c")
+
+            with self.assertRaises(opsclient.Conflict):
+                c.remove("fops")
+            self.assertEqual(c.remove("fops", recursive=True)["removed"], 5)
+            with self.assertRaises(opsclient.NotFound):
+                c.stat("fops")
+            with self.assertRaises(opsclient.InvalidArgs):
+                c.remove("")
+
+    def test_list_paging(self) -> None:
+        with self.alice() as c:
+            names = sorted(f"n{i:03d}" for i in range(37))
+            for name in names:
+                c.upload(f"paged/{name}", b"", overwrite=True)
+            first = c.list("paged", limit=10)
+            self.assertEqual([e["name"] for e in first["entries"]], names[:10])
+            self.assertTrue(first["truncated"])
+            self.assertEqual(first["next"], names[9])
+            second = c.list("paged", limit=10, after=first["next"])
+            self.assertEqual([e["name"] for e in second["entries"]], names[10:20])
+            self.assertEqual([e["name"] for e in c.list_all("paged", page_size=7)], names)
+            deep = [e["name"] for e in c.list_all("", recursive=True, page_size=5)]
+            self.assertEqual(deep, sorted(deep, key=lambda n: n.encode()))
+            self.assertTrue({"paged", "paged/n000", "paged/n036"} <= set(deep))
+
+    def test_download_sha256(self) -> None:
+        data = os.urandom(100000)
+        with self.alice() as c:
+            c.upload("sums/file", data, overwrite=True)
+            whole = c.download("sums/file", sha256=True)
+            self.assertEqual(whole["sha256"], hashlib.sha256(data).hexdigest())
+            part = c.download("sums/file", offset=10, length=5, sha256=True)
+            self.assertEqual(part.payload, data[10:15])
+            self.assertEqual(part["sha256"], hashlib.sha256(data).hexdigest())
+            self.assertNotIn("sha256", c.download("sums/file"))
+
     # --- errors, one per class ---
 
     def test_errors(self) -> None:

@@ -18,11 +18,12 @@ import stat
 import struct
 import tempfile
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO, Callable, Deque, Dict, Mapping, Optional, Tuple, Union
+from typing import (IO, Any, BinaryIO, Callable, Deque, Dict, Iterator, Mapping, Optional, Tuple,
+                    Union)
 
 from . import handshake, tls as _tls
-from .errors import (AuthFailed, CannotConnect, ConnectionLost, OpsError, ProtocolError,
-                     ServerProofError, error_for)
+from .errors import (AuthFailed, CannotConnect, ChecksumMismatch, ConnectionLost, OpsError,
+                     ProtocolError, ServerProofError, error_for)
 
 #: Called as payload bytes move: ``progress(done, total)``.
 Progress = Callable[[int, int], None]
@@ -395,12 +396,64 @@ class Client:
         """The operations this user may call (§4)."""
         return list(self.call("describe").get("operations", []))
 
-    def list(self, path: str = "", recursive: bool = False) -> Result:
-        """Lists a directory (§5 ``list``)."""
+    def list(self, path: str = "", recursive: bool = False, *, limit: Optional[int] = None,
+             after: Optional[str] = None) -> Result:
+        """Lists a directory (§5 ``list``): one page.
+
+        ``limit`` caps the page (the server also caps it at its maximum); ``after``
+        starts after that name (with ``recursive``, that relative path). When entries
+        remain, the result has ``truncated`` true and ``next``, the ``after`` for the
+        following page (§10). :meth:`list_all` follows the pages for you.
+        """
         args: Dict[str, Any] = {"recursive": recursive}
         if path:
             args["path"] = path
+        if limit is not None:
+            args["limit"] = limit
+        if after is not None:
+            args["after"] = after
         return self.call("list", args)
+
+    def list_all(self, path: str = "", recursive: bool = False, *,
+                 page_size: Optional[int] = None) -> Iterator[Dict[str, Any]]:
+        """Every entry of a listing, page after page, in the server's order.
+
+        Stops after a page without ``next`` (the end, or a server that cannot page and
+        cut the listing: then the last page's ``truncated`` stays true and the rest is
+        not reachable).
+        """
+        after: Optional[str] = None
+        while True:
+            page = self.list(path, recursive, limit=page_size, after=after)
+            yield from page.get("entries", [])
+            following = page.get("next")
+            if not page.get("truncated") or not isinstance(following, str) or following == after:
+                return
+            after = following
+
+    def stat(self, path: str = "", *, sha256: bool = False) -> Result:
+        """One file or directory as ``list`` shows it (§10 ``stat``); with ``sha256`` a
+        file's SHA-256 too. ``""`` is your root."""
+        args: Dict[str, Any] = {"sha256": sha256}
+        if path:
+            args["path"] = path
+        return self.call("stat", args)
+
+    def mkdir(self, path: str, *, parents: bool = True) -> Result:
+        """Creates a directory (§10 ``mkdir``); ``result["created"]`` is False when it was
+        already there. Without ``parents`` a missing parent raises NotFound."""
+        return self.call("mkdir", {"path": path, "parents": parents})
+
+    def move(self, src: str, dst: str, *, overwrite: bool = False) -> Result:
+        """Renames a file or directory atomically (§10 ``move``); missing parents of
+        ``dst`` are created. An existing ``dst`` raises AlreadyExists, or with
+        ``overwrite`` a file replaces a file (anything else raises Conflict)."""
+        return self.call("move", {"from": src, "to": dst, "overwrite": overwrite})
+
+    def remove(self, path: str, *, recursive: bool = False) -> Result:
+        """Removes a file or an empty directory, or with ``recursive`` a whole tree
+        (§10 ``remove``); ``result["removed"]`` counts what went."""
+        return self.call("remove", {"path": path, "recursive": recursive})
 
     def upload(self, path: str, data: Payload, *, overwrite: bool = False,
                progress: Optional[Progress] = None) -> Result:
@@ -418,14 +471,30 @@ class Client:
         return self.call("upload", args, data, progress=progress)
 
     def download(self, path: str, out: Optional[IO[bytes]] = None, *, offset: int = 0,
-                 length: Optional[int] = None, progress: Optional[Progress] = None) -> Result:
-        """Downloads a file (§5 ``download``) into ``out``, or into ``result.payload``."""
+                 length: Optional[int] = None, sha256: bool = False,
+                 progress: Optional[Progress] = None) -> Result:
+        """Downloads a file (§5 ``download``) into ``out``, or into ``result.payload``.
+
+        With ``sha256`` the result carries the SHA-256 of the whole remote file (§10),
+        to check a file assembled from several ranges; when the whole file was read into
+        ``result.payload`` it is checked here, raising ChecksumMismatch if it differs.
+        """
         args: Dict[str, Any] = {"path": path}
         if offset:
             args["offset"] = offset
         if length is not None:
             args["length"] = length
-        return self.call("download", args, out=out, progress=progress)
+        if sha256:
+            args["sha256"] = True
+        result = self.call("download", args, out=out, progress=progress)
+        expected = result.get("sha256")
+        if (sha256 and out is None and result.payload is not None and isinstance(expected, str)
+                and result.get("offset", 0) == 0 and result.get("length") == result.get("size")):
+            actual = hashlib.sha256(result.payload).hexdigest()
+            if actual != expected:
+                raise ChecksumMismatch(f"downloaded {path} has sha256 {actual}, the server's "
+                                       f"is {expected}", id=result.id)
+        return result
 
     def register(self, user: str, key: Optional[str] = None) -> Result:
         """Creates a user (§5 ``register``); the result holds its key."""

@@ -71,4 +71,23 @@ bool equal(const Digest& a, const Digest& b) noexcept;
 // SHA-256 of a buffer, lowercase hex (tests, small payloads).
 std::string sha256_hex(std::string_view data);
 
+// SHA-256 over data that arrives in pieces (uploads, files read in chunks). ok() is false
+// if OpenSSL could not start or a step failed; hex() then returns "".
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+
+  void update(const void* data, std::size_t size) noexcept;
+  bool ok() const noexcept { return ok_; }
+  // Lowercase hex of everything given to update(); call once.
+  std::string hex();
+
+ private:
+  void* ctx_;  // EVP_MD_CTX, kept out of this header
+  bool ok_;
+};
+
 }  // namespace ops::proof

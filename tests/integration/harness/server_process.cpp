@@ -55,6 +55,26 @@ std::string default_ops_json(const std::string& plugin_dir) {
 })";
 }
 
+std::string file_ops_json(const std::string& plugin_dir, const std::string& upload_extra,
+                          const std::string& list_extra) {
+  return R"({
+  "plugin_dir": ")" +
+         plugin_dir + R"(",
+  "operations": {
+    "upload": {"allow": ["*"])" +
+         upload_extra + R"(},
+    "download": {"allow": ["*"]},
+    "list": {"allow": ["*"])" +
+         list_extra + R"(},
+    "register": {"allow": ["admin"]},
+    "remove": {"allow": ["*"]},
+    "move": {"allow": ["*"]},
+    "mkdir": {"allow": ["*"]},
+    "stat": {"allow": ["*"]}
+  }
+})";
+}
+
 namespace {
 
 std::string read_file(const fs::path& path) {

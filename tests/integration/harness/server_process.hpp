@@ -36,6 +36,11 @@ class TempDir {
 
 // The default ops.json body: the four standard operations, register for admin only.
 std::string default_ops_json(const std::string& plugin_dir);
+// The §5 operations and the §10 file operations (remove, move, mkdir, stat), as the shipped
+// config enables them. `upload_extra` and `list_extra` are spliced into those operations'
+// objects, e.g. R"(, "max_payload": 1024)".
+std::string file_ops_json(const std::string& plugin_dir, const std::string& upload_extra = "",
+                          const std::string& list_extra = "");
 
 struct ServerOptions {
   // Full ops.json text; empty means default_ops_json(plugin_dir).

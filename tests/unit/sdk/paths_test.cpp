@@ -6,14 +6,9 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <stdio.h>  // renameat2
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -27,6 +22,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "syscall_failure.hpp"
 
 namespace {
 
@@ -278,27 +275,10 @@ TEST_F(Beneath, ConfinesWithOpenat2) {
 // 5.6, or with EPERM, as under older container seccomp profiles; returns the child's exit
 // status.
 int run_without_openat2(const std::function<int()>& body, int err) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    sock_filter filter[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat2, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K,
-                 SECCOMP_RET_ERRNO | (static_cast<std::uint32_t>(err) & SECCOMP_RET_DATA)),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
-    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) ::_exit(100);
-    if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) ::_exit(101);
-    if (::syscall(SYS_openat2, AT_FDCWD, ".", nullptr, 0) != -1 || errno != err) ::_exit(102);
-    ::_exit(body());
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 200;
+  return ops::test::run_with_syscall_failing(SYS_openat2, err, [&] {
+    if (::syscall(SYS_openat2, AT_FDCWD, ".", nullptr, 0) != -1 || errno != err) return 102;
+    return body();
+  });
 }
 
 TEST_F(Beneath, FallsBackWhenSeccompAnswersEperm) {

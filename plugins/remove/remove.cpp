@@ -1,0 +1,287 @@
+// remove (OPS/1 §10): removes a file, an empty directory, or with `recursive` a whole tree.
+//
+// Decisions:
+//  - `path` is required and never the user's root ("" is invalid_args). A symlink, fifo,
+//    socket or device planted on disk is removed as an entry (unlinkat), never followed.
+//    A symlink among the parents of `path` is refused (forbidden), as everywhere.
+//  - A non-empty directory without `recursive` is `conflict`.
+//  - `removed` counts every file, directory and other entry removed, the tree's top
+//    included.
+//  - The recursive walk is iterative. Each directory is opened relative to its parent's
+//    fd with O_DIRECTORY | O_NOFOLLOW and each entry is removed with unlinkat relative to
+//    the fd of the directory holding it, so no path is ever resolved through a name that
+//    could be swapped for a symlink: a directory replaced by a symlink while the walk runs
+//    is met as a symlink and unlinked as an entry, and the walk never leaves the tree.
+//    (The walk follows directories, not names: a directory that the same user moves
+//    elsewhere with `move` while the walk is inside it is still emptied. Nothing outside
+//    the user's directory can be reached that way either.)
+//  - Descriptors stay bounded whatever the depth: open directory streams are kept only
+//    for the deepest kWindow levels below the top. A level whose stream was closed is
+//    re-opened, when the walk climbs back to it, by walking down by name from the nearest
+//    open ancestor (O_NOFOLLOW at every step), re-opening a whole window at once, so a
+//    chain N deep costs O(N^2 / kWindow) opens. Memory is the names of the current chain.
+//  - A failure part-way answers the failure's code (`unavailable` for an I/O error) and the
+//    message says how many entries had been removed.
+//  - The directory that held `path` is fsynced before the answer.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "opserver/files.hpp"
+#include "opserver/json_result.hpp"
+#include "opserver/paths.hpp"
+#include "opserver/plugin.hpp"
+
+namespace {
+
+using ops::ErrorCode;
+using ops::Status;
+using ops::sdk::Call;
+using ops::sdk::Fd;
+
+constexpr const char* kSchema = R"json({
+  "$schema": "http://json-schema.org/draft-04/schema#",
+  "type": "object",
+  "properties": {
+    "path": {"type": "string", "minLength": 1, "maxLength": 4096,
+             "description": "the file or directory to remove, relative to your directory"},
+    "recursive": {"type": "boolean", "default": false,
+                  "description": "remove a non-empty directory with everything in it"}
+  },
+  "required": ["path"],
+  "additionalProperties": false
+})json";
+
+// Open directory streams kept below the top of the tree.
+constexpr std::size_t kWindow = 16;
+// How often the walk re-reads a directory that gained entries while it was emptied.
+constexpr std::size_t kMaxRescans = 1000;
+constexpr int kMaxTopAttempts = 100;
+
+struct DirCloser {
+  void operator()(DIR* d) const noexcept { ::closedir(d); }
+};
+using DirStream = std::unique_ptr<DIR, DirCloser>;
+
+int open_subdir(int parent, const std::string& name) {
+  int fd;
+  do {
+    fd = ::openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  return fd;
+}
+
+DirStream stream_of(int fd) {
+  DIR* d = ::fdopendir(fd);
+  if (d == nullptr) ::close(fd);
+  return DirStream(d);
+}
+
+// One directory of the chain being emptied: its name in its parent, and its stream while
+// it is inside the window.
+struct Level {
+  std::string name;
+  DirStream dir;
+};
+
+class TreeRemover {
+ public:
+  explicit TreeRemover(std::uint64_t& removed) : removed_(removed) {}
+
+  // Empties the directory open as `top` (owned here). Returns 0 or an errno.
+  int empty_tree(Fd top) {
+    DirStream top_stream = stream_of(top.release());
+    if (!top_stream) return errno;
+    chain_.push_back(Level{std::string(), std::move(top_stream)});
+    while (!chain_.empty()) {
+      if (!chain_.back().dir) {
+        if (int err = reopen_window(); err != 0) return err;
+      }
+      DIR* d = chain_.back().dir.get();
+      const int fd = ::dirfd(d);
+      errno = 0;
+      dirent* de = ::readdir(d);
+      if (de == nullptr) {
+        if (errno != 0) return errno;
+        // This directory is empty now: remove it from its parent, unless it is the top
+        // (the caller removes that one).
+        if (chain_.size() == 1) return 0;
+        std::string name = std::move(chain_.back().name);
+        chain_.pop_back();
+        if (!chain_.back().dir) {
+          if (int err = reopen_window(); err != 0) return err;
+        }
+        DIR* parent = chain_.back().dir.get();
+        if (::unlinkat(::dirfd(parent), name.c_str(), AT_REMOVEDIR) == 0) {
+          ++removed_;
+        } else if (errno == ENOTEMPTY || errno == EEXIST) {
+          // Something was put into it meanwhile: read the parent again from its start
+          // so the directory is met (and emptied) again; give up past a bound, so a
+          // writer that never stops cannot keep the walk busy forever.
+          if (++rescans_ > kMaxRescans) return ENOTEMPTY;
+          ::rewinddir(parent);
+        } else if (errno != ENOENT) {
+          return errno;
+        }
+        continue;
+      }
+      const std::string name = de->d_name;
+      if (name == "." || name == "..") continue;
+      if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) {
+        if (int err = unlink_entry(fd, name); err != 0) return err;
+        continue;
+      }
+      // A directory, or unknown: open it without following. A symlink (or anything not a
+      // directory, perhaps swapped in just now) is removed as an entry.
+      int sub = open_subdir(fd, name);
+      if (sub < 0) {
+        if (errno == ENOTDIR || errno == ELOOP) {
+          if (int err = unlink_entry(fd, name); err != 0) return err;
+          continue;
+        }
+        if (errno == ENOENT) continue;
+        return errno;
+      }
+      DirStream stream = stream_of(sub);
+      if (!stream) return errno;
+      chain_.push_back(Level{name, std::move(stream)});
+      trim_window();
+    }
+    return 0;
+  }
+
+ private:
+  int unlink_entry(int dir_fd, const std::string& name) {
+    if (::unlinkat(dir_fd, name.c_str(), 0) == 0) {
+      ++removed_;
+      return 0;
+    }
+    if (errno == ENOENT) return 0;  // gone meanwhile
+    if (errno == EISDIR) {
+      // A directory swapped in after readdir: empty it on a later pass of this level.
+      return 0;
+    }
+    return errno;
+  }
+
+  // Closes the stream just above the window (the top, chain_[0], always stays open).
+  void trim_window() {
+    if (chain_.size() <= kWindow + 1) return;
+    chain_[chain_.size() - 1 - kWindow].dir.reset();
+  }
+
+  // The deepest level has no stream: walk down by name from the nearest open ancestor,
+  // keeping the last kWindow levels open. A re-opened stream starts from its beginning;
+  // what was removed is gone, so it only sees what is left.
+  int reopen_window() {
+    std::size_t open = chain_.size() - 1;
+    while (!chain_[open].dir) --open;
+    const std::size_t keep_from = chain_.size() > kWindow ? chain_.size() - kWindow : 1;
+    Fd walking;
+    int cur = ::dirfd(chain_[open].dir.get());
+    for (std::size_t i = open + 1; i < chain_.size(); ++i) {
+      int next = open_subdir(cur, chain_[i].name);
+      if (next < 0) return errno == ELOOP ? ENOTDIR : errno;
+      if (i >= keep_from) {
+        chain_[i].dir = stream_of(next);
+        if (!chain_[i].dir) return errno;
+        cur = ::dirfd(chain_[i].dir.get());
+      } else {
+        walking.reset(next);
+        cur = walking.get();
+      }
+    }
+    return 0;
+  }
+
+  std::uint64_t& removed_;
+  std::vector<Level> chain_;
+  std::size_t rescans_ = 0;
+};
+
+ops::Error removal_error(int err, const std::string& path, std::uint64_t removed) {
+  ops::Error e;
+  if (err == EIO) {
+    e = ops::Error{ErrorCode::unavailable, "i/o error removing " + path};
+  } else if (err == ENOTEMPTY || err == EEXIST) {
+    e = ops::Error{ErrorCode::conflict, "entries kept being added to " + path};
+  } else {
+    e = ops::sdk::error_from_errno(err, path);
+  }
+  if (removed > 0) {
+    e.message += "; " + std::to_string(removed) + " entries under " + path +
+                 " were removed before the failure, the rest remains";
+  }
+  return e;
+}
+
+Status handle_remove(Call& call, const rapidjson::Value& args) {
+  const std::string path = ops::sdk::arg_string(args, "path");
+  const bool recursive = ops::sdk::arg_bool(args, "recursive", false);
+  if (path.empty()) {
+    return ops::fail(ErrorCode::invalid_args, "path is required (your root cannot be removed)");
+  }
+  auto opened = ops::sdk::open_parent_beneath(call.user_dir(), path, /*create_missing=*/false);
+  if (!opened) return std::move(opened).error();
+  const int parent = opened->parent.get();
+  const std::string& leaf = opened->leaf;
+
+  struct stat st {};
+  if (::fstatat(parent, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return ops::sdk::error_from_errno(errno, path);
+  }
+  std::uint64_t removed = 0;
+  if (!S_ISDIR(st.st_mode)) {
+    // A file, or a planted symlink or special file: the entry itself goes.
+    if (::unlinkat(parent, leaf.c_str(), 0) != 0) return removal_error(errno, path, 0);
+    removed = 1;
+  } else {
+    if (::unlinkat(parent, leaf.c_str(), AT_REMOVEDIR) != 0) {
+      int err = errno;
+      if (err != ENOTEMPTY && err != EEXIST) return removal_error(err, path, 0);
+      if (!recursive) {
+        return ops::fail(ErrorCode::conflict, "directory not empty: " + path +
+                                                  " (set recursive to remove it and everything "
+                                                  "in it)");
+      }
+      // Empty the tree, then remove its top; if entries arrived meanwhile, go again
+      // (a bounded number of times).
+      for (int attempt = 0;; ++attempt) {
+        int top = open_subdir(parent, leaf);
+        if (top < 0) {
+          int open_err = errno == ELOOP ? ENOTDIR : errno;
+          ::fsync(parent);
+          return removal_error(open_err, path, removed);
+        }
+        TreeRemover remover(removed);
+        if (int walk_err = remover.empty_tree(Fd(top)); walk_err != 0) {
+          ::fsync(parent);
+          return removal_error(walk_err, path, removed);
+        }
+        if (::unlinkat(parent, leaf.c_str(), AT_REMOVEDIR) == 0) break;
+        int rm_err = errno;
+        if ((rm_err == ENOTEMPTY || rm_err == EEXIST) && attempt < kMaxTopAttempts) continue;
+        ::fsync(parent);
+        return removal_error(rm_err, path, removed);
+      }
+    }
+    ++removed;
+  }
+  if (Status synced = ops::sdk::fsync_dir(parent, path); !synced) return synced;
+  return call.send_result(ops::sdk::JsonResult().str("path", path).u64("removed", removed).done());
+}
+
+}  // namespace
+
+OPS_EXPORT_PLUGIN("remove", "1.0.0",
+                  OPS_OPERATION("remove",
+                                "Remove a file or an empty directory, or a whole tree with "
+                                "recursive",
+                                "1.0.0", OPS_PAYLOAD_NONE, kSchema, handle_remove))
