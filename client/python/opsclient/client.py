@@ -486,7 +486,9 @@ class Client:
         else:
             err = header.get("error") if isinstance(header.get("error"), dict) else {}
             code = str(err.get("code", "internal"))
-            response.error = error_for(code, str(err.get("message", code)), raw_id)
+            details = err.get("details")  # §9; anything but an object is ignored
+            response.error = error_for(code, str(err.get("message", code)), raw_id,
+                                       details if isinstance(details, dict) else None)
         return response
 
     # --- internals: bytes ---
