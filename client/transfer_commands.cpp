@@ -7,6 +7,7 @@
 #include "commands.hpp"
 #include "exit_codes.hpp"
 #include "local_files.hpp"
+#include "resumable_upload.hpp"
 
 namespace ops::opclient {
 
@@ -67,6 +68,11 @@ int run_upload(const ConnectionFlags& conn, const UploadFlags& flags) {
     sha256 = std::move(*digest);
   }
   if (!input.rewind(status)) return status;
+  // Large files go through the resumable operations (§11), so a broken link costs only the
+  // chunk in flight.
+  if (flags.resume || input.size() > flags.resumable_threshold) {
+    return run_resumable_upload(conn, flags, input, remote, sha256);
+  }
 
   rapidjson::StringBuffer buffer;
   StrictWriter w(buffer);
