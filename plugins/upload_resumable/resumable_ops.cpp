@@ -175,6 +175,19 @@ ops::Error busy(const FoundUpload& up, const UploadState& state) {
       offset_details(durable));
 }
 
+// Takes the lock of a found upload: `conflict` while another append or commit holds it,
+// `not_found` if an abort or the expiry sweep removed the upload between the find and the
+// lock (the partial this call opened would otherwise be an unlinked file).
+Status lock_upload(const UploadStore& store, const FoundUpload& up, const UploadState& state) {
+  if (!try_lock(up.part.get())) return busy(up, state);
+  struct stat st {};
+  if (::fstatat(store.dir(), UploadStore::meta_name(up.meta.id).c_str(), &st,
+                AT_SYMLINK_NOFOLLOW) != 0) {
+    return ops::fail(ErrorCode::not_found, "no such upload: " + up.meta.id);
+  }
+  return ops::ok_status();
+}
+
 // Under the lock: the durable end. On first contact (after a restart) the partial is
 // fsynced first, so what is reported is what is on disk and stays there.
 Result<std::uint64_t> settle(const FoundUpload& up, UploadState& state) {
@@ -295,7 +308,7 @@ Status handle_append(Call& call, const rapidjson::Value& args) {
   if (!found) return std::move(found).error();
   FoundUpload& up = *found;
   auto state = ops::resumable::state_of(id);
-  if (!try_lock(up.part.get())) return busy(up, *state);
+  if (Status locked = lock_upload(*store, up, *state); !locked) return locked;
 
   auto settled = settle(up, *state);
   if (!settled) return std::move(settled).error();
@@ -393,7 +406,9 @@ Status handle_status(Call& call, const rapidjson::Value& args) {
   auto state = ops::resumable::state_of(*id);
   std::uint64_t offset = 0;
   std::int64_t touched = ops::resumable::now_ms();
-  if (try_lock(up.part.get())) {
+  Status locked = lock_upload(*store, up, *state);
+  if (!locked && locked.error().code == ErrorCode::not_found) return locked;
+  if (locked) {
     auto settled = settle(up, *state);
     if (!settled) return std::move(settled).error();
     offset = *settled;
@@ -440,7 +455,7 @@ Status handle_commit(Call& call, const rapidjson::Value& args) {
     expected = g;
   }
   auto state = ops::resumable::state_of(id);
-  if (!try_lock(up.part.get())) return busy(up, *state);
+  if (Status locked = lock_upload(*store, up, *state); !locked) return locked;
   auto settled = settle(up, *state);
   if (!settled) return std::move(settled).error();
   const std::uint64_t end = *settled;
@@ -503,7 +518,7 @@ Status handle_abort(Call& call, const rapidjson::Value& args) {
   auto found = store->find(id);
   if (!found) return std::move(found).error();
   auto state = ops::resumable::state_of(id);
-  if (!try_lock(found->part.get())) return busy(*found, *state);
+  if (Status locked = lock_upload(*store, *found, *state); !locked) return locked;
   if (Status removed = store->remove(id); !removed) return removed;
   // QUOTA HOOK (release): return this upload's reservation here.
 
