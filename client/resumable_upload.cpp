@@ -82,8 +82,9 @@ int protocol_error(const std::string& message) {
 
 }  // namespace
 
-int run_resumable_upload(const ConnectionFlags& conn, const UploadFlags& flags, Input& input,
-                         const std::string& remote, const std::string& sha256) {
+std::optional<int> run_resumable_upload(const ConnectionFlags& conn, const UploadFlags& flags,
+                                        Input& input, const std::string& remote,
+                                        const std::string& sha256) {
   if (flags.resume && flags.local == "-") {
     print_error("usage", "--resume needs the same local file, not stdin");
     return exit_code::kUsage;
@@ -140,6 +141,12 @@ int run_resumable_upload(const ConnectionFlags& conn, const UploadFlags& flags, 
     args.str("sha256", sha256);
     auto r = client->call("upload_open", args.done());
     if (!r) return report(r.error(), client->last_failure());
+    if (!r->ok &&
+        (r->error.code == ErrorCode::unknown_operation || r->error.code == ErrorCode::forbidden)) {
+      note(conn.output,
+           "the server does not offer resumable uploads; sending " + remote + " in one request");
+      return std::nullopt;
+    }
     if (!r->ok) return report(r->error, client::Failure::none);
     rapidjson::Document d;
     d.Parse(r->result_json.c_str());
@@ -192,9 +199,7 @@ int run_resumable_upload(const ConnectionFlags& conn, const UploadFlags& flags, 
     in_flight.pop_front();
     if (!r->ok) {
       bar.stop();
-      int code = report(r->error, client::Failure::none);
-      if (!r->error.details.empty()) note(conn.output, "server details: " + r->error.details);
-      return interrupted_here(code);
+      return interrupted_here(report(r->error, client::Failure::none));
     }
     rapidjson::Document d;
     d.Parse(r->result_json.c_str());

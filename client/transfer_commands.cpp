@@ -71,7 +71,7 @@ int run_upload(const ConnectionFlags& conn, const UploadFlags& flags) {
   // Large files go through the resumable operations (§11), so a broken link costs only the
   // chunk in flight.
   if (flags.resume || input.size() > flags.resumable_threshold) {
-    return run_resumable_upload(conn, flags, input, remote, sha256);
+    if (auto status = run_resumable_upload(conn, flags, input, remote, sha256)) return *status;
   }
 
   rapidjson::StringBuffer buffer;

@@ -486,6 +486,15 @@ Status handle_commit(Call& call, const rapidjson::Value& args) {
   const int root = call.user_dir();
   auto target = ops::sdk::check_publish_target(root, up.meta.path, up.meta.overwrite);
   if (!target) return std::move(target).error();
+  // Claim the answer before publishing: a session that has already answered `timeout`
+  // (the operation's time limit ran out during a long re-hash) must not see the file
+  // appear anyway. Reading the (empty) payload claims the connection, after which the
+  // session waits for this handler; -1 means it has given up, and the upload stays open.
+  unsigned char no_payload = 0;
+  if (call.read_payload(&no_payload, 1) < 0) {
+    return ops::fail(ErrorCode::timeout, "upload_commit gave up before publishing; the upload " +
+                                             id + " is still open");
+  }
   // QUOTA HOOK (commit): turn this upload's reservation into usage here (an overwrite
   // counts the difference in size); a failure below leaves the reservation in place.
   ops::sdk::PublishOutcome outcome;

@@ -169,5 +169,35 @@ TEST_F(ResumableOpclient, ResumeWithAnotherFileIsRefused) {
   EXPECT_EQ(read_file(server_->storage_dir() / "vera" / "a.bin"), body);
 }
 
+TEST_F(ResumableOpclient, ErrorDetailsArePrintedOnTheirOwnLine) {
+  auto c = server_->connect("vera", read_file(key_file_).substr(0, 64));
+  ASSERT_TRUE(c);
+  Outcome opened = call_op(*c, "upload_open", R"({"path":"d.bin"})");
+  ASSERT_TRUE(opened.ok) << opened.message;
+  const std::string id = opened.result()["upload"].GetString();
+  ASSERT_TRUE(call_op(*c, "upload_append", "{\"upload\":\"" + id + "\",\"offset\":0}", "abc").ok);
+  // --args, not -a: an id of digits only would be taken for a number.
+  RunResult r = run_program(
+      argv({"call", "upload_append", "--args", "{\"upload\":\"" + id + "\",\"offset\":1}"}));
+  EXPECT_EQ(r.status, 19) << r.output;  // 10 + conflict
+  EXPECT_NE(r.output.find("opclient: conflict: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("opclient: details: {\"offset\":3}"), std::string::npos) << r.output;
+}
+
+TEST_F(ResumableOpclient, WithoutTheResumableOperationsItFallsBackToOneUpload) {
+  ServerProcess plain(ServerOptions{});  // the four standard operations only
+  const fs::path key = dir_.path() / "admin.key";
+  write_file(key, plain.admin_key() + "\n");
+  const std::string body = pattern_bytes(3 * 1024 * 1024, 4);
+  write_file(dir_.path() / "f.bin", body);
+  RunResult r =
+      run_program({OPS_CLIENT_BIN, "--server", "127.0.0.1:" + std::to_string(plain.port()),
+                   "--user", "admin", "--key-file", key.string(), "upload",
+                   (dir_.path() / "f.bin").string(), "f.bin", "--resumable-threshold", "1M"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("does not offer resumable uploads"), std::string::npos) << r.output;
+  EXPECT_EQ(read_file(plain.storage_dir() / "admin" / "f.bin"), body);
+}
+
 }  // namespace
 }  // namespace ops::test
