@@ -412,8 +412,18 @@ class Client:
                         self.send("upload_append", {"upload": upload_id, "offset": sent}, data)
                         sent += len(data)
                         in_flight.append(sent)
-                    answer = self.recv()
                     expected = in_flight.popleft()
+                    try:
+                        answer = self.recv()
+                    except OpsError:
+                        # Read the answers still due, so the connection stays usable
+                        # for the caller (responses come in order, §3).
+                        for _ in in_flight:
+                            try:
+                                self.recv()
+                            except OpsError:
+                                pass
+                        raise
                     if answer.result.get("offset") != expected:
                         raise self._protocol(f"the server acknowledged offset "
                                              f"{answer.result.get('offset')}, expected {expected}")
