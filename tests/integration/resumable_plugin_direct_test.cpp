@@ -5,12 +5,22 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <rapidjson/document.h>
+#include <stdio.h>  // renameat2
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstddef>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
 #include <string>
 
 #include "opserver/plugin_abi.h"
@@ -185,6 +195,62 @@ TEST_F(ResumablePluginDirect, CurrentHostGetsDetails) {
   FakeCall missing = run(host, "upload_status", R"({"upload":"nope"})");
   EXPECT_EQ(missing.code, OPS_NOT_FOUND);
   EXPECT_FALSE(missing.used_fail_details);
+}
+
+// Runs `body` in a child process where renameat2 with flags fails with EINVAL, as on a
+// filesystem without RENAME_NOREPLACE; returns the child's exit status.
+int run_without_rename_noreplace(const std::function<int()>& body) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_renameat2, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[4])),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EINVAL & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) ::_exit(100);
+    if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) ::_exit(101);
+    if (::renameat2(AT_FDCWD, "/nonexistent-a", AT_FDCWD, "/nonexistent-b", RENAME_NOREPLACE) !=
+            -1 ||
+        errno != EINVAL) {
+      ::_exit(102);
+    }
+    ::_exit(body());
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 200;
+}
+
+// Without RENAME_NOREPLACE the commit publishes with link(2) and must then remove the
+// partial's name itself; an existing file is still already_exists and leaves it open.
+TEST_F(ResumablePluginDirect, CommitThroughTheLinkFallback) {
+  const ops_host_v1 host = make_host(true);
+  int rc = run_without_rename_noreplace([&] {
+    const std::string id = open_upload(host);
+    if (run(host, "upload_append", R"({"upload":")" + id + R"(","offset":0})", "data").code != 0)
+      return 1;
+    std::ofstream(base_ / "alice" / "a.bin") << "old";
+    if (run(host, "upload_commit", R"({"upload":")" + id + R"("})").code != OPS_ALREADY_EXISTS)
+      return 2;
+    fs::remove(base_ / "alice" / "a.bin");
+    if (run(host, "upload_commit", R"({"upload":")" + id + R"("})").code != OPS_OK) return 3;
+    std::ifstream in(base_ / "alice" / "a.bin");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    if (ss.str() != "data") return 4;
+    if (fs::hard_link_count(base_ / "alice" / "a.bin") != 1) return 5;  // partial unlinked
+    if (!fs::is_empty(base_ / ".ops-tmp" / "uploads" / "alice")) return 6;
+    if (run(host, "upload_status", R"({"upload":")" + id + R"("})").code != OPS_NOT_FOUND) return 7;
+    return 0;
+  });
+  EXPECT_EQ(rc, 0);
 }
 
 }  // namespace
