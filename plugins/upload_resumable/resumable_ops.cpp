@@ -154,7 +154,7 @@ std::uint64_t expiry_ms_setting(Call& call) {
 // not depend on a client naming the expired id.
 Result<UploadStore> open_store(Call& call) {
   UploadStore::sweep_if_due(call.scratch_dir(), kDefaultExpirySeconds * 1000);
-  return UploadStore::open(call.scratch_dir(), std::string(call.user()));
+  return UploadStore::open(call.scratch_dir(), std::string(call.user()), call.user_dir());
 }
 
 using Writer = rapidjson::Writer<rapidjson::StringBuffer>;

@@ -105,6 +105,7 @@ Result<UploadMeta> parse_meta(const std::string& text) {
   if (auto it = d.FindMember("created_ns"); it != d.MemberEnd() && it->value.IsInt64()) {
     m.created_ns = it->value.GetInt64();
   }
+  str("home", m.home);
   if (auto it = d.FindMember("expiry_ms"); it != d.MemberEnd() && it->value.IsUint64()) {
     m.expiry_ms = it->value.GetUint64();
   } else {
@@ -137,6 +138,8 @@ std::string meta_json(const UploadMeta& m) {
   w.Int64(m.created_ns);
   w.Key("expiry_ms");
   w.Uint64(m.expiry_ms);
+  w.Key("home");
+  w.String(m.home.c_str());
   w.EndObject();
   return std::string(out.GetString(), out.GetSize());
 }
@@ -240,17 +243,36 @@ std::string rfc3339_utc(std::int64_t ms) {
   return buf;
 }
 
-Result<UploadStore> UploadStore::open(int scratch_dir, const std::string& user) {
+namespace {
+
+// "<dev>:<ino>:<birth ns>" of a directory: a new directory of the same name differs.
+std::string identity_of(int dir_fd) {
+  struct statx stx {};
+  if (::statx(dir_fd, "", AT_EMPTY_PATH, STATX_INO | STATX_BTIME, &stx) != 0) return "";
+  std::string id = std::to_string(stx.stx_dev_major) + "." + std::to_string(stx.stx_dev_minor) +
+                   ":" + std::to_string(stx.stx_ino);
+  if (stx.stx_mask & STATX_BTIME) {
+    id += ":" + std::to_string(stx.stx_btime.tv_sec) + "." + std::to_string(stx.stx_btime.tv_nsec);
+  }
+  return id;
+}
+
+}  // namespace
+
+Result<UploadStore> UploadStore::open(int scratch_dir, const std::string& user, int user_dir) {
+  std::string home = identity_of(user_dir);
+  if (home.empty()) return fail(ErrorCode::unavailable, "your storage directory is not available");
   auto uploads = open_private_dir(scratch_dir, kUploadsDir);
   if (!uploads) return std::move(uploads).error();
   // User names (§5: ^[a-z_][a-z0-9_.-]{0,31}$) are safe single path components.
   auto dir = open_private_dir(uploads->get(), user.c_str());
   if (!dir) return std::move(dir).error();
-  return UploadStore(std::move(*uploads), std::move(*dir), user);
+  return UploadStore(std::move(*uploads), std::move(*dir), user, std::move(home));
 }
 
 Status UploadStore::create(UploadMeta& meta) {
   const int dir = user_dir_.get();
+  meta.home = home_;
   for (int attempt = 0;; ++attempt) {
     meta.id = proof::random_hex(kIdBytes);  // RAND_bytes
     int fd = ::openat(dir, part_name(meta.id).c_str(),
@@ -299,7 +321,7 @@ Result<FoundUpload> UploadStore::find(const std::string& id) {
     if (meta.error().code == ErrorCode::not_found) return gone;
     return std::move(meta).error();
   }
-  if (meta->user != user_ || meta->id != id) return gone;
+  if (!owned(*meta) || meta->id != id) return gone;
   int fd = ::openat(user_dir_.get(), part_name(id).c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
     if (errno != ENOENT) return io_error(errno);
@@ -327,7 +349,7 @@ std::vector<UploadMeta> UploadStore::list() {
     const std::string id = name.substr(0, name.size() - 5);
     if (!valid_id(id)) continue;
     auto meta = read_meta(id);
-    if (!meta || meta->user != user_) continue;
+    if (!meta || !owned(*meta)) continue;
     struct stat st {};
     if (::fstatat(user_dir_.get(), part_name(id).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
     if (now > mtime_ms(st) + static_cast<std::int64_t>(meta->expiry_ms)) {

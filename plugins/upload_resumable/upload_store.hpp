@@ -9,7 +9,10 @@
 // .part without one (a crash inside upload_open) is swept like an expired upload.
 // The last-touched time is the .part's mtime: an append's write(2) moves it, status and
 // commit set it (futimens + fsync), so touching costs no metadata rewrite.
-// Binding to the user is by directory: another user's id is simply not in yours.
+// Binding to the user is by directory: another user's id is simply not in yours. Each
+// upload also records the identity of its owner's storage directory (device, inode,
+// birth time), so that a user removed and registered again under the same name does not
+// inherit the old one's uploads.
 // Stateless apart from the files; any thread.
 #pragma once
 
@@ -43,6 +46,7 @@ struct UploadMeta {
   bool overwrite = false;
   std::int64_t created_ns = 0;  // CLOCK_REALTIME; orders uploads to one path
   std::uint64_t expiry_ms = 0;  // untouched this long = gone (upload_open's setting then)
+  std::string home;             // identity of the owner's storage directory at open
 };
 
 // One open upload, found and checked: the caller's, present, not expired.
@@ -56,8 +60,9 @@ struct FoundUpload {
 
 class UploadStore {
  public:
-  // Opens (creating as needed) <scratch>/uploads and <scratch>/uploads/<user>.
-  static Result<UploadStore> open(int scratch_dir, const std::string& user);
+  // Opens (creating as needed) <scratch>/uploads and <scratch>/uploads/<user>; `user_dir`
+  // is the user's storage directory (its identity binds the uploads, see above).
+  static Result<UploadStore> open(int scratch_dir, const std::string& user, int user_dir);
 
   int dir() const noexcept { return user_dir_.get(); }
   static std::string part_name(const std::string& id) { return id + ".part"; }
@@ -81,13 +86,18 @@ class UploadStore {
   static void sweep_if_due(int scratch_dir, std::uint64_t default_expiry_ms);
 
  private:
-  UploadStore(sdk::Fd uploads, sdk::Fd user_dir, std::string user)
-      : uploads_(std::move(uploads)), user_dir_(std::move(user_dir)), user_(std::move(user)) {}
+  UploadStore(sdk::Fd uploads, sdk::Fd user_dir, std::string user, std::string home)
+      : uploads_(std::move(uploads)),
+        user_dir_(std::move(user_dir)),
+        user_(std::move(user)),
+        home_(std::move(home)) {}
+  bool owned(const UploadMeta& meta) const { return meta.user == user_ && meta.home == home_; }
   Result<UploadMeta> read_meta(const std::string& id);
 
   sdk::Fd uploads_;
   sdk::Fd user_dir_;
   std::string user_;
+  std::string home_;
 };
 
 }  // namespace ops::resumable

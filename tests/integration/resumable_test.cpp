@@ -350,6 +350,18 @@ TEST_F(Resumable, IdsAreBoundToTheirUserAndUnknownOnesAreNotFound) {
   EXPECT_EQ(uint_member(st, "offset"), 6u);
 }
 
+TEST_F(Resumable, ANewStorageDirectoryOfTheSameUserDoesNotInheritUploads) {
+  // What unregister followed by register under the same name does to the storage
+  // directory: the old one goes, and a new one is made at the next request.
+  const std::string id = open("old.bin");
+  ASSERT_OP_OK(append(id, 0, "old user's bytes"));
+  fs::rename(home(), server_->storage_dir() / "rita-removed");
+  EXPECT_OP_ERR(status(id), "not_found");
+  EXPECT_OP_ERR(call_op(*c_, "upload_status", R"({"path":"old.bin"})"), "not_found");
+  EXPECT_OP_ERR(commit(id), "not_found");
+  EXPECT_FALSE(fs::exists(home() / "old.bin"));
+}
+
 TEST_F(Resumable, StatusByPathFindsTheMostRecentOpenUpload) {
   const std::string first = open("p.bin");
   ASSERT_OP_OK(append(first, 0, "1"));
