@@ -29,6 +29,9 @@ struct UploadFlags {
   std::string local;
   std::string remote;
   bool overwrite = false;
+  bool resume = false;                              // --resume: continue an open upload
+  std::uint64_t resumable_threshold = 64ull << 20;  // larger files go resumable (§11)
+  std::uint64_t chunk = 8ull << 20;                 // bytes per upload_append
 };
 int run_upload(const ConnectionFlags& conn, const UploadFlags& flags);
 

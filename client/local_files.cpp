@@ -32,8 +32,17 @@ void disarm_cleanup() {
   g_cleanup_armed = 0;
 }
 
+// The interrupt note; the same discipline as the cleanup path.
+char g_note[8192];
+std::size_t g_note_len = 0;
+volatile std::sig_atomic_t g_note_armed = 0;
+
 extern "C" void on_fatal_signal(int sig) {
   if (g_cleanup_armed) ::unlink(g_cleanup_path);
+  if (g_note_armed) {
+    ssize_t ignored = ::write(STDERR_FILENO, g_note, g_note_len);  // async-signal-safe
+    (void)ignored;
+  }
   std::signal(sig, SIG_DFL);
   std::raise(sig);
 }
@@ -69,6 +78,19 @@ void install_signal_cleanup() {
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
   // A closed stdout pipe becomes EPIPE, reported like any other write error.
   std::signal(SIGPIPE, SIG_IGN);
+}
+
+void arm_interrupt_note(const std::string& line) {
+  g_note_armed = 0;
+  if (line.size() + 1 >= sizeof g_note) return;
+  std::memcpy(g_note, line.data(), line.size());
+  g_note[line.size()] = '\n';
+  g_note_len = line.size() + 1;
+  g_note_armed = 1;
+}
+
+void disarm_interrupt_note() {
+  g_note_armed = 0;
 }
 
 std::int64_t file_size(const std::string& path) {
@@ -155,6 +177,13 @@ bool Input::open(const std::string& path, int& exit_status) {
   }
   size_ = static_cast<std::uint64_t>(st.st_size);
   start_ = 0;
+  return true;
+}
+
+bool Input::seek(std::uint64_t offset, int& exit_status) {
+  if (::lseek(fd_, start_ + static_cast<off_t>(offset), SEEK_SET) < 0) {
+    return local_error("cannot seek in " + name_ + ": " + error_text(errno), exit_status);
+  }
   return true;
 }
 

@@ -11,8 +11,14 @@
 namespace ops::opclient {
 
 // Removes a pending LOCAL.part on SIGINT/SIGTERM/SIGHUP (unless it is kept for
-// --continue), then dies of the signal as usual. Call once from main.
+// --continue), prints the armed interrupt note if any, then dies of the signal as usual.
+// Call once from main.
 void install_signal_cleanup();
+
+// A line printed to stderr if a signal ends opclient (e.g. how to resume an upload left
+// open on the server); disarm once it no longer applies. At most 8 KiB.
+void arm_interrupt_note(const std::string& line);
+void disarm_interrupt_note();
 
 class Input {
  public:
@@ -28,6 +34,8 @@ class Input {
   std::uint64_t size() const noexcept { return size_; }
   // Back to where the payload starts (after hashing it).
   bool rewind(int& exit_status);
+  // To `offset` bytes past where the payload starts (resuming an upload).
+  bool seek(std::uint64_t offset, int& exit_status);
   const std::string& name() const noexcept { return name_; }
 
  private:

@@ -136,12 +136,29 @@ Examples:
   upload->add_option("REMOTE", cli.upload.remote,
                      "Remote path (default: LOCAL's name; ending in / means into that directory)");
   upload->add_flag("--overwrite", cli.upload.overwrite, "Replace an existing remote file");
+  upload->add_flag("--resume", cli.upload.resume,
+                   "Continue the open resumable upload to REMOTE from where the server is");
+  upload
+      ->add_option("--resumable-threshold", cli.upload.resumable_threshold,
+                   "Files larger than this go resumable (bytes; K, M, G suffixes are KiB...)")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
+  upload->add_option("--chunk", cli.upload.chunk, "Bytes per append of a resumable upload")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
   upload->footer(R"(
+A file larger than --resumable-threshold (default 64 MiB) is sent as a resumable upload:
+in appends of --chunk bytes (default 8 MiB), each one durable on the server before it is
+acknowledged. If that is interrupted (Ctrl-C, a lost connection) the upload stays open on
+the server, and the same command with --resume continues where the server stands.
+
 Examples:
   opclient upload photo.jpg
   opclient upload photo.jpg albums/2024/
   opclient upload photo.jpg albums/cover.jpg --overwrite
   pg_dump db | opclient upload - backups/db.sql
+  opclient upload disk.img images/disk.img --chunk 16M
+  opclient upload --resume disk.img images/disk.img
 )");
 
   auto* download = app.add_subcommand("download", "Download a file");

@@ -54,6 +54,8 @@ void print_error(std::string_view code, std::string_view message) {
 int report(const Error& error, client::Failure failure) {
   if (failure == client::Failure::none) {
     print_error(wire_name(error.code), error.message);
+    // §9: the error's machine-readable facts, for scripts that parse stderr.
+    if (!error.details.empty()) print_error("details", error.details);
   } else {
     print_error(label_for(failure), error.message);
   }

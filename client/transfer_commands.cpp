@@ -13,6 +13,7 @@
 #include "exit_codes.hpp"
 #include "json_args.hpp"
 #include "local_files.hpp"
+#include "resumable_upload.hpp"
 
 namespace ops::opclient {
 
@@ -101,6 +102,11 @@ int run_upload(const ConnectionFlags& conn, const UploadFlags& flags) {
     sha256 = std::move(*digest);
   }
   if (!input.rewind(status)) return status;
+  // Large files go through the resumable operations (§11), so a broken link costs only the
+  // chunk in flight.
+  if (flags.resume || input.size() > flags.resumable_threshold) {
+    if (auto status = run_resumable_upload(conn, flags, input, remote, sha256)) return *status;
+  }
 
   rapidjson::StringBuffer buffer;
   StrictWriter w(buffer);

@@ -52,7 +52,9 @@ Error startup_error(const std::string& message) {
   return Error{ErrorCode::internal, message};
 }
 
-// Removes everything inside `dir_fd` (one level: the scratch dir holds only files).
+// Removes the files directly inside `dir_fd`. Subdirectories are kept on purpose (unlinkat
+// without AT_REMOVEDIR refuses them): resumable uploads (§11) keep their partials in
+// <scratch>/uploads/, which must survive a restart.
 void empty_directory(int dir_fd) {
   int fd = ::dup(dir_fd);
   DIR* dir = ::fdopendir(fd);

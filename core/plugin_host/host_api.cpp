@@ -1,6 +1,8 @@
 #include "plugin_host/host_api.hpp"
 
 #include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -180,6 +182,33 @@ void host_fail(ops_call* call, int code, const char* message) {
   call->error = Error{c, sanitize_message(message ? message : "")};
 }
 
+// §9: fail() with a details object. The details go into the response header as they are,
+// so they are held to what a strict OPS/1 peer accepts (one JSON object, valid UTF-8, no
+// duplicate names, shallow, small); a plugin that gets that wrong answers `internal`.
+void host_fail_details(ops_call* call, int code, const char* message, const char* details) {
+  if (call->host_error) return;
+  constexpr std::size_t kMaxDetails = 16 * 1024;
+  StrictJsonOptions options;
+  options.max_depth = 16;  // the header nests details three levels down; §7 allows 32
+  rapidjson::Document check;
+  JsonError error;
+  const std::string_view text = details ? std::string_view(details) : std::string_view();
+  if (details == nullptr || text.size() > kMaxDetails ||
+      !parse_strict_json(text, check, error, options) || !check.IsObject()) {
+    spdlog::error("plugin {} gave error details that are not a small JSON object",
+                  call->op->plugin);
+    call->error = Error{ErrorCode::internal, "internal error"};
+    call->host_error = true;
+    return;
+  }
+  host_fail(call, code, message);
+  // Re-serialized compactly: what was validated is exactly what is sent.
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+  check.Accept(writer);
+  call->error->details.assign(buffer.GetString(), buffer.GetSize());
+}
+
 void host_log(ops_call* call, int level, const char* message) {
   auto lvl = level <= OPS_LOG_DEBUG  ? spdlog::level::debug
              : level == OPS_LOG_INFO ? spdlog::level::info
@@ -208,7 +237,7 @@ int host_create_user(ops_call* call, const char* name, const char* key) {
 const ops_host_v1 kHost = {
     sizeof(ops_host_v1), host_user,         host_user_dir,    host_scratch_dir,   host_settings,
     host_payload_size,   host_read_payload, host_send_result, host_write_payload, host_send_file,
-    host_fail,           host_log,          host_create_user,
+    host_fail,           host_log,          host_create_user, host_fail_details,
 };
 
 }  // namespace

@@ -96,6 +96,10 @@ std::string error_response_frame(std::optional<std::uint64_t> id, const Error& e
   put(w, wire_name(error.code));
   w.Key("message");
   put(w, error.message);
+  if (!error.details.empty()) {
+    w.Key("details");
+    w.RawValue(error.details.data(), error.details.size(), rapidjson::kObjectType);
+  }
   w.EndObject();
   w.EndObject();
   return finish(buffer);

@@ -24,7 +24,8 @@ const std::string& auth_failed_frame();
 // one JSON object.
 std::string ok_response_frame(std::uint64_t id, std::string_view result_json,
                               std::uint64_t payload);
-// {"id":N|null,"ok":false,"error":{"code":...,"message":...}}
+// {"id":N|null,"ok":false,"error":{"code":...,"message":...[,"details":{...}]}}; a non-empty
+// error.details is trusted to be one JSON object (the host validated it, §9).
 std::string error_response_frame(std::optional<std::uint64_t> id, const Error& error);
 
 }  // namespace ops::core

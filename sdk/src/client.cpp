@@ -159,8 +159,8 @@ bool read_payload_size(const rapidjson::Value& header, std::uint64_t& size) {
   return size <= frame::kMaxPayload;
 }
 
-// Reads {"code": "...", "message": "..."}; unknown codes become `internal` (the message
-// keeps the name) so that a newer server never crashes an older client.
+// Reads {"code": "...", "message": "...", "details": {...}}; unknown codes become `internal` (the
+// message keeps the name) so that a newer server never crashes an older client.
 Error error_from(const rapidjson::Value& header) {
   Error error{ErrorCode::internal, "the server reported an error without details"};
   auto it = header.FindMember("error");
@@ -173,6 +173,10 @@ Error error_from(const rapidjson::Value& header) {
   std::string code_name;
   if (auto c = obj.FindMember("code"); c != obj.MemberEnd() && c->value.IsString()) {
     code_name.assign(c->value.GetString(), c->value.GetStringLength());
+  }
+  // §9: optional machine-readable facts; anything but an object is ignored.
+  if (auto d = obj.FindMember("details"); d != obj.MemberEnd() && d->value.IsObject()) {
+    error.details = json::to_string(d->value);
   }
   if (auto code = error_code_from_wire(code_name)) {
     error.code = *code;

@@ -1,5 +1,6 @@
 #include "opserver/plugin.hpp"
 
+#include <cstddef>
 #include <exception>
 #include <string>
 
@@ -55,6 +56,11 @@ Status Call::create_user(const std::string& name, const std::string& key) {
   }
 }
 
+bool host_has_fail_details(const ops_host_v1* host) noexcept {
+  return host->struct_size >= offsetof(ops_host_v1, fail_details) + sizeof(host->fail_details) &&
+         host->fail_details != nullptr;
+}
+
 namespace detail {
 
 int run_handler(Handler handler, const ops_host_v1* host, ops_call* call, const char* args,
@@ -70,8 +76,16 @@ int run_handler(Handler handler, const ops_host_v1* host, ops_call* call, const 
     }
     Status status = handler(wrapped, doc);
     if (!status) {
-      host->fail(call, static_cast<int>(status.error().code), status.error().message.c_str());
-      return static_cast<int>(status.error().code);
+      const Error& error = status.error();
+      if (!error.details.empty() && host_has_fail_details(host)) {
+        host->fail_details(call, static_cast<int>(error.code), error.message.c_str(),
+                           error.details.c_str());
+      } else {
+        // An older server: the code and message still say what happened (§9 details are
+        // optional for clients).
+        host->fail(call, static_cast<int>(error.code), error.message.c_str());
+      }
+      return static_cast<int>(error.code);
     }
     if (!wrapped.result_sent()) {
       Status sent = wrapped.send_result("{}");

@@ -31,6 +31,7 @@ Progress = Callable[[int, int], None]
 Payload = Union[None, bytes, bytearray, memoryview, BinaryIO, IO[bytes]]
 
 CHUNK = 1 << 20                    # payload streaming buffer
+RESUMABLE_CHUNK = 8 << 20          # bytes per upload_append of upload_resumable
 MAX_PAYLOAD = (1 << 53) - 1        # §1
 MAX_RESPONSE_FRAME = 16 << 20      # refuse larger headers before allocating them
 MAX_ARGS_DEPTH = 31                # §7: 32 levels, the header being the first
@@ -470,6 +471,93 @@ class Client:
             args["sha256"] = digest.hexdigest()
         return self.call("upload", args, data, progress=progress)
 
+    def upload_resumable(self, local: Union[str, "os.PathLike[str]"], remote: str, *,
+                         chunk: int = RESUMABLE_CHUNK, resume: bool = False,
+                         overwrite: bool = False,
+                         progress: Optional[Progress] = None) -> Result:
+        """Uploads a local file through the resumable operations (OPS/1 §11).
+
+        Opens an upload (``upload_open`` with the file's size and SHA-256), sends it in
+        appends of ``chunk`` bytes, pipelined two deep so that the next chunk is on the
+        wire while the server makes the previous one durable, then commits it. With
+        ``resume=True`` it instead finds the open upload to ``remote``
+        (``upload_status`` by path) and continues from the server's offset.
+
+        If it stops part-way (an exception, Ctrl-C, a lost connection) the upload stays
+        open on the server: call again with ``resume=True`` and the same file.
+
+        Returns:
+            The commit's result: ``path``, ``size``, ``sha256`` (as ``upload``'s).
+
+        Raises:
+            NotFound: ``resume`` and no open upload to ``remote``.
+            ValueError: ``resume`` with a local file of another size than the upload's,
+                or ``chunk`` < 1.
+            InvalidArgs: at commit, when the local file is not the one the upload was
+                opened with (another SHA-256).
+            OpsError, ConnectionLost: as :meth:`call`; an :class:`OpsError` raised after
+                the upload was opened carries its id as ``.upload``.
+        """
+        if chunk < 1:
+            raise ValueError("chunk must be at least 1 byte")
+        with open(local, "rb") as f:
+            total = os.fstat(f.fileno()).st_size
+            digest = hashlib.sha256()
+            for block in iter(lambda: f.read(CHUNK), b""):
+                digest.update(block)
+            sha256 = digest.hexdigest()
+            if resume:
+                status = self.call("upload_status", {"path": remote})
+                upload_id = str(status["upload"])
+                offset = int(status["offset"])
+                if "size" in status and int(status["size"]) != total:
+                    raise ValueError(f"the open upload to {remote!r} is of {status['size']} "
+                                     f"bytes, the local file has {total}")
+                if offset > total:
+                    raise ValueError(f"the server holds {offset} bytes of {remote!r}, more "
+                                     f"than the local file has")
+            else:
+                args: Dict[str, Any] = {"path": remote, "size": total, "sha256": sha256}
+                if overwrite:
+                    args["overwrite"] = True
+                upload_id = str(self.call("upload_open", args)["upload"])
+                offset = 0
+            try:
+                f.seek(offset)
+                sent = offset
+                in_flight: Deque[int] = collections.deque()
+                while sent < total or in_flight:
+                    # Keep the pipe full: the next append goes out before the previous
+                    # answer is read.
+                    while sent < total and len(in_flight) < 2:
+                        data = f.read(min(chunk, total - sent))
+                        if not data:
+                            raise OSError(f"{local} shrank while it was uploaded")
+                        self.send("upload_append", {"upload": upload_id, "offset": sent}, data)
+                        sent += len(data)
+                        in_flight.append(sent)
+                    expected = in_flight.popleft()
+                    try:
+                        answer = self.recv()
+                    except OpsError:
+                        # Read the answers still due, so the connection stays usable
+                        # for the caller (responses come in order, §3).
+                        for _ in in_flight:
+                            try:
+                                self.recv()
+                            except OpsError:
+                                pass
+                        raise
+                    if answer.result.get("offset") != expected:
+                        raise self._protocol(f"the server acknowledged offset "
+                                             f"{answer.result.get('offset')}, expected {expected}")
+                    if progress is not None:
+                        progress(expected, total)
+                return self.call("upload_commit", {"upload": upload_id, "sha256": sha256})
+            except OpsError as error:
+                error.upload = upload_id  # type: ignore[attr-defined]
+                raise
+
     def download(self, path: str, out: Optional[IO[bytes]] = None, *, offset: int = 0,
                  length: Optional[int] = None, sha256: bool = False,
                  progress: Optional[Progress] = None) -> Result:
@@ -626,7 +714,9 @@ class Client:
         else:
             err = header.get("error") if isinstance(header.get("error"), dict) else {}
             code = str(err.get("code", "internal"))
-            response.error = error_for(code, str(err.get("message", code)), raw_id)
+            details = err.get("details")  # §9; anything but an object is ignored
+            response.error = error_for(code, str(err.get("message", code)), raw_id,
+                                       details if isinstance(details, dict) else None)
         return response
 
     # --- internals: bytes ---

@@ -9,7 +9,7 @@ Every exception derives from :class:`OpsError`. An error answered by the server
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Type
+from typing import Any, Dict, Optional, Type
 
 
 class OpsError(Exception):
@@ -20,17 +20,22 @@ class OpsError(Exception):
             client's side, a name of our own (``"connection_lost"``, ...).
         message: a description for people.
         id: the id of the request the server answered, when known.
+        details: the error's machine-readable facts (OPS/1 §9), e.g.
+            ``{"offset": 1048576}`` with a ``conflict`` of ``upload_append``; an empty
+            dict when the server gave none.
     """
 
     code: str = "error"
 
     def __init__(self, message: str, *, code: Optional[str] = None,
-                 id: Optional[int] = None) -> None:  # noqa: A002 - the wire's name
+                 id: Optional[int] = None,  # noqa: A002 - the wire's name
+                 details: Optional[Dict[str, Any]] = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
         self.message = message
         self.id = id
+        self.details: Dict[str, Any] = dict(details) if details else {}
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
@@ -150,12 +155,13 @@ ERRORS: Dict[str, Type[OpsError]] = {
 }
 
 
-def error_for(code: str, message: str, id: Optional[int] = None) -> OpsError:  # noqa: A002
+def error_for(code: str, message: str, id: Optional[int] = None,  # noqa: A002
+              details: Optional[Dict[str, Any]] = None) -> OpsError:
     """Returns the exception for an error the server answered.
 
     An unknown code (from a newer server) gives a plain :class:`OpsError` that keeps it.
     """
     cls = ERRORS.get(code)
     if cls is None:
-        return OpsError(message, code=code or "internal", id=id)
-    return cls(message, id=id)
+        return OpsError(message, code=code or "internal", id=id, details=details)
+    return cls(message, id=id, details=details)

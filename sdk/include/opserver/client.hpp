@@ -74,7 +74,7 @@ struct Response {
   bool has_id = true;  // false when the server answered "id": null
   bool ok = false;
   std::string result_json = "{}";  // the "result" object as JSON text (ok only)
-  Error error;                     // code and message (not ok only)
+  Error error;  // code, message and §9 details (JSON text, "" if none); not ok only
   std::uint64_t payload_size = 0;  // bytes that follow this response
   std::string header_json;         // the whole response header, as received
 };

@@ -83,16 +83,25 @@ constexpr bool is_fatal(ErrorCode code) noexcept {
 struct Error {
   ErrorCode code = ErrorCode::internal;
   std::string message;  // for people: never a key, a proof or a host path
+  // §9: machine-readable facts as the text of one JSON object (e.g. {"offset":1048576}),
+  // sent as error.details; empty when there are none. Clients ignore members they do not know.
+  std::string details;
 };
 
 // Unexpected-value marker so `return fail(code, "...")` reads naturally.
-inline Error fail(ErrorCode code, std::string message) { return Error{code, std::move(message)}; }
+inline Error fail(ErrorCode code, std::string message) {
+  return Error{code, std::move(message)};
+}
+// The same with §9 details: `details_json` must be one JSON object.
+inline Error fail_with_details(ErrorCode code, std::string message, std::string details_json) {
+  return Error{code, std::move(message), std::move(details_json)};
+}
 
 // A value or an Error (std::expected is C++23; this is the subset we use).
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit
+  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}      // NOLINT: implicit
   Result(Error error) : v_(std::in_place_index<1>, std::move(error)) {}  // NOLINT: implicit
 
   bool ok() const noexcept { return v_.index() == 0; }
@@ -115,6 +124,8 @@ class [[nodiscard]] Result {
 
 struct Ok {};
 using Status = Result<Ok>;
-inline Status ok_status() { return Ok{}; }
+inline Status ok_status() {
+  return Ok{};
+}
 
 }  // namespace ops

@@ -68,13 +68,19 @@ class Call {
 
 using Handler = Status (*)(Call&, const rapidjson::Value& args);
 
+// True when the server offers ops_host_v1::fail_details (§9), i.e. it is new enough. A
+// handler need not check: return ops::fail_with_details(...) and the shim below sends the
+// details where the host can, and the code and message alone where it cannot.
+bool host_has_fail_details(const ops_host_v1* host) noexcept;
+
 namespace detail {
 int run_handler(Handler handler, const ops_host_v1* host, ops_call* call, const char* args,
                 std::size_t args_len) noexcept;
 }  // namespace detail
 
 // The C entry point for a C++ handler. Parses args, runs the handler, turns an Error
-// into host->fail and any exception into `internal` (details logged, never sent).
+// into host->fail (host->fail_details when it carries §9 details) and any exception
+// into `internal` (details logged, never sent).
 template <Handler H>
 int call_shim(const ops_host_v1* host, ops_call* call, const char* args,
               std::size_t args_len) noexcept {

@@ -102,8 +102,10 @@ typedef struct ops_host_v1 {
   /* The user's storage directory, opened O_DIRECTORY. OWNERSHIP: host; do not close. */
   int (*user_dir)(ops_call* call);
   /* A server-private directory on the same filesystem as the user directories, for
-   * temporary files that must never be visible through a user's paths. Emptied by the
-   * server at start-up. OWNERSHIP: host; do not close. */
+   * temporary files that must never be visible through a user's paths. The files directly
+   * in it are removed by the server at start-up; subdirectories (and what they hold) are
+   * kept, for state that must outlive a restart (resumable uploads keep theirs in
+   * `uploads/`). OWNERSHIP: host; do not close. */
   int (*scratch_dir)(ops_call* call);
   /* This operation's "settings" object from ops.json as JSON text ("{}" if none).
    * OWNERSHIP: host; valid until the plugin is unloaded. */
@@ -138,6 +140,14 @@ typedef struct ops_host_v1 {
    * atomically: the user is either fully present or absent. Returns OPS_OK,
    * OPS_ALREADY_EXISTS, OPS_INVALID_ARGS (bad name) or OPS_UNAVAILABLE/OPS_INTERNAL. */
   int (*create_user)(ops_call* call, const char* name, const char* key);
+
+  /* Appended after create_user (check struct_size before calling: an older server lacks it).
+   * Like fail(), plus machine-readable facts the client receives as error.details (OPS/1 §9),
+   * e.g. {"offset": 1048576} with OPS_CONFLICT. `details_json` must be one JSON object
+   * (strict: valid UTF-8, no duplicate names, nesting at most 16); anything else, or NULL
+   * where a plugin meant to give details, makes the host record `internal` instead.
+   * OWNERSHIP: both strings are the plugin's; the host copies them before returning. */
+  void (*fail_details)(ops_call* call, int code, const char* message, const char* details_json);
 } ops_host_v1;
 
 /* A handler. Returns OPS_OK after send_result, or an error code after fail().

@@ -1,0 +1,87 @@
+// Publishing a finished file under a user's path (OPS/1 §5, §7, §11), the one way shared by
+// `upload` and `upload_commit`: the bytes sit in a server-private file (the scratch
+// directory, unreachable by any user path) on the user directories' filesystem, and
+//  1. cheap refusals come first (check_publish_target): a bad path, a file or symlink where a
+//     parent directory is needed, an existing file without `overwrite`, a directory or
+//     symlink at the path;
+//  2. the private file is fsynced and closed (ScratchFile::sync_and_close; a failed fsync is
+//     never retried: fsyncgate);
+//  3. missing parent directories are created only now (publish_file), so a failed publish
+//     leaves no empty directories behind;
+//  4. with `overwrite`, rename(2) replaces the old file atomically; without it,
+//     renameat2(RENAME_NOREPLACE), or link(2) where the filesystem lacks it, so that of
+//     concurrent creators of one new path exactly one wins (§7: `already_exists`);
+//  5. the parent directory is fsynced before the caller answers `ok`.
+// Any failure before step 4 leaves the private file where it was and the old file untouched.
+// Stateless; any thread. Every message names the user's path, never a host path.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "opserver/error.hpp"
+#include "opserver/paths.hpp"
+#include "opserver/plugin.hpp"
+
+namespace ops::sdk {
+
+// An errno from storing bytes: the user's path is named; EXDEV (scratch on another
+// filesystem) is a server misconfiguration, `internal`.
+Error storage_error(int err, const std::string& path);
+
+// A new file in a server-private directory; unlinked on destruction unless published.
+class ScratchFile {
+ public:
+  // Creates "<prefix><random hex>" in `dir` (O_EXCL, mode 0640). Errors name `path`.
+  static Result<ScratchFile> create(Call& call, int dir, const std::string& prefix,
+                                    const std::string& path);
+  ScratchFile(ScratchFile&&) noexcept;
+  ScratchFile& operator=(ScratchFile&&) = delete;
+  ScratchFile(const ScratchFile&) = delete;
+  ScratchFile& operator=(const ScratchFile&) = delete;
+  ~ScratchFile();
+
+  int fd() const noexcept { return fd_.get(); }
+  int dir() const noexcept { return dir_; }
+  const std::string& name() const noexcept { return name_; }
+  // Step 2: fsync, then close (a late write-back error reported by close counts too).
+  Status sync_and_close(const std::string& path);
+  // The name was renamed away (or linked and must stay): do not unlink it.
+  void mark_published() noexcept { published_ = true; }
+
+ private:
+  ScratchFile(int dir, std::string name, Fd fd)
+      : dir_(dir), name_(std::move(name)), fd_(std::move(fd)) {}
+  int dir_;
+  std::string name_;
+  Fd fd_;
+  bool published_ = false;
+};
+
+// What step 1 found out about the destination; handed to publish_file.
+struct PublishTarget {
+  std::optional<ParentAndLeaf> opened;  // the parent directory, when it exists
+  bool parent_missing = false;          // some parent directory is still to be created
+};
+
+// Step 1. `path` must have passed validate_path. The publish re-decides atomically; this
+// check only spares the client a transfer that is bound to fail.
+Result<PublishTarget> check_publish_target(int root, const std::string& path, bool overwrite);
+
+// What publish_file did, also when it failed.
+struct PublishOutcome {
+  bool visible = false;          // the file is under its name (step 4 happened)
+  bool source_consumed = false;  // rename moved the source name away; after link(2) it
+                                 // still exists and the caller removes it
+};
+
+// Steps 3 to 5: publishes the closed, fsynced file `source_name` in `source_dir` (on the
+// user root's filesystem) as `path` beneath `root`. Errors: already_exists (another file
+// won, or one exists without overwrite), conflict (a directory is in the way), not_found,
+// unavailable (I/O, no space), internal. A step-5 failure is `unavailable` with
+// `outcome.visible` set: the file is under its name, its durability unknown.
+Status publish_file(Call& call, int root, int source_dir, const std::string& source_name,
+                    const std::string& path, bool overwrite, PublishTarget& target,
+                    PublishOutcome& outcome);
+
+}  // namespace ops::sdk
