@@ -61,6 +61,13 @@ struct Config {
   std::string log_level = "info";
 
   std::map<std::string, OperationPolicy> operations;  // enabled operations, by name
+
+  // Limits of a user without its own in users.json (nullopt: none). OPS/1 §10.
+  std::optional<std::uint64_t> default_quota_bytes;
+  std::optional<std::uint64_t> default_quota_files;
+  // Payload bytes per second per user and direction (nullopt: unlimited).
+  std::optional<std::uint64_t> default_upload_bytes_per_second;
+  std::optional<std::uint64_t> default_download_bytes_per_second;
 };
 
 // Command-line overrides, applied after the files are read.

@@ -13,6 +13,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "auth/handshake.hpp"
+#include "auth/user_services.hpp"
 #include "config/config.hpp"
 #include "dispatch/handler_pool.hpp"
 #include "dispatch/registry.hpp"
@@ -59,6 +60,7 @@ Session::Session(ServerContext& context, asio::ip::tcp::socket socket)
 }
 
 Session::~Session() {
+  if (authenticated_ && ctx_.services) ctx_.services->sessions().remove(user_, &connection_);
   ctx_.connections.fetch_sub(1);
   if (!authenticated_) ctx_.unauthenticated.fetch_sub(1);
   std::lock_guard lock(ctx_.sessions_mutex);
@@ -202,9 +204,15 @@ asio::awaitable<bool> Session::handshake() {
     co_return false;
   }
   std::optional<Authenticator::Success> success;
+  // Read before the key is checked: a rekey or unregister in between makes add() refuse.
+  const std::uint64_t epoch = ctx_.services ? ctx_.services->sessions().epoch() : 0;
   // §7: before welcome only an `auth` frame is accepted, and it carries no payload.
   if (header && header->payload == 0) {
     success = ctx_.authenticator.verify(header->doc, nonce);
+  }
+  if (success && ctx_.services &&
+      !ctx_.services->sessions().add(success->user, &connection_, weak_from_this(), epoch)) {
+    success.reset();
   }
   if (!success) {
     connection_.append(auth_failed_frame());
@@ -324,6 +332,7 @@ asio::awaitable<bool> Session::call_plugin(const Operation& op, std::uint64_t id
   call.connection = &connection_;
   call.op = &op;
   call.users = &ctx_.users;
+  call.services = ctx_.services;
   call.user = user_;
   call.request_id = id;
   call.scratch_dir_fd = ctx_.scratch_fd;

@@ -21,6 +21,13 @@
 //  6. fsync(parent directory), and only then the `ok` answer: an acknowledged upload
 //     survives a crash.
 // Any failure before step 5 removes the temporary file and leaves the old file untouched.
+//
+// Quota (§10): before the temporary file is made and before any payload byte is read, the
+// growth is reserved from the declared size (ops::sdk::QuotaReservation): the new size
+// less the size of the file it replaces, and one file unless it replaces one. Past the
+// quota the answer is quota_exceeded and nothing is left behind. After publishing, the
+// actual change is committed, measured against what was at the path just before the
+// rename; any failure releases the reservation (the object's destructor).
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <rapidjson/stringbuffer.h>
@@ -122,7 +129,9 @@ Status write_all(int fd, const unsigned char* data, std::size_t size, const std:
 
 // Looks at what is at the leaf now, so the common refusals happen before the payload.
 // The publish step re-decides atomically; this check only saves the client the upload.
-Status check_leaf(int parent, const std::string& leaf, bool overwrite, const std::string& path) {
+// `*replaced` gets the size of the file an overwrite would replace (nullopt: none).
+Status check_leaf(int parent, const std::string& leaf, bool overwrite, const std::string& path,
+                  std::optional<std::uint64_t>* replaced) {
   struct stat st {};
   if (::fstatat(parent, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
     if (errno == ENOENT) return ops::ok_status();
@@ -135,7 +144,17 @@ Status check_leaf(int parent, const std::string& leaf, bool overwrite, const std
     return ops::fail(ErrorCode::already_exists,
                      "file already exists: " + path + " (set overwrite to replace it)");
   }
+  *replaced = static_cast<std::uint64_t>(st.st_size);
   return ops::ok_status();
+}
+
+// The regular file at `leaf` now, for the quota's count of an overwrite (nullopt: none).
+std::optional<std::uint64_t> regular_file_size(int parent, const std::string& leaf) {
+  struct stat st {};
+  if (::fstatat(parent, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) {
+    return std::nullopt;
+  }
+  return static_cast<std::uint64_t>(st.st_size);
 }
 
 // Publishes without replacing: exactly one of several concurrent creators wins. Returns 0
@@ -254,13 +273,20 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
   // the way is refused now.
   auto opened = ops::sdk::open_parent_beneath(root, path, /*create_missing=*/false);
   bool parent_missing = false;
+  std::optional<std::uint64_t> replaced;
   if (!opened) {
     if (opened.error().code != ErrorCode::not_found) return std::move(opened).error();
     parent_missing = true;
-  } else if (Status leaf_ok = check_leaf(opened->parent.get(), opened->leaf, overwrite, path);
+  } else if (Status leaf_ok =
+                 check_leaf(opened->parent.get(), opened->leaf, overwrite, path, &replaced);
              !leaf_ok) {
     return leaf_ok;
   }
+
+  // Quota, from the declared size, before a payload byte is read.
+  auto room = ops::sdk::QuotaReservation::reserve(
+      call, replaced ? (size > *replaced ? size - *replaced : 0) : size, replaced ? 0 : 1);
+  if (!room) return std::move(room).error();
 
   // Step 2: the temporary file.
   const int scratch = call.scratch_dir();
@@ -337,6 +363,8 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
   // Step 5.
   int err = 0;
   bool linked = false;
+  const std::optional<std::uint64_t> old_file =
+      overwrite ? regular_file_size(parent, leaf) : std::nullopt;
   if (overwrite) {
     if (::renameat(scratch, tmp.name().c_str(), parent, leaf.c_str()) != 0) err = errno;
   } else {
@@ -359,6 +387,8 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
   // removes it.
   if (!linked) tmp.mark_published();
   created.keep();
+  room->commit(static_cast<std::int64_t>(size) - static_cast<std::int64_t>(old_file.value_or(0)),
+               old_file ? 0 : 1);
 
   // Step 6. The file is visible now; if its directory entry cannot be made durable the
   // client is told the upload failed (it may then see the file, or not after a crash).
