@@ -48,6 +48,10 @@ struct Cli {
   DownloadFlags download;
   LsFlags ls;
   RegisterFlags reg;
+  UsageFlags usage;
+  SetQuotaFlags set_quota;
+  UnregisterFlags unregister;
+  RekeyFlags rekey;
 };
 
 void add_connection_options(CLI::App& app, Cli& cli) {
@@ -157,7 +161,54 @@ Examples:
   opclient --user admin register carol --key-file-out carol.key
 )");
 
-  for (auto* sub : {call, describe, upload, download, ls, reg}) {
+  auto* usage = app.add_subcommand("usage", "Show your stored bytes and files and your quotas");
+  usage->add_flag("--json", cli.usage.json, "Print the server's JSON result");
+  usage->footer(R"(
+Examples:
+  opclient usage
+  opclient usage --json | jq .bytes
+)");
+
+  auto* set_quota = app.add_subcommand("set-quota", "Set or clear a user's quotas (admin)");
+  set_quota->add_option("USER", cli.set_quota.user, "The user")->required();
+  set_quota->add_option("--bytes", cli.set_quota.bytes,
+                        "Byte quota: a count, or none for no limit (default: unchanged)");
+  set_quota->add_option("--files", cli.set_quota.files,
+                        "File quota: a count, or none for no limit (default: unchanged)");
+  set_quota->add_flag("--json", cli.set_quota.json, "Print the server's JSON result");
+  set_quota->footer(R"(
+A quota below what the user already stores removes nothing; it refuses growth.
+
+Examples:
+  opclient --user admin set-quota bob --bytes 10737418240 --files 100000
+  opclient --user admin set-quota bob --bytes none
+)");
+
+  auto* unregister = app.add_subcommand(
+      "unregister", "Remove a user, its key, its connections and its files (admin)");
+  unregister->add_option("USER", cli.unregister.user, "The user")->required();
+  unregister->add_flag("--json", cli.unregister.json, "Print the server's JSON result");
+  unregister->footer(R"(
+Examples:
+  opclient --user admin unregister bob
+)");
+
+  auto* rekey =
+      app.add_subcommand("rekey", "Give a user (by default you) a new key; prints it once");
+  rekey->add_option("USER", cli.rekey.user, "The user (default: you; others: admin)");
+  rekey->add_option("--key-file-out", cli.rekey.key_file_out,
+                    "Write the key to this new file (mode 600) instead of stdout");
+  rekey->add_flag("--json", cli.rekey.json, "Print the server's JSON result");
+  rekey->footer(R"(
+Your other connections are closed; this one is not. The old key stops working at once.
+
+Examples:
+  opclient rekey --key-file-out new.key && mv new.key my.key
+  opclient --user admin rekey bob > bob.key
+)");
+
+  for (auto* sub :
+       {call, describe, upload, download, ls, reg, usage, set_quota, unregister, rekey}) {
     sub->footer(sub->get_footer() +
                 "\nConnection options (--server, --user, --key-file, --timeout, --quiet) and\n"
                 "exit statuses: see opclient --help.\n");
@@ -172,6 +223,10 @@ int dispatch(const Cli& cli, const std::string& chosen) {
   if (chosen == "download") return run_download(cli.conn, cli.download);
   if (chosen == "ls") return run_ls(cli.conn, cli.ls);
   if (chosen == "register") return run_register(cli.conn, cli.reg);
+  if (chosen == "usage") return run_usage(cli.conn, cli.usage);
+  if (chosen == "set-quota") return run_set_quota(cli.conn, cli.set_quota);
+  if (chosen == "unregister") return run_unregister(cli.conn, cli.unregister);
+  if (chosen == "rekey") return run_rekey(cli.conn, cli.rekey);
   return exit_code::kUsage;
 }
 
