@@ -146,26 +146,35 @@ Status UserServices::move_aside(const std::string& name) {
 Status UserServices::create_user(const std::string& name, const std::string& key,
                                  const LimitChange& limits) {
   std::lock_guard lock(admin_mutex_);
-  if (is_valid_user_name(name) && !users_.key_for(name)) {
-    // A directory without a user (an unregister cut short by a crash, or a request that
-    // raced it): its files belong to nobody and must not appear in the new user's.
-    struct stat st {};
-    if (::fstatat(storage_fd_, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-      if (Status st2 = move_aside(name); !st2) return st2;
-    }
-    usage_.forget(name);
-  }
+  // A fresh count: whatever was known about an earlier user of this name is gone.
+  usage_.forget(name);
   return users_.add(name, key, limits);
 }
 
 Status UserServices::remove_user(const std::string& name) {
   std::lock_guard lock(admin_mutex_);
-  if (Status st = users_.remove(name); !st) return st;
+  if (!users_.key_for(name)) return fail(ErrorCode::not_found, "no such user: " + name);
+  // No new session for the user from here on, and none of the old ones left.
+  sessions_.disable(name);
+  struct Enable {
+    UserSessions& s;
+    const std::string& n;
+    ~Enable() { s.enable(n); }
+  } enable_at_end{sessions_, name};
   std::size_t closed = sessions_.close_user(name, nullptr);
-  Status moved = move_aside(name);
+  // The files first, then the user: a crash in between leaves a user with an empty
+  // directory (the unregister was not answered; it can be repeated), never a directory
+  // without a user that a later registration of the name would inherit.
+  if (Status moved = move_aside(name); !moved) return moved;
+  if (Status removed = users_.remove(name); !removed) return removed;
+  // A request of a closed session that was already past its checks may have created
+  // the directory again (empty) meanwhile: move that aside too.
+  if (Status again = move_aside(name); !again) {
+    spdlog::warn("unregister {}: {}", name, again.error().message);
+  }
   usage_.forget(name);
   spdlog::info("user {} unregistered; {} connection(s) closed", name, closed);
-  return moved;
+  return ok_status();
 }
 
 Status UserServices::rekey_user(const std::string& name, const std::string& key,

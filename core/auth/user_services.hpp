@@ -4,15 +4,16 @@
 // Server owns one instance and sessions reach it through ServerContext::services.
 //
 // Unregister, in this order, each step durable before the next:
-//  1. the user leaves users.json (its key stops working at once; a handshake that
-//     checked the old key a moment earlier is refused by UserSessions::add);
-//  2. its open connections are closed (mid-request too);
-//  3. its storage directory is renamed into the server-private scratch directory
+//  1. new sessions of the user are refused (UserSessions::disable; a handshake that
+//     checked the key a moment earlier is refused too) and its open connections are
+//     closed, mid-request too;
+//  2. its storage directory is renamed into the server-private scratch directory
 //     (<storage>/.ops-tmp/unregistered-*), so no later user of the same name ever sees it;
+//  3. the user leaves users.json: its key stops working;
 //  4. its usage is forgotten, and a background thread deletes the moved directory.
-// A crash between 1 and 3 leaves <storage>/<name> behind; create_user moves any such
-// leftover aside before creating a user of that name. Leftover unregistered-* trees are
-// deleted in the background at the next start.
+// A crash between 2 and 3 leaves the user with an empty directory (the unregister was
+// not answered and can be repeated), never a directory without a user. Leftover
+// unregistered-* trees are deleted in the background at the next start.
 #pragma once
 
 #include <condition_variable>

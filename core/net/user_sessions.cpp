@@ -17,6 +17,7 @@ bool UserSessions::add(const std::string& user, const Connection* id,
   if (auto it = closed_at_.find(user); it != closed_at_.end() && it->second > epoch_before_auth) {
     return false;
   }
+  if (disabled_.contains(user)) return false;
   by_user_[user].push_back(Entry{id, std::move(session)});
   return true;
 }
@@ -45,6 +46,17 @@ std::size_t UserSessions::close_user(const std::string& user, const Connection* 
   // itself from this registry.
   for (auto& s : victims) s->force_close();
   return victims.size();
+}
+
+void UserSessions::disable(const std::string& user) {
+  std::lock_guard lock(mutex_);
+  ++disabled_[user];
+}
+
+void UserSessions::enable(const std::string& user) {
+  std::lock_guard lock(mutex_);
+  auto it = disabled_.find(user);
+  if (it != disabled_.end() && --it->second <= 0) disabled_.erase(it);
 }
 
 std::size_t UserSessions::count(const std::string& user) const {

@@ -32,6 +32,9 @@ class UserSessions {
   // Closes every connection of `user` (breaking any read or write in progress, even in
   // the middle of a request) except `except` (may be null). Returns how many it closed.
   std::size_t close_user(const std::string& user, const Connection* except);
+  // While a user is disabled (being unregistered), add() refuses it whatever the epoch.
+  void disable(const std::string& user);
+  void enable(const std::string& user);
   std::size_t count(const std::string& user) const;
 
  private:
@@ -43,6 +46,7 @@ class UserSessions {
   std::uint64_t epoch_ = 0;
   std::map<std::string, std::vector<Entry>, std::less<>> by_user_;
   std::map<std::string, std::uint64_t, std::less<>> closed_at_;  // user -> epoch of last close
+  std::map<std::string, int, std::less<>> disabled_;             // user -> nesting count
 };
 
 }  // namespace ops::core

@@ -228,7 +228,7 @@ int host_quota_reserve(ops_call* call, uint64_t bytes, uint64_t files, uint64_t*
   if (token == nullptr) return OPS_INVALID_ARGS;
   *token = 0;
   CallUserState* state = user_state(call);
-  if (state == nullptr) return OPS_UNAVAILABLE;
+  if (state == nullptr) return OPS_OK;  // a host without user services: no quotas, token 0
   UserServices& services = *state->services;
   auto id = services.usage().reserve(call->user, bytes, files, services.quota_for(call->user));
   if (!id) return static_cast<int>(id.error().code);
@@ -238,6 +238,7 @@ int host_quota_reserve(ops_call* call, uint64_t bytes, uint64_t files, uint64_t*
 }
 
 int host_quota_commit(ops_call* call, uint64_t token, int64_t bytes_delta, int64_t files_delta) {
+  if (token == 0) return OPS_OK;  // nothing was kept (see host_quota_reserve)
   CallUserState* state = user_state(call);
   if (state == nullptr || !state->holds(token)) return OPS_NOT_FOUND;
   state->forget(token);

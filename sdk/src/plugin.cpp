@@ -60,7 +60,9 @@ Status Call::create_user(const std::string& name, const std::string& key) {
   }
 }
 
-#define OPS_HOST_HAS(member) host_has(offsetof(ops_host_v1, member))
+// The host offers `member`: its vtable is that long and the entry is set (a test host
+// may zero-fill what it does not offer).
+#define OPS_HOST_HAS(member) (host_has(offsetof(ops_host_v1, member)) && host_->member != nullptr)
 
 namespace {
 Error host_error(int code, const std::string& what, const std::string& name) {
@@ -147,7 +149,10 @@ std::int64_t Call::close_user_connections(const std::string& name, bool except_t
 
 Result<QuotaReservation> QuotaReservation::reserve(Call& call, std::uint64_t bytes,
                                                    std::uint64_t files) {
-  if (!call.host_has(offsetof(ops_host_v1, quota_reserve))) return QuotaReservation(&call, 0);
+  if (!call.host_has(offsetof(ops_host_v1, quota_reserve)) ||
+      call.host()->quota_reserve == nullptr) {
+    return QuotaReservation(&call, 0);  // a host without quotas
+  }
   std::uint64_t token = 0;
   int code = call.host()->quota_reserve(call.raw(), bytes, files, &token);
   if (code == OPS_QUOTA_EXCEEDED) {

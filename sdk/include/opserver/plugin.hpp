@@ -79,7 +79,8 @@ class Call {
   // Closes the user's connections (but this one, if asked); returns how many.
   std::int64_t close_user_connections(const std::string& name, bool except_this_connection);
 
-  // True when the host's vtable has the member at `offset` (offsetof(ops_host_v1, m)).
+  // True when the host's vtable reaches the member at `offset` (offsetof(ops_host_v1, m));
+  // the member itself may still be null in a test host.
   bool host_has(std::size_t offset) const noexcept {
     return host_->struct_size >= offset + sizeof(void*);
   }

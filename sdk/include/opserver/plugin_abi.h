@@ -148,7 +148,8 @@ typedef struct ops_host_v1 {
    * called only from the thread running the handler. */
 
   /* Reserves room for `bytes` more bytes and `files` more files. Returns OPS_OK and sets
-   * *token (never 0), or OPS_QUOTA_EXCEEDED (the handler should then fail() with that
+   * *token (0 when this host keeps no quotas at all; committing or releasing 0 is a
+   * no-op that returns OPS_OK), or OPS_QUOTA_EXCEEDED (the handler should then fail() with that
    * code; the host has not recorded an error). A dimension asked for 0 is never refused,
    * so a replacement no larger than the old file always passes. */
   int (*quota_reserve)(ops_call* call, uint64_t bytes, uint64_t files, uint64_t* token);
