@@ -175,7 +175,8 @@ TEST_F(UsersQuota, ConcurrentUploadsCannotTogetherExceedTheQuota) {
     threads.emplace_back([&, i] {
       auto c = server_->connect("alice", key);
       if (!c) return;
-      auto r = upload(*c, "f" + std::to_string(i), std::string(300000, 'z'));
+      const std::string name = std::string("f") + static_cast<char>('0' + i);
+      auto r = upload(*c, name, std::string(300000, 'z'));
       if (r.ok) ++succeeded;
       if (r.code == "quota_exceeded") ++refused;
     });
