@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <exception>
+#include <optional>
 #include <string>
 
 namespace ops::sdk {
@@ -147,6 +148,38 @@ std::int64_t Call::close_user_connections(const std::string& name, bool except_t
   return host_->close_user_connections(call_, name.c_str(), except_this_connection ? 1 : 0);
 }
 
+namespace {
+// Which quota a refused reservation would pass, from the host's usage report: "quota
+// exceeded: 2000000 more bytes would pass your quota of 1048576 bytes (6 in use, 0
+// reserved)".
+std::string quota_message(Call& call, std::uint64_t bytes) {
+  std::string generic =
+      "quota exceeded: storing " + std::to_string(bytes) + " more bytes would pass your quota";
+  auto report = call.usage();
+  if (!report) return generic;
+  rapidjson::Document u;
+  u.Parse(report->c_str(), report->size());
+  auto num = [&](const char* name) -> std::optional<std::uint64_t> {
+    if (!u.IsObject() || !u.HasMember(name) || !u[name].IsUint64()) return std::nullopt;
+    return u[name].GetUint64();
+  };
+  auto used = num("bytes"), reserved = num("reserved_bytes"), quota = num("quota_bytes");
+  auto files = num("files"), quota_files = num("quota_files");
+  if (used && reserved && quota && bytes > 0 &&
+      (*used + *reserved > *quota || bytes > *quota - *used - *reserved)) {
+    return "quota exceeded: " + std::to_string(bytes) + " more bytes would pass your quota of " +
+           std::to_string(*quota) + " bytes (" + std::to_string(*used) + " in use, " +
+           std::to_string(*reserved) + " reserved)";
+  }
+  if (files && quota_files) {
+    return "quota exceeded: one more file would pass your quota of " +
+           std::to_string(*quota_files) + " files (" + std::to_string(*files) +
+           " stored)";
+  }
+  return generic;
+}
+}  // namespace
+
 Result<QuotaReservation> QuotaReservation::reserve(Call& call, std::uint64_t bytes,
                                                    std::uint64_t files) {
   if (!call.host_has(offsetof(ops_host_v1, quota_reserve)) ||
@@ -155,12 +188,8 @@ Result<QuotaReservation> QuotaReservation::reserve(Call& call, std::uint64_t byt
   }
   std::uint64_t token = 0;
   int code = call.host()->quota_reserve(call.raw(), bytes, files, &token);
-  if (code == OPS_QUOTA_EXCEEDED) {
-    return fail(ErrorCode::quota_exceeded,
-                "quota exceeded: storing " + std::to_string(bytes) + " more bytes" +
-                    (files ? " and " + std::to_string(files) + " more file(s)" : "") +
-                    " would pass your quota");
-  }
+  if (code == OPS_QUOTA_EXCEEDED)
+    return fail(ErrorCode::quota_exceeded, quota_message(call, bytes));
   if (code != OPS_OK) return fail(error_code_from_abi(code), "cannot reserve quota");
   return QuotaReservation(&call, token);
 }
