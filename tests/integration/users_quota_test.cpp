@@ -165,6 +165,35 @@ TEST_F(UsersQuota, AReservationInProgressCountsAgainstTheQuota) {
   EXPECT_EQ(num(u, "reserved_bytes"), 0);
 }
 
+TEST_F(UsersQuota, AFailedUploadGivesItsReservationBack) {
+  start();
+  std::string key = add("alice", R"(,"quota_bytes":1000)");
+  auto alice = server_->connect("alice", key);
+  ASSERT_TRUE(alice);
+  // A checksum mismatch: nothing stored, nothing kept reserved.
+  EXPECT_OP_ERR(
+      upload(*alice, "a", std::string(900, 'a'), R"(,"sha256":")" + std::string(64, '0') + "\""),
+      "checksum_mismatch");
+  // A client that vanishes in the middle of its payload.
+  {
+    RawConnection raw(server_->port());
+    ASSERT_TRUE(raw.authenticate("alice", key));
+    ASSERT_TRUE(raw.send(frame_of(request_json(1, "upload", R"({"path":"b"})", 900))));
+    ASSERT_TRUE(raw.send(std::string(100, 'b')));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  Outcome u;
+  for (int i = 0; i < 100; ++i) {  // until the server has noticed the loss
+    u = call_op(*alice, "usage", "{}");
+    if (num(u, "reserved_bytes") == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(u.result_json,
+            R"({"user":"alice","bytes":0,"files":0,"reserved_bytes":0,"quota_bytes":1000,)"
+            R"("quota_files":null})");
+  EXPECT_OP_OK(upload(*alice, "c", std::string(1000, 'c')));  // all of the room is there
+}
+
 TEST_F(UsersQuota, ConcurrentUploadsCannotTogetherExceedTheQuota) {
   start();
   std::string key = add("alice", R"(,"quota_bytes":1000000)");
