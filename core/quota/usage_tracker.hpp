@@ -3,10 +3,11 @@
 // Usage is recounted, not stored: the first time a user's usage is needed after a start
 // (a reservation, a usage query, an adjustment), its directory is walked once and the
 // regular files and their sizes counted (docs/OPERATIONS.md has the cost: 0.78 s for
-// 200,000 files here, so about 4 s per million with a warm cache). From then on the count is kept in memory and changed only through
-// this class: reservations made before bytes are written, commits after a file is
-// published, and adjustments after a removal. So nothing can go stale on disk, a crash
-// loses nothing, and the only cost is one walk per user per start.
+// 200,000 files here, so about 4 s per million with a warm cache). From then on the
+// count is kept in memory and changed only through this class: reservations made before
+// bytes are written, commits after a file is published, and adjustments after a removal.
+// So nothing can go stale on disk, a crash loses nothing, and the only cost is one walk
+// per user per start.
 //
 // Concurrency: one mutex per user guards that user's counters, so a reservation checks
 // and takes room in one step: two concurrent uploads cannot together pass a quota.

@@ -173,8 +173,7 @@ std::string quota_message(Call& call, std::uint64_t bytes) {
   }
   if (files && quota_files) {
     return "quota exceeded: one more file would pass your quota of " +
-           std::to_string(*quota_files) + " files (" + std::to_string(*files) +
-           " stored)";
+           std::to_string(*quota_files) + " files (" + std::to_string(*files) + " stored)";
   }
   return generic;
 }
