@@ -84,6 +84,32 @@ struct RegisterFlags {
 };
 int run_register(const ConnectionFlags& conn, const RegisterFlags& flags);
 
+struct UsageFlags {
+  bool json = false;
+};
+int run_usage(const ConnectionFlags& conn, const UsageFlags& flags);
+
+struct SetQuotaFlags {
+  std::string user;
+  std::string bytes;  // "" (unchanged), "none", or a count
+  std::string files;
+  bool json = false;
+};
+int run_set_quota(const ConnectionFlags& conn, const SetQuotaFlags& flags);
+
+struct UnregisterFlags {
+  std::string user;
+  bool json = false;
+};
+int run_unregister(const ConnectionFlags& conn, const UnregisterFlags& flags);
+
+struct RekeyFlags {
+  std::string user;  // "": yourself
+  std::string key_file_out;
+  bool json = false;
+};
+int run_rekey(const ConnectionFlags& conn, const RekeyFlags& flags);
+
 // Builds the args object for `call` from --args and -a key=value (JSON if it parses,
 // else a string). Returns false with a message in `error` on bad input.
 bool build_call_args(const std::string& args_json, const std::vector<std::string>& assigns,

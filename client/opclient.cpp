@@ -56,6 +56,10 @@ struct Cli {
   MvFlags mv;
   MkdirFlags mkdir;
   StatFlags stat;
+  UsageFlags usage;
+  SetQuotaFlags set_quota;
+  UnregisterFlags unregister;
+  RekeyFlags rekey;
 };
 
 void add_connection_options(CLI::App& app, Cli& cli) {
@@ -253,7 +257,54 @@ Examples:
   opclient stat albums
 )");
 
-  for (auto* sub : {call, describe, upload, download, ls, reg, rm, mv, mkdir, stat}) {
+  auto* usage = app.add_subcommand("usage", "Show your stored bytes and files and your quotas");
+  usage->add_flag("--json", cli.usage.json, "Print the server's JSON result");
+  usage->footer(R"(
+Examples:
+  opclient usage
+  opclient usage --json | jq .bytes
+)");
+
+  auto* set_quota = app.add_subcommand("set-quota", "Set or clear a user's quotas (admin)");
+  set_quota->add_option("USER", cli.set_quota.user, "The user")->required();
+  set_quota->add_option("--bytes", cli.set_quota.bytes,
+                        "Byte quota: a count, or none for no limit (default: unchanged)");
+  set_quota->add_option("--files", cli.set_quota.files,
+                        "File quota: a count, or none for no limit (default: unchanged)");
+  set_quota->add_flag("--json", cli.set_quota.json, "Print the server's JSON result");
+  set_quota->footer(R"(
+A quota below what the user already stores removes nothing; it refuses growth.
+
+Examples:
+  opclient --user admin set-quota bob --bytes 10737418240 --files 100000
+  opclient --user admin set-quota bob --bytes none
+)");
+
+  auto* unregister = app.add_subcommand(
+      "unregister", "Remove a user, its key, its connections and its files (admin)");
+  unregister->add_option("USER", cli.unregister.user, "The user")->required();
+  unregister->add_flag("--json", cli.unregister.json, "Print the server's JSON result");
+  unregister->footer(R"(
+Examples:
+  opclient --user admin unregister bob
+)");
+
+  auto* rekey =
+      app.add_subcommand("rekey", "Give a user (by default you) a new key; prints it once");
+  rekey->add_option("USER", cli.rekey.user, "The user (default: you; others: admin)");
+  rekey->add_option("--key-file-out", cli.rekey.key_file_out,
+                    "Write the key to this new file (mode 600) instead of stdout");
+  rekey->add_flag("--json", cli.rekey.json, "Print the server's JSON result");
+  rekey->footer(R"(
+Your other connections are closed; this one is not. The old key stops working at once.
+
+Examples:
+  opclient rekey --key-file-out new.key && mv new.key my.key
+  opclient --user admin rekey bob > bob.key
+)");
+
+  for (auto* sub : {call, describe, upload, download, ls, reg, rm, mv, mkdir, stat, usage,
+                    set_quota, unregister, rekey}) {
     sub->footer(sub->get_footer() +
                 "\nConnection options (--server, --user, --key-file, --timeout, --quiet), TLS\n"
                 "options (--tls, --ca, --cert, --key, --insecure-no-binding) and\n"
@@ -273,6 +324,10 @@ int dispatch(const Cli& cli, const std::string& chosen) {
   if (chosen == "mv") return run_mv(cli.conn, cli.mv);
   if (chosen == "mkdir") return run_mkdir(cli.conn, cli.mkdir);
   if (chosen == "stat") return run_stat(cli.conn, cli.stat);
+  if (chosen == "usage") return run_usage(cli.conn, cli.usage);
+  if (chosen == "set-quota") return run_set_quota(cli.conn, cli.set_quota);
+  if (chosen == "unregister") return run_unregister(cli.conn, cli.unregister);
+  if (chosen == "rekey") return run_rekey(cli.conn, cli.rekey);
   return exit_code::kUsage;
 }
 

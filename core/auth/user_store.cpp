@@ -71,6 +71,25 @@ Status fsync_dir(const fs::path& dir) {
   return ok_status();
 }
 
+constexpr const char* kLimitNames[] = {"quota_bytes", "quota_files", "upload_bytes_per_second",
+                                       "download_bytes_per_second"};
+
+UserLimit* limit_field(UserRecord& r, int i) {
+  UserLimit* fields[] = {&r.quota_bytes, &r.quota_files, &r.upload_rate, &r.download_rate};
+  return fields[i];
+}
+const std::optional<UserLimit>* change_field(const LimitChange& c, int i) {
+  const std::optional<UserLimit>* fields[] = {&c.quota_bytes, &c.quota_files, &c.upload_rate,
+                                              &c.download_rate};
+  return fields[i];
+}
+
+void apply(UserRecord& record, const LimitChange& change) {
+  for (int i = 0; i < 4; ++i) {
+    if (*change_field(change, i)) *limit_field(record, i) = **change_field(change, i);
+  }
+}
+
 }  // namespace
 
 UserStore::UserStore(fs::path state_dir, fs::path storage_dir)
@@ -106,10 +125,11 @@ Status UserStore::open(bool bootstrap_admin, std::optional<fs::path>* admin_key_
     ::unlink(tmp.c_str());
     return sys_error("write " + key_path.string());
   }
-  std::map<std::string, std::string> users{{"admin", key}};
+  Users users;
+  users["admin"].key = key;
   if (Status st = write_locked(users); !st) return st;
   ::mkdir((storage_dir_ / "admin").c_str(), 0750);  // like every user directory
-  users_ = {{"admin", key}};
+  users_ = std::move(users);
   if (admin_key_path) *admin_key_path = key_path;
   return ok_status();
 }
@@ -148,30 +168,55 @@ Status UserStore::reload_locked() {
       !doc["users"].IsObject()) {
     return fail(ErrorCode::internal, file_.string() + ": the user store is corrupt");
   }
-  std::map<std::string, std::string, std::less<>> users;
+  Users users;
   for (auto it = doc["users"].MemberBegin(); it != doc["users"].MemberEnd(); ++it) {
-    if (!it->value.IsObject() || !it->value.HasMember("key") || !it->value["key"].IsString()) {
+    const rapidjson::Value& v = it->value;
+    if (!v.IsObject() || !v.HasMember("key") || !v["key"].IsString()) {
       return fail(ErrorCode::internal, file_.string() + ": the user store is corrupt");
     }
-    users.emplace(std::string(it->name.GetString(), it->name.GetStringLength()),
-                  std::string(it->value["key"].GetString(), it->value["key"].GetStringLength()));
+    UserRecord record;
+    record.key.assign(v["key"].GetString(), v["key"].GetStringLength());
+    // A limit member absent: the server's default; null: no limit; else a count.
+    for (int i = 0; i < 4; ++i) {
+      auto m = v.FindMember(kLimitNames[i]);
+      if (m == v.MemberEnd()) continue;
+      if (m->value.IsNull()) {
+        *limit_field(record, i) = UserLimit::none();
+      } else if (m->value.IsUint64()) {
+        *limit_field(record, i) = UserLimit::of(m->value.GetUint64());
+      } else {
+        return fail(ErrorCode::internal, file_.string() + ": the user store is corrupt");
+      }
+    }
+    users.emplace(std::string(it->name.GetString(), it->name.GetStringLength()), std::move(record));
   }
   users_ = std::move(users);
   seen_ = st;
   return ok_status();
 }
 
-Status UserStore::write_locked(const std::map<std::string, std::string>& users) {
+Status UserStore::write_locked(const Users& users) {
   rapidjson::StringBuffer buffer;
   rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
   w.StartObject();
   w.Key("users");
   w.StartObject();
-  for (const auto& [name, key] : users) {
+  for (const auto& [name, record] : users) {
     w.Key(name.c_str(), static_cast<rapidjson::SizeType>(name.size()));
     w.StartObject();
     w.Key("key");
-    w.String(key.c_str(), static_cast<rapidjson::SizeType>(key.size()));
+    w.String(record.key.c_str(), static_cast<rapidjson::SizeType>(record.key.size()));
+    UserRecord copy = record;
+    for (int i = 0; i < 4; ++i) {
+      const UserLimit& limit = *limit_field(copy, i);
+      if (!limit.own) continue;  // absent: the server's default
+      w.Key(kLimitNames[i]);
+      if (limit.value) {
+        w.Uint64(*limit.value);
+      } else {
+        w.Null();
+      }
+    }
     w.EndObject();
   }
   w.EndObject();
@@ -230,10 +275,31 @@ std::optional<std::string> UserStore::key_for(std::string_view user) {
   std::shared_lock lock(mutex_);
   auto it = users_.find(user);
   if (it == users_.end()) return std::nullopt;
+  return it->second.key;
+}
+
+std::optional<UserRecord> UserStore::find(std::string_view user) {
+  refresh();
+  std::shared_lock lock(mutex_);
+  auto it = users_.find(user);
+  if (it == users_.end()) return std::nullopt;
   return it->second;
 }
 
-Status UserStore::add(const std::string& name, const std::string& key) {
+template <class Edit>
+Status UserStore::change(Edit&& edit) {
+  std::unique_lock lock(mutex_);
+  FileLock file_lock(lock_file_);
+  if (!file_lock.ok()) return sys_error("lock " + lock_file_.string());
+  if (Status st = reload_locked(); !st) return st;
+  Users next = users_;
+  if (Status st = edit(next); !st) return st;
+  if (Status st = write_locked(next); !st) return st;
+  users_ = std::move(next);
+  return ok_status();
+}
+
+Status UserStore::add(const std::string& name, const std::string& key, const LimitChange& limits) {
   if (!is_valid_user_name(name)) {
     return fail(ErrorCode::invalid_args, "user names must match ^[a-z_][a-z0-9_.-]{0,31}$");
   }
@@ -241,42 +307,63 @@ Status UserStore::add(const std::string& name, const std::string& key) {
     return fail(ErrorCode::invalid_args,
                 "a key is 1 to 1024 bytes of UTF-8 without control characters");
   }
-  std::unique_lock lock(mutex_);
-  FileLock file_lock(lock_file_);
-  if (!file_lock.ok()) return sys_error("lock " + lock_file_.string());
-  if (Status st = reload_locked(); !st) return st;
-  if (users_.contains(name)) return fail(ErrorCode::already_exists, "user already exists: " + name);
-
-  // The directory first: a crash between the two steps leaves an empty directory that a
-  // later add of the same name reuses, never a user without a directory.
-  fs::path dir = storage_dir_ / name;
-  if (::mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) return sys_error("mkdir " + dir.string());
-  if (Status st = fsync_dir(storage_dir_); !st) return st;  // the new entry is durable too
-  std::map<std::string, std::string> next(users_.begin(), users_.end());
-  next.emplace(name, key);
-  if (Status st = write_locked(next); !st) return st;
-  users_.emplace(name, key);
-  return ok_status();
+  return change([&](Users& users) -> Status {
+    if (users.contains(name))
+      return fail(ErrorCode::already_exists, "user already exists: " + name);
+    // The directory first: a crash between the two steps leaves an empty directory that a
+    // later add of the same name reuses, never a user without a directory.
+    fs::path dir = storage_dir_ / name;
+    if (::mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) {
+      return sys_error("mkdir " + dir.string());
+    }
+    if (Status st = fsync_dir(storage_dir_); !st) return st;  // the new entry is durable too
+    UserRecord& record = users[name];
+    record.key = key;
+    apply(record, limits);
+    return ok_status();
+  });
 }
 
 Status UserStore::remove(const std::string& name) {
-  std::unique_lock lock(mutex_);
-  FileLock file_lock(lock_file_);
-  if (!file_lock.ok()) return sys_error("lock " + lock_file_.string());
-  if (Status st = reload_locked(); !st) return st;
-  if (!users_.contains(name)) return fail(ErrorCode::not_found, "no such user: " + name);
-  std::map<std::string, std::string> next(users_.begin(), users_.end());
-  next.erase(name);
-  if (Status st = write_locked(next); !st) return st;
-  users_.erase(users_.find(name));
-  return ok_status();
+  return change([&](Users& users) -> Status {
+    auto it = users.find(name);
+    if (it == users.end()) return fail(ErrorCode::not_found, "no such user: " + name);
+    users.erase(it);
+    return ok_status();
+  });
+}
+
+Status UserStore::rekey(const std::string& name, const std::string& key) {
+  if (!is_valid_key(key)) {
+    return fail(ErrorCode::invalid_args,
+                "a key is 1 to 1024 bytes of UTF-8 without control characters");
+  }
+  return change([&](Users& users) -> Status {
+    auto it = users.find(name);
+    if (it == users.end()) return fail(ErrorCode::not_found, "no such user: " + name);
+    it->second.key = key;
+    return ok_status();
+  });
+}
+
+Result<UserRecord> UserStore::set_limits(const std::string& name, const LimitChange& limits) {
+  UserRecord result;
+  Status st = change([&](Users& users) -> Status {
+    auto it = users.find(name);
+    if (it == users.end()) return fail(ErrorCode::not_found, "no such user: " + name);
+    apply(it->second, limits);
+    result = it->second;
+    return ok_status();
+  });
+  if (!st) return st.error();
+  return result;
 }
 
 std::vector<std::string> UserStore::names() {
   refresh();
   std::shared_lock lock(mutex_);
   std::vector<std::string> out;
-  for (const auto& [name, key] : users_) out.push_back(name);
+  for (const auto& [name, record] : users_) out.push_back(name);
   return out;
 }
 

@@ -253,7 +253,11 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
                                  "operation_timeout_ms",
                                  "log_level",
                                  "tls",
-                                 "proxy_protocol"});
+                                 "proxy_protocol",
+                                 "default_quota_bytes",
+                                 "default_quota_files",
+                                 "default_upload_bytes_per_second",
+                                 "default_download_bytes_per_second"});
       !st) {
     return st.error();
   }
@@ -285,6 +289,20 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
   };
   for (Status& st : checks) {
     if (!st) return st.error();
+  }
+  // Quotas and rate limits: a non-negative integer, or null (or absent) for none.
+  const std::pair<const char*, std::optional<std::uint64_t>*> limits[] = {
+      {"default_quota_bytes", &config.default_quota_bytes},
+      {"default_quota_files", &config.default_quota_files},
+      {"default_upload_bytes_per_second", &config.default_upload_bytes_per_second},
+      {"default_download_bytes_per_second", &config.default_download_bytes_per_second}};
+  for (const auto& [name, out] : limits) {
+    const rapidjson::Value* v = r.find(name);
+    if (v == nullptr || v->IsNull()) continue;
+    if (!v->IsUint64() || v->GetUint64() > (std::uint64_t{1} << 53)) {
+      return r.bad(name, "must be a non-negative integer up to 2^53, or null");
+    }
+    *out = v->GetUint64();
   }
   static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
   if (!kLevels.contains(config.log_level)) {

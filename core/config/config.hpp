@@ -76,6 +76,12 @@ struct Config : StartupSettings, RuntimeSettings {
   // listener expects a PROXY v2 header first.
   std::optional<TlsSettings> tls;
   bool proxy_protocol = false;
+  // Limits of a user without its own in users.json (nullopt: none). OPS/1 §10.
+  std::optional<std::uint64_t> default_quota_bytes;
+  std::optional<std::uint64_t> default_quota_files;
+  // Payload bytes per second per user and direction (nullopt: unlimited).
+  std::optional<std::uint64_t> default_upload_bytes_per_second;
+  std::optional<std::uint64_t> default_download_bytes_per_second;
 };
 
 // Command-line overrides, applied after the files are read.

@@ -99,6 +99,7 @@ asio::awaitable<CallOutcome> run_plugin_call(const CallEnvironment& env, CallReq
   call.connection = &env.connection;
   call.op = &op;
   call.users = &env.users;
+  call.services = env.services;
   call.user = request.user;
   call.request_id = request.id;
   call.scratch_dir_fd = env.scratch_fd;

@@ -19,6 +19,7 @@ namespace ops::core {
 
 class Connection;
 class HandlerPool;
+class UserServices;
 class UserStore;
 struct Operation;
 
@@ -46,6 +47,7 @@ struct CallEnvironment {
   Connection& connection;
   HandlerPool& workers;
   UserStore& users;
+  UserServices* services;  // quotas, users online, bandwidth (null in some tests)
   const RuntimeSettings& settings;
   int storage_fd = -1;
   int scratch_fd = -1;

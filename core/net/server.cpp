@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "auth/handshake.hpp"
+#include "auth/user_services.hpp"
 #include "auth/user_store.hpp"
 #include "dispatch/handler_pool.hpp"
 #include "dispatch/registry.hpp"
@@ -133,6 +134,7 @@ struct Server::Impl {
       wait_for_hangup();
     });
   }
+  std::unique_ptr<UserServices> services;
   std::unique_ptr<ServerContext> context;
   int storage_fd = -1;
   int scratch_fd = -1;
@@ -350,6 +352,12 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
   impl->context = std::unique_ptr<ServerContext>(
       new ServerContext{impl->config, *impl->snapshots, *impl->users, *impl->authenticator,
                         impl->workers, impl->storage_fd, impl->scratch_fd});
+  impl->services = std::make_unique<UserServices>(
+      *impl->users, impl->storage_fd, impl->scratch_fd,
+      UserDefaults{cfg.default_quota_bytes, cfg.default_quota_files,
+                   cfg.default_upload_bytes_per_second, cfg.default_download_bytes_per_second,
+                   cfg.payload_min_rate});
+  impl->context->services = impl->services.get();
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 

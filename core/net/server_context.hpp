@@ -18,6 +18,7 @@ class UserStore;
 class Authenticator;
 class Session;
 class HandlerPool;
+class UserServices;
 
 struct ServerContext {
   const StartupSettings& startup;
@@ -41,6 +42,9 @@ struct ServerContext {
   // Live sessions, for a graceful stop.
   std::mutex sessions_mutex;
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions;
+
+  // Users beyond keys: quotas and usage, sessions by user, bandwidth (set by Server).
+  UserServices* services = nullptr;
 };
 
 }  // namespace ops::core

@@ -11,6 +11,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "auth/handshake.hpp"
+#include "auth/user_services.hpp"
 #include "config/config.hpp"
 #include "dispatch/dispatcher.hpp"
 #include "dispatch/plugin_call.hpp"
@@ -41,6 +42,7 @@ Session::Session(ServerContext& context, std::unique_ptr<Transport> transport)
 }
 
 Session::~Session() {
+  if (authenticated_ && ctx_.services) ctx_.services->sessions().remove(user_, &connection_);
   ctx_.connections.fetch_sub(1);
   if (!authenticated_) ctx_.unauthenticated.fetch_sub(1);
   std::lock_guard lock(ctx_.sessions_mutex);
@@ -205,9 +207,15 @@ asio::awaitable<bool> Session::handshake() {
     co_return false;
   }
   std::optional<Authenticator::Success> success;
+  // Read before the key is checked: a rekey or unregister in between makes add() refuse.
+  const std::uint64_t epoch = ctx_.services ? ctx_.services->sessions().epoch() : 0;
   // §7: before welcome only an `auth` frame is accepted, and it carries no payload.
   if (header && header->payload == 0) {
     success = ctx_.authenticator.verify(header->doc, nonce, binding);
+  }
+  if (success && ctx_.services &&
+      !ctx_.services->sessions().add(success->user, &connection_, weak_from_this(), epoch)) {
+    success.reset();
   }
   if (!success) {
     connection_.append(auth_failed_frame());
@@ -284,8 +292,8 @@ asio::awaitable<bool> Session::serve(Header& header, Clock::time_point arrived,
   // The watchdog stands aside: the handler's I/O has its own no-progress limit, and the
   // call's deadline covers a handler that never starts any.
   deadline_ = Clock::time_point::max();
-  CallEnvironment env{connection_.executor(), connection_,    ctx_.workers, ctx_.users, settings,
-                      ctx_.storage_fd,        ctx_.scratch_fd};
+  CallEnvironment env{connection_.executor(), connection_, ctx_.workers,    ctx_.users,
+                      ctx_.services,          settings,    ctx_.storage_fd, ctx_.scratch_fd};
   CallRequest run{&op,
                   user_,
                   request.id,

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "auth/user_services.hpp"
 #include "net/pace.hpp"
 #include "opserver/error.hpp"
 #include "opserver/plugin_abi.h"
@@ -58,6 +59,11 @@ struct ops_call {
   // The host itself recorded `error` (a misused or invalid result): the plugin's own
   // fail() after that, reacting to the failed host call, does not replace it.
   bool host_error = false;
+
+  // Users, quotas, sessions and bandwidth (null in tests that build a call by hand), and
+  // this call's reservations and buckets, released when the call ends.
+  ops::core::UserServices* services = nullptr;
+  ops::core::CallUserState user_state;
 };
 
 namespace ops::core {

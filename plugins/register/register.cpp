@@ -11,9 +11,14 @@
 //  - The host's create_user does the rest atomically (ops_host_v1::create_user): the user
 //    is fully present (key and storage directory) or absent, and can log in at once.
 //  - Who may call register is the `allow` list of config/ops.json (only admin by default).
+//  - `quota_bytes` and `quota_files` (§10, optional): a non-negative integer, or null for
+//    no limit whatever the server's default; left out, the server's default applies.
+//    They are stored with the user in the same atomic write, so the user never exists
+//    without them.
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <cstdint>
 #include <string>
 
 #include "opserver/plugin.hpp"
@@ -35,7 +40,11 @@ constexpr const char* kSchema = R"json({
     "user": {"type": "string", "pattern": "^[a-z_][a-z0-9_.-]{0,31}$",
              "description": "the new user's name"},
     "key": {"type": "string", "minLength": 1, "maxLength": 1024,
-            "description": "the new user's key (default: 64 random hex characters)"}
+            "description": "the new user's key (default: 64 random hex characters)"},
+    "quota_bytes": {"type": ["integer", "null"], "minimum": 0,
+                    "description": "byte quota (null: none; default: the server's)"},
+    "quota_files": {"type": ["integer", "null"], "minimum": 0,
+                    "description": "file quota (null: none; default: the server's)"}
   },
   "required": ["user"],
   "additionalProperties": false
@@ -60,6 +69,18 @@ bool has_control_character(const std::string& s) {
   return false;
 }
 
+// A quota argument as the host's limit value: absent = the server's default.
+ops::Result<std::int64_t> quota_of(const rapidjson::Value& args, const char* name) {
+  auto it = args.FindMember(name);
+  if (it == args.MemberEnd()) return Call::kLimitDefault;
+  if (it->value.IsNull()) return Call::kLimitNone;
+  if (!it->value.IsUint64() || it->value.GetUint64() > (std::uint64_t{1} << 53)) {
+    return ops::fail(ErrorCode::invalid_args,
+                     std::string(name) + " must be a non-negative integer up to 2^53, or null");
+  }
+  return static_cast<std::int64_t>(it->value.GetUint64());
+}
+
 Status handle_register(Call& call, const rapidjson::Value& args) {
   const rapidjson::Value& user_value = args["user"];
   const std::string user(user_value.GetString(), user_value.GetStringLength());
@@ -82,7 +103,14 @@ Status handle_register(Call& call, const rapidjson::Value& args) {
     key = ops::proof::random_hex(kGeneratedKeyBytes);
   }
 
-  if (Status created = call.create_user(user, key); !created) return created;
+  auto quota_bytes = quota_of(args, "quota_bytes");
+  if (!quota_bytes) return std::move(quota_bytes).error();
+  auto quota_files = quota_of(args, "quota_files");
+  if (!quota_files) return std::move(quota_files).error();
+
+  if (Status created = call.create_user(user, key, *quota_bytes, *quota_files); !created) {
+    return created;
+  }
 
   rapidjson::StringBuffer out;
   rapidjson::Writer<rapidjson::StringBuffer> w(out);

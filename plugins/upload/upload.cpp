@@ -22,6 +22,12 @@
 //  6. fsync(parent directory), and only then the `ok` answer: an acknowledged upload
 //     survives a crash.
 // Any failure before step 5 removes the temporary file and leaves the old file untouched.
+//
+// Quota (§10): before the temporary file is made and before any payload byte is read, the
+// growth is reserved from the declared size (ops::sdk::QuotaReservation): the new size
+// less the size of the file it replaces, and one file unless it replaces one. Past the
+// quota the answer is quota_exceeded and nothing is left behind. After publishing, that
+// change is committed; any failure releases the reservation (the object's destructor).
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <rapidjson/stringbuffer.h>
@@ -91,6 +97,23 @@ std::string lowercase(std::string s) {
   return s;
 }
 
+// The size of the regular file an overwrite would replace (0 and false: none), looked up
+// in the parent step 1 opened, so no further open is made.
+Status replaced_file(const ops::sdk::PublishTarget& target, const std::string& path,
+                     bool& replaces, std::uint64_t& old_size) {
+  replaces = false;
+  old_size = 0;
+  if (!target.opened) return ops::ok_status();
+  struct stat st {};
+  if (::fstatat(target.opened->parent.get(), target.opened->leaf.c_str(), &st,
+                AT_SYMLINK_NOFOLLOW) != 0) {
+    return errno == ENOENT ? ops::ok_status() : storage_error(errno, path);
+  }
+  replaces = S_ISREG(st.st_mode);
+  old_size = replaces ? static_cast<std::uint64_t>(st.st_size) : 0;
+  return ops::ok_status();
+}
+
 Status handle_upload(Call& call, const rapidjson::Value& args) {
   const rapidjson::Value& path_value = args["path"];
   const std::string path(path_value.GetString(), path_value.GetStringLength());
@@ -114,6 +137,17 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
   // Step 1.
   auto target = ops::sdk::check_publish_target(root, path, overwrite);
   if (!target) return std::move(target).error();
+
+  // Quota (§10), from the declared size, before the temporary file is made and before a
+  // payload byte is read: an overwrite counts only its growth and adds no file.
+  bool replaces = false;
+  std::uint64_t old_size = 0;
+  if (overwrite) {
+    if (Status st = replaced_file(*target, path, replaces, old_size); !st) return st;
+  }
+  auto room = ops::sdk::QuotaReservation::reserve(
+      call, size > old_size ? size - old_size : 0, replaces ? 0 : 1);
+  if (!room) return std::move(room).error();
 
   // Step 2: the temporary file.
   auto created = ops::sdk::ScratchFile::create(call, call.scratch_dir(), "upload-", path);
@@ -171,6 +205,8 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
       ops::sdk::publish_file(call, root, tmp.dir(), tmp.name(), path, overwrite, *target, outcome);
   if (outcome.source_consumed) tmp.mark_published();
   if (!published) return published;
+  room->commit(static_cast<std::int64_t>(size) - static_cast<std::int64_t>(old_size),
+               replaces ? 0 : 1);
 
   rapidjson::StringBuffer out;
   rapidjson::Writer<rapidjson::StringBuffer> w(out);

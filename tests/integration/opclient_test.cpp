@@ -314,8 +314,8 @@ TEST_F(OpclientTest, VersionAndHelp) {
   EXPECT_EXIT_STATUS(h, 0);
   EXPECT_NE(h.out.find("Exit status"), std::string::npos);
   EXPECT_NE(h.out.find("OPS_KEY_FILE"), std::string::npos);
-  for (const char* verb :
-       {"call", "describe", "upload", "download", "ls", "register", "rm", "mv", "mkdir", "stat"}) {
+  for (const char* verb : {"call", "describe", "upload", "download", "ls", "register", "rm", "mv",
+                           "mkdir", "stat", "usage", "set-quota", "unregister", "rekey"}) {
     SCOPED_TRACE(verb);
     CliRun sub = alice({verb, "--help"});
     EXPECT_EXIT_STATUS(sub, 0);
@@ -662,6 +662,45 @@ TEST_F(OpclientTest, RegisterPrintsTheKeyOnce) {
   // An existing key file is never overwritten, and nothing is registered then.
   EXPECT_EXIT_STATUS(admin({"register", "dave", "--key-file-out", local("carol.key").string()}), 1);
   EXPECT_EXIT_STATUS(admin({"register", "dave"}), 0);
+}
+
+TEST_F(OpclientTest, UsageSetQuotaRekeyUnregister) {
+  std::string key = server_->add_user("erin");
+  write_file(local("erin.key"), key + "\n", 0600);
+  std::map<std::string, std::string> erin_env{{"OPS_SERVER", server_address()},
+                                              {"OPS_USER", "erin"},
+                                              {"OPS_KEY_FILE", local("erin.key").string()}};
+  auto erin = [&](std::vector<std::string> args) {
+    return run_opclient({std::move(args), erin_env, {}, {}, work_.path()});
+  };
+  CliRun set = admin({"set-quota", "erin", "--bytes", "2048", "--files", "none"});
+  EXPECT_EXIT_STATUS(set, 0);
+  EXPECT_EQ(set.out, "quota of erin: 2.0 KiB (2048 bytes), no limit\n");
+  EXPECT_EXIT_STATUS(admin({"set-quota", "erin", "--bytes", "-1"}), 2);
+  EXPECT_EXIT_STATUS(admin({"set-quota", "nobody", "--bytes", "1"}), 17);
+  EXPECT_EXIT_STATUS(erin({"set-quota", "erin", "--bytes", "none"}), 15);
+  CliRun json = erin({"usage", "--json"});
+  EXPECT_EXIT_STATUS(json, 0);
+  EXPECT_NE(json.out.find(R"("quota_bytes":2048)"), std::string::npos) << json.out;
+  CliRun people = erin({"usage"});
+  EXPECT_EXIT_STATUS(people, 0);
+  EXPECT_NE(people.out.find("stored    0 B in 0 files"), std::string::npos) << people.out;
+
+  // rekey to a file: the old key stops working, the new one works.
+  CliRun rekeyed = erin({"rekey", "--key-file-out", local("erin2.key").string()});
+  EXPECT_EXIT_STATUS(rekeyed, 0);
+  EXPECT_TRUE(rekeyed.out.empty());
+  EXPECT_EXIT_STATUS(erin({"usage"}), 4);
+  erin_env["OPS_KEY_FILE"] = local("erin2.key").string();
+  EXPECT_EXIT_STATUS(erin({"usage"}), 0);
+  EXPECT_EXIT_STATUS(erin({"rekey", "admin"}), 15);
+  CliRun by_admin = admin({"rekey", "erin"});
+  EXPECT_EXIT_STATUS(by_admin, 0);
+  EXPECT_EQ(by_admin.out.size(), 65u) << by_admin.out;
+
+  EXPECT_EXIT_STATUS(admin({"unregister", "admin"}), 15);
+  EXPECT_EXIT_STATUS(admin({"unregister", "erin"}), 0);
+  EXPECT_EXIT_STATUS(admin({"unregister", "erin"}), 17);
 }
 
 TEST_F(OpclientTest, DownloadContinueResumes) {

@@ -38,6 +38,10 @@ MAX_ARGS_DEPTH = 31                # §7: 32 levels, the header being the first
 _FATAL = {"bad_frame", "auth_failed"}  # §3: the server closes after these
 
 
+# Marks an optional argument left out (None means JSON null: "no limit").
+_UNSET: Any = object()
+
+
 @dataclass
 class Response:
     """One response header and, once read, its payload.
@@ -584,12 +588,48 @@ class Client:
                                        f"is {expected}", id=result.id)
         return result
 
-    def register(self, user: str, key: Optional[str] = None) -> Result:
-        """Creates a user (§5 ``register``); the result holds its key."""
+    def register(self, user: str, key: Optional[str] = None, *,
+                 quota_bytes: Any = _UNSET, quota_files: Any = _UNSET) -> Result:
+        """Creates a user (§5 ``register``); the result holds its key. ``quota_bytes`` and
+        ``quota_files`` (§10) are an int, or None for no limit; left out, the server's
+        default applies."""
         args: Dict[str, Any] = {"user": user}
         if key is not None:
             args["key"] = key
+        if quota_bytes is not _UNSET:
+            args["quota_bytes"] = quota_bytes
+        if quota_files is not _UNSET:
+            args["quota_files"] = quota_files
         return self.call("register", args)
+
+    def usage(self) -> Result:
+        """Your stored bytes and files, reserved bytes and quotas (§10 ``usage``);
+        a quota is None where there is none."""
+        return self.call("usage")
+
+    def set_quota(self, user: str, *, bytes: Any = _UNSET, files: Any = _UNSET) -> Result:
+        """Sets a user's quotas (§10 ``set_quota``): an int, or None for no limit; a
+        quota left out stays as it was."""
+        args: Dict[str, Any] = {"user": user}
+        if bytes is not _UNSET:
+            args["bytes"] = bytes
+        if files is not _UNSET:
+            args["files"] = files
+        return self.call("set_quota", args)
+
+    def unregister(self, user: str) -> Result:
+        """Removes a user, its key, its connections and its files (§10 ``unregister``)."""
+        return self.call("unregister", {"user": user})
+
+    def rekey(self, user: Optional[str] = None, key: Optional[str] = None) -> Result:
+        """Gives a user (by default yourself) a new key (§10 ``rekey``); the result holds
+        it. Your other connections as that user are closed; this one stays."""
+        args: Dict[str, Any] = {}
+        if user is not None:
+            args["user"] = user
+        if key is not None:
+            args["key"] = key
+        return self.call("rekey", args)
 
     def send_raw(self, data: bytes) -> None:
         """Sends raw bytes, for tests that must misbehave on purpose."""

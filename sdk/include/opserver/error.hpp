@@ -43,21 +43,36 @@ inline constexpr ErrorCode kAllErrorCodes[] = {
 // The exact wire string of §3.
 constexpr std::string_view wire_name(ErrorCode code) noexcept {
   switch (code) {
-    case ErrorCode::bad_frame: return "bad_frame";
-    case ErrorCode::bad_request: return "bad_request";
-    case ErrorCode::auth_failed: return "auth_failed";
-    case ErrorCode::unknown_operation: return "unknown_operation";
-    case ErrorCode::forbidden: return "forbidden";
-    case ErrorCode::invalid_args: return "invalid_args";
-    case ErrorCode::not_found: return "not_found";
-    case ErrorCode::already_exists: return "already_exists";
-    case ErrorCode::conflict: return "conflict";
-    case ErrorCode::payload_too_large: return "payload_too_large";
-    case ErrorCode::checksum_mismatch: return "checksum_mismatch";
-    case ErrorCode::quota_exceeded: return "quota_exceeded";
-    case ErrorCode::timeout: return "timeout";
-    case ErrorCode::unavailable: return "unavailable";
-    case ErrorCode::internal: return "internal";
+    case ErrorCode::bad_frame:
+      return "bad_frame";
+    case ErrorCode::bad_request:
+      return "bad_request";
+    case ErrorCode::auth_failed:
+      return "auth_failed";
+    case ErrorCode::unknown_operation:
+      return "unknown_operation";
+    case ErrorCode::forbidden:
+      return "forbidden";
+    case ErrorCode::invalid_args:
+      return "invalid_args";
+    case ErrorCode::not_found:
+      return "not_found";
+    case ErrorCode::already_exists:
+      return "already_exists";
+    case ErrorCode::conflict:
+      return "conflict";
+    case ErrorCode::payload_too_large:
+      return "payload_too_large";
+    case ErrorCode::checksum_mismatch:
+      return "checksum_mismatch";
+    case ErrorCode::quota_exceeded:
+      return "quota_exceeded";
+    case ErrorCode::timeout:
+      return "timeout";
+    case ErrorCode::unavailable:
+      return "unavailable";
+    case ErrorCode::internal:
+      return "internal";
   }
   return "internal";
 }

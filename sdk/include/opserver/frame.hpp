@@ -9,7 +9,7 @@
 namespace ops::frame {
 
 inline constexpr std::uint64_t kMaxPayload = (std::uint64_t{1} << 53) - 1;  // §1
-inline constexpr std::uint32_t kDefaultMaxFrame = 1u << 20;                  // §1
+inline constexpr std::uint32_t kDefaultMaxFrame = 1u << 20;                 // §1
 
 // The 4-byte big-endian length prefix followed by `header`.
 std::string encode(std::string_view header);

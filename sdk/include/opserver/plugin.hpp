@@ -14,9 +14,11 @@
 
 #include <rapidjson/document.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "opserver/error.hpp"
 #include "opserver/plugin_abi.h"
@@ -55,6 +57,34 @@ class Call {
   // See ops_host_v1::create_user.
   Status create_user(const std::string& name, const std::string& key);
 
+  // ---- Quotas and users (ops_host_v1, after create_user). A server older than these
+  // members has no quotas: reservations then always succeed and the user functions
+  // answer `unavailable`.
+
+  // A limit argument: a count, or one of these.
+  static constexpr std::int64_t kLimitNone = OPS_LIMIT_NONE;
+  static constexpr std::int64_t kLimitDefault = OPS_LIMIT_DEFAULT;
+  static constexpr std::int64_t kLimitKeep = OPS_LIMIT_KEEP;
+
+  // Records a change already made (a removal, a truncation); never refused.
+  void usage_adjust(std::int64_t bytes_delta, std::int64_t files_delta);
+  bool user_exists(const std::string& name);
+  Status create_user(const std::string& name, const std::string& key, std::int64_t quota_bytes,
+                     std::int64_t quota_files);
+  Status remove_user(const std::string& name);
+  Status rekey_user(const std::string& name, const std::string& key);
+  Status set_quota(const std::string& name, std::int64_t quota_bytes, std::int64_t quota_files);
+  // The user's usage as JSON (see ops_host_v1::get_usage); empty name: the caller.
+  Result<std::string> usage(const std::string& name = {});
+  // Closes the user's connections (but this one, if asked); returns how many.
+  std::int64_t close_user_connections(const std::string& name, bool except_this_connection);
+
+  // True when the host's vtable reaches the member at `offset` (offsetof(ops_host_v1, m));
+  // the member itself may still be null in a test host.
+  bool host_has(std::size_t offset) const noexcept {
+    return host_->struct_size >= offset + sizeof(void*);
+  }
+
   const ops_host_v1* host() const noexcept { return host_; }
   ops_call* raw() const noexcept { return call_; }
 
@@ -64,6 +94,43 @@ class Call {
   bool result_sent_ = false;
   bool settings_parsed_ = false;
   rapidjson::Document settings_;
+};
+
+// Room reserved in the caller's quota (ops_host_v1::quota_reserve), given back when
+// this object dies unless committed or held. Reserve before reading any payload byte:
+//
+//   auto room = QuotaReservation::reserve(call, declared_size, 1);
+//   if (!room) return std::move(room).error();        // quota_exceeded, nothing read
+//   ... write and publish ...
+//   room->commit(static_cast<std::int64_t>(declared_size), 1);
+class QuotaReservation {
+ public:
+  static Result<QuotaReservation> reserve(Call& call, std::uint64_t bytes, std::uint64_t files);
+  QuotaReservation(QuotaReservation&& other) noexcept
+      : call_(other.call_), token_(std::exchange(other.token_, 0)) {}
+  QuotaReservation& operator=(QuotaReservation&& other) noexcept {
+    if (this != &other) {
+      release();
+      call_ = other.call_;
+      token_ = std::exchange(other.token_, 0);
+    }
+    return *this;
+  }
+  QuotaReservation(const QuotaReservation&) = delete;
+  QuotaReservation& operator=(const QuotaReservation&) = delete;
+  ~QuotaReservation() { release(); }
+
+  // Ends the reservation, recording what the operation actually added (a negative delta
+  // for a smaller replacement).
+  void commit(std::int64_t bytes_delta, std::int64_t files_delta);
+  // Keeps the room beyond this call under `tag` (ops_host_v1::quota_hold).
+  Status hold(const std::string& tag);
+  void release() noexcept;
+
+ private:
+  QuotaReservation(Call* call, std::uint64_t token) : call_(call), token_(token) {}
+  Call* call_;
+  std::uint64_t token_;  // 0: nothing held (or a host without quotas)
 };
 
 using Handler = Status (*)(Call&, const rapidjson::Value& args);
@@ -89,22 +156,25 @@ int call_shim(const ops_host_v1* host, ops_call* call, const char* args,
 
 }  // namespace ops::sdk
 
-#define OPS_OPERATION(name, summary, version, payload, schema, handler) \
-  ops_op_v1 {                                                            \
-    sizeof(ops_op_v1), name, summary, version, payload, schema,          \
-        &::ops::sdk::call_shim<handler>                                  \
+#define OPS_OPERATION(name, summary, version, payload, schema, handler)                         \
+  ops_op_v1 {                                                                                   \
+    sizeof(ops_op_v1), name, summary, version, payload, schema, &::ops::sdk::call_shim<handler> \
   }
 
 // Defines the two exported symbols of plugin_abi.h for the operations listed.
-#define OPS_EXPORT_PLUGIN(plugin_name, plugin_version, ...)                                 \
-  extern "C" OPS_EXPORT const ops_plugin_stamp_v1 ops_plugin_stamp = {                      \
-      OPS_PLUGIN_ABI_VERSION, sizeof(ops_plugin_stamp_v1), OPS_BUILD_SIGNATURE};            \
-  namespace {                                                                               \
-  const ops_op_v1 ops_plugin_ops_[] = {__VA_ARGS__};                                        \
-  const ops_plugin_v1 ops_plugin_descriptor_ = {                                            \
-      OPS_PLUGIN_ABI_VERSION, sizeof(ops_plugin_v1), plugin_name, plugin_version,           \
-      sizeof(ops_plugin_ops_) / sizeof(ops_plugin_ops_[0]), ops_plugin_ops_};               \
-  }                                                                                         \
-  extern "C" OPS_EXPORT const ops_plugin_v1* ops_plugin_entry(void) {                       \
-    return &ops_plugin_descriptor_;                                                         \
+#define OPS_EXPORT_PLUGIN(plugin_name, plugin_version, ...)                      \
+  extern "C" OPS_EXPORT const ops_plugin_stamp_v1 ops_plugin_stamp = {           \
+      OPS_PLUGIN_ABI_VERSION, sizeof(ops_plugin_stamp_v1), OPS_BUILD_SIGNATURE}; \
+  namespace {                                                                    \
+  const ops_op_v1 ops_plugin_ops_[] = {__VA_ARGS__};                             \
+  const ops_plugin_v1 ops_plugin_descriptor_ = {                                 \
+      OPS_PLUGIN_ABI_VERSION,                                                    \
+      sizeof(ops_plugin_v1),                                                     \
+      plugin_name,                                                               \
+      plugin_version,                                                            \
+      sizeof(ops_plugin_ops_) / sizeof(ops_plugin_ops_[0]),                      \
+      ops_plugin_ops_};                                                          \
+  }                                                                              \
+  extern "C" OPS_EXPORT const ops_plugin_v1* ops_plugin_entry(void) {            \
+    return &ops_plugin_descriptor_;                                              \
   }

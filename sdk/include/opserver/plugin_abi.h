@@ -148,7 +148,83 @@ typedef struct ops_host_v1 {
    * where a plugin meant to give details, makes the host record `internal` instead.
    * OWNERSHIP: both strings are the plugin's; the host copies them before returning. */
   void (*fail_details)(ops_call* call, int code, const char* message, const char* details_json);
+
+  /* ---- Quotas (OPS/1 §10). Added after create_user; check struct_size before use. ----
+   * A quota limits a user's bytes + reserved bytes, and its files + reserved files. An
+   * operation that adds bytes or files reserves room first, before reading any payload
+   * byte, and commits the actual change once its effect is published. A reservation
+   * still open when the handler returns is released by the host: no failure path leaks.
+   * Every quota function acts on the calling user only, is thread-safe, and may be
+   * called only from the thread running the handler. */
+
+  /* Reserves room for `bytes` more bytes and `files` more files. Returns OPS_OK and sets
+   * *token (0 when this host keeps no quotas at all; committing or releasing 0 is a
+   * no-op that returns OPS_OK), or OPS_QUOTA_EXCEEDED (the handler should then fail() with that
+   * code; the host has not recorded an error). A dimension asked for 0 is never refused,
+   * so a replacement no larger than the old file always passes. */
+  int (*quota_reserve)(ops_call* call, uint64_t bytes, uint64_t files, uint64_t* token);
+  /* Ends reservation `token` of this call and changes the user's usage by the actual
+   * deltas (negative for a smaller replacement). Returns OPS_OK, or OPS_NOT_FOUND for a
+   * token this call does not hold. */
+  int (*quota_commit)(ops_call* call, uint64_t token, int64_t bytes_delta, int64_t files_delta);
+  /* Gives reservation `token` back unused. OPS_OK or OPS_NOT_FOUND, as quota_commit. */
+  int (*quota_release)(ops_call* call, uint64_t token);
+  /* Keeps reservation `token` beyond this call, under `tag` (UTF-8, NUL-terminated, e.g.
+   * a resumable upload's id; tags are per user). A tag already held grows by it. Held
+   * room is reported as reserved until quota_commit_held or quota_release_held, from any
+   * later call of the same user. Held reservations live in server memory: after a
+   * restart a plugin holds them again. OPS_OK or OPS_NOT_FOUND (unknown token). */
+  int (*quota_hold)(ops_call* call, uint64_t token, const char* tag);
+  /* Ends the held reservation `tag` like quota_commit. OPS_OK or OPS_NOT_FOUND. */
+  int (*quota_commit_held)(ops_call* call, const char* tag, int64_t bytes_delta,
+                           int64_t files_delta);
+  /* Gives the held reservation `tag` back. OPS_OK or OPS_NOT_FOUND. */
+  int (*quota_release_held)(ops_call* call, const char* tag);
+  /* Records a change already made without a reservation: a removal, a truncation.
+   * Never refused, whatever the quota. */
+  void (*usage_adjust)(ops_call* call, int64_t bytes_delta, int64_t files_delta);
+
+  /* ---- User administration. Who may call an operation using these is the operation's
+   * `allow` list (and its settings); the host checks only the rules below. Each is
+   * thread-safe, may be called only from the thread running the handler, and returns
+   * OPS_TIMEOUT if the request was already answered `timeout` (the effect is not made).
+   * `name` arguments are UTF-8, NUL-terminated, host-copied. ---- */
+
+  /* 1 if the user exists, else 0. */
+  int (*user_exists)(ops_call* call, const char* name);
+  /* create_user with quotas: each of quota_bytes / quota_files is a count (>= 0) or one
+   * of OPS_LIMIT_DEFAULT (the server's default), OPS_LIMIT_NONE (no limit). */
+  int (*create_user_with_quota)(ops_call* call, const char* name, const char* key,
+                                int64_t quota_bytes, int64_t quota_files);
+  /* Unregisters `name`: the key stops working, every connection of the user is closed,
+   * its storage directory is moved out of reach at once and deleted in the background,
+   * the store change is atomic and durable. OPS_OK, OPS_NOT_FOUND, OPS_FORBIDDEN (the
+   * calling user itself, or "admin"), OPS_UNAVAILABLE/OPS_INTERNAL. */
+  int (*remove_user)(ops_call* call, const char* name);
+  /* Gives `name` the key `key` (same rules as create_user's). The old key stops working
+   * at once, and every connection of that user other than this call's is closed.
+   * OPS_OK, OPS_NOT_FOUND, OPS_INVALID_ARGS (bad key), OPS_UNAVAILABLE/OPS_INTERNAL. */
+  int (*rekey_user)(ops_call* call, const char* name, const char* key);
+  /* Sets `name`'s quotas: each a count (>= 0), OPS_LIMIT_NONE, OPS_LIMIT_DEFAULT or
+   * OPS_LIMIT_KEEP (unchanged). Takes effect at once; a quota below current usage
+   * refuses growth and removes nothing. OPS_OK, OPS_NOT_FOUND, OPS_INVALID_ARGS. */
+  int (*set_quota)(ops_call* call, const char* name, int64_t quota_bytes, int64_t quota_files);
+  /* Writes `name`'s usage (NULL: the calling user) as one JSON object, NUL-terminated,
+   * into `buf` (plugin-owned, `cap` bytes): {"user","bytes","files","reserved_bytes",
+   * "quota_bytes","quota_files"} with null quotas where unlimited. Returns the JSON's
+   * length; if that is >= cap nothing usable was written (call again with more room).
+   * Returns -OPS_NOT_FOUND for an unknown user. */
+  int64_t (*get_usage)(ops_call* call, const char* name, char* buf, size_t cap);
+  /* Closes every open connection of `name`, except this call's own connection when
+   * `except_this_connection` is non-zero; reads and writes in progress fail at once.
+   * Returns the number of connections closed. */
+  int64_t (*close_user_connections)(ops_call* call, const char* name, int except_this_connection);
 } ops_host_v1;
+
+/* Special values of the quota arguments of create_user_with_quota and set_quota. */
+#define OPS_LIMIT_NONE (-1)    /* no limit, whatever the server's default */
+#define OPS_LIMIT_DEFAULT (-2) /* the server's default applies */
+#define OPS_LIMIT_KEEP (-3)    /* set_quota only: leave as it is */
 
 /* A handler. Returns OPS_OK after send_result, or an error code after fail().
  * `args_json` is the request's args object, already validated against the schema.

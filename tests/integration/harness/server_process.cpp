@@ -70,7 +70,11 @@ std::string file_ops_json(const std::string& plugin_dir, const std::string& uplo
     "remove": {"allow": ["*"]},
     "move": {"allow": ["*"]},
     "mkdir": {"allow": ["*"]},
-    "stat": {"allow": ["*"]}
+    "stat": {"allow": ["*"]},
+    "usage": {"allow": ["*"]},
+    "rekey": {"allow": ["*"]},
+    "set_quota": {"allow": ["admin"]},
+    "unregister": {"allow": ["admin"]}
   }
 })";
 }
