@@ -83,15 +83,20 @@ Result<std::optional<std::string>> parse_body(std::span<const std::uint8_t, kFix
     if (::inet_ntop(AF_INET, body.data(), text, sizeof text) == nullptr) {
       return malformed("bad IPv4 address");
     }
-    return std::optional<std::string>(std::string(text) + ":" +
-                                      std::to_string(be16(body.data() + 8)));
+    std::string out(text);  // appended, not operator+: GCC 12's -Wrestrict false positive
+    out += ':';
+    out += std::to_string(be16(body.data() + 8));
+    return std::optional<std::string>(std::move(out));
   }
   if (body.size() < kInet6Block) return malformed("address block too short for TCP over IPv6");
   if (::inet_ntop(AF_INET6, body.data(), text, sizeof text) == nullptr) {
     return malformed("bad IPv6 address");
   }
-  return std::optional<std::string>("[" + std::string(text) +
-                                    "]:" + std::to_string(be16(body.data() + 32)));
+  std::string out = "[";
+  out += text;
+  out += "]:";
+  out += std::to_string(be16(body.data() + 32));
+  return std::optional<std::string>(std::move(out));
 }
 
 Result<std::optional<std::string>> parse(std::span<const std::uint8_t> header) {

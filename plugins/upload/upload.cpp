@@ -99,8 +99,8 @@ std::string lowercase(std::string s) {
 
 // The size of the regular file an overwrite would replace (0 and false: none), looked up
 // in the parent step 1 opened, so no further open is made.
-Status replaced_file(const ops::sdk::PublishTarget& target, const std::string& path,
-                     bool& replaces, std::uint64_t& old_size) {
+Status replaced_file(const ops::sdk::PublishTarget& target, const std::string& path, bool& replaces,
+                     std::uint64_t& old_size) {
   replaces = false;
   old_size = 0;
   if (!target.opened) return ops::ok_status();
@@ -145,8 +145,8 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
   if (overwrite) {
     if (Status st = replaced_file(*target, path, replaces, old_size); !st) return st;
   }
-  auto room = ops::sdk::QuotaReservation::reserve(
-      call, size > old_size ? size - old_size : 0, replaces ? 0 : 1);
+  auto room = ops::sdk::QuotaReservation::reserve(call, size > old_size ? size - old_size : 0,
+                                                  replaces ? 0 : 1);
   if (!room) return std::move(room).error();
 
   // Step 2: the temporary file.
