@@ -557,7 +557,7 @@ TEST_F(FileOps, ConcurrentMovesOntoOneTargetExactlyOneWins) {
 
 std::vector<std::string> naughty_names() {
   std::vector<std::string> out;
-  std::ifstream in("/work/shared/corpora/blns/blns.txt", std::ios::binary);
+  std::ifstream in(std::string(OPS_CORPORA_DIR) + "/blns/blns.txt", std::ios::binary);
   std::string line;
   while (std::getline(in, line)) {
     if (line.empty() || line[0] == '#') continue;
