@@ -26,13 +26,13 @@ constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
 
 // Opens (creating if needed) the user's directory under the storage root, refusing a
 // symlink in its place.
-int open_user_dir(int storage_fd, const std::string& user) {
+Fd open_user_dir(int storage_fd, const std::string& user) {
   int fd = ::openat(storage_fd, user.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0 && errno == ENOENT) {
     ::mkdirat(storage_fd, user.c_str(), 0750);
     fd = ::openat(storage_fd, user.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   }
-  return fd;
+  return Fd(fd);
 }
 
 // A call that may outlive the session's wait for it (a deadline): the handler thread keeps
@@ -108,8 +108,8 @@ asio::awaitable<CallOutcome> run_plugin_call(const CallEnvironment& env, CallReq
   call.payload_total = request.payload;
   call.payload_remaining = request.payload;
   call.deadline = request.deadline;
-  call.user_dir_fd = open_user_dir(env.storage_fd, request.user);
-  if (call.user_dir_fd < 0) {
+  call.user_dir = open_user_dir(env.storage_fd, request.user);
+  if (!call.user_dir.valid()) {
     spdlog::error("cannot open the storage directory of {}: {}", request.user,
                   std::strerror(errno));
     co_return refused(Error{ErrorCode::unavailable, "your storage directory is not available"},

@@ -31,6 +31,7 @@
 #include "net/session.hpp"
 #include "net/tcp_transport.hpp"
 #include "net/tls_listener.hpp"
+#include "opserver/fd.hpp"
 #include "plugin_host/plugin_loader.hpp"
 
 namespace ops::core {
@@ -109,6 +110,9 @@ Result<tcp::endpoint> resolve_listen(asio::io_context& io, const Config& config)
 
 struct Server::Impl {
   Config config;
+  // Declared early so they are closed last, after everything that uses them.
+  Fd storage_dir;  // the storage root, opened once
+  Fd scratch_dir;  // <storage>/.ops-tmp
   std::unique_ptr<UserStore> users;
   std::unique_ptr<Authenticator> authenticator;
   std::unique_ptr<SnapshotStore> snapshots;
@@ -136,16 +140,10 @@ struct Server::Impl {
   }
   std::unique_ptr<UserServices> services;
   std::unique_ptr<ServerContext> context;
-  int storage_fd = -1;
-  int scratch_fd = -1;
 
   explicit Impl(Config c)
       : config(std::move(c)),
         workers(config.worker_threads, config.max_worker_threads, kHandlerLinger) {}
-  ~Impl() {
-    if (scratch_fd >= 0) ::close(scratch_fd);
-    if (storage_fd >= 0) ::close(storage_fd);
-  }
 
   // One loop per listener; `tls` chooses the transport made for each accepted socket.
   asio::awaitable<void> accept_loop(tcp::acceptor& from, bool tls);
@@ -324,22 +322,24 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
     return startup_error("the state directory " + cfg.state_dir.string() +
                          " must not be inside the storage directory " + cfg.storage_dir.string());
   }
-  impl->storage_fd = ::open(cfg.storage_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (impl->storage_fd < 0 || ::faccessat(impl->storage_fd, ".", W_OK, 0) != 0) {
+  impl->storage_dir.reset(::open(cfg.storage_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  const int storage_fd = impl->storage_dir.get();
+  if (storage_fd < 0 || ::faccessat(storage_fd, ".", W_OK, 0) != 0) {
     return startup_error("storage directory " + cfg.storage_dir.string() +
                          " is not a writable directory");
   }
-  if (::mkdirat(impl->storage_fd, kScratchName, 0700) != 0 && errno != EEXIST) {
+  if (::mkdirat(storage_fd, kScratchName, 0700) != 0 && errno != EEXIST) {
     return startup_error("cannot create " + (cfg.storage_dir / kScratchName).string() + ": " +
                          std::strerror(errno));
   }
-  impl->scratch_fd =
-      ::openat(impl->storage_fd, kScratchName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (impl->scratch_fd < 0) {
+  impl->scratch_dir.reset(
+      ::openat(storage_fd, kScratchName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  const int scratch_fd = impl->scratch_dir.get();
+  if (scratch_fd < 0) {
     return startup_error("cannot open " + (cfg.storage_dir / kScratchName).string());
   }
   // Temporary files of uploads cut short by a crash: nothing refers to them any more.
-  empty_directory(impl->scratch_fd);
+  empty_directory(scratch_fd);
 
   impl->users = std::make_unique<UserStore>(cfg.state_dir, cfg.storage_dir);
   std::optional<fs::path> admin_key;
@@ -351,9 +351,9 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
 
   impl->context = std::unique_ptr<ServerContext>(
       new ServerContext{impl->config, *impl->snapshots, *impl->users, *impl->authenticator,
-                        impl->workers, impl->storage_fd, impl->scratch_fd});
+                        impl->workers, storage_fd, scratch_fd});
   impl->services = std::make_unique<UserServices>(
-      *impl->users, impl->storage_fd, impl->scratch_fd,
+      *impl->users, storage_fd, scratch_fd,
       UserDefaults{cfg.default_quota_bytes, cfg.default_quota_files,
                    cfg.default_upload_bytes_per_second, cfg.default_download_bytes_per_second,
                    cfg.payload_min_rate});

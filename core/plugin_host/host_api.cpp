@@ -14,10 +14,6 @@
 #include "proto/messages.hpp"
 #include "proto/strict_json.hpp"
 
-ops_call::~ops_call() {
-  if (user_dir_fd >= 0) ::close(user_dir_fd);
-}
-
 namespace ops::core {
 
 std::string sanitize_message(std::string_view message) {
@@ -69,7 +65,7 @@ const char* host_user(ops_call* call) {
   return call->user.c_str();
 }
 int host_user_dir(ops_call* call) {
-  return call->user_dir_fd;
+  return call->user_dir.get();
 }
 int host_scratch_dir(ops_call* call) {
   return call->scratch_dir_fd;

@@ -12,6 +12,7 @@
 #include "auth/user_services.hpp"
 #include "net/pace.hpp"
 #include "opserver/error.hpp"
+#include "opserver/fd.hpp"
 #include "opserver/plugin_abi.h"
 
 namespace ops::core {
@@ -24,14 +25,14 @@ struct ops_call {
   ops_call() = default;
   ops_call(const ops_call&) = delete;
   ops_call& operator=(const ops_call&) = delete;
-  ~ops_call();
+  ~ops_call() = default;
 
   ops::core::Connection* connection = nullptr;
   const ops::core::Operation* op = nullptr;
   ops::core::UserStore* users = nullptr;
   std::string user;
   std::uint64_t request_id = 0;
-  int user_dir_fd = -1;
+  ops::Fd user_dir;  // the user's storage directory, open for this call
   int scratch_dir_fd = -1;
   ops::core::Pace pace;  // limits every blocking transfer of this call
 

@@ -29,95 +29,19 @@
 
 #include "opserver/plugin_abi.h"
 #include "opserver/proof.hpp"
+#include "opserver/testing/fake_host.hpp"
 
 namespace fs = std::filesystem;
 
-struct ops_call {
-  std::string user = "alice";
-  int user_dir = -1;
-  int scratch = -1;
-  std::string settings = "{}";
-  std::string payload;
-  std::size_t pos = 0;
-  std::int64_t fail_at = -1;  // read_payload returns -1 once pos reaches this
-  bool has_result = false;
-  std::string result;
-  std::uint64_t result_payload = 0;
-  std::string out;
-  int code = 0;
-  std::string message;
-  int create_user_rc = OPS_OK;
-  std::vector<std::pair<std::string, std::string>> created;
-};
-
 namespace {
 
-const char* h_user(ops_call* c) {
-  return c->user.c_str();
-}
-int h_user_dir(ops_call* c) {
-  return c->user_dir;
-}
-int h_scratch(ops_call* c) {
-  return c->scratch;
-}
-const char* h_settings(ops_call* c) {
-  return c->settings.c_str();
-}
-uint64_t h_payload_size(ops_call* c) {
-  return c->payload.size();
-}
-int64_t h_read(ops_call* c, void* buf, size_t cap) {
-  if (c->fail_at >= 0 && c->pos >= static_cast<std::size_t>(c->fail_at)) return -1;
-  std::size_t n = std::min(cap, c->payload.size() - c->pos);
-  if (c->fail_at >= 0) n = std::min(n, static_cast<std::size_t>(c->fail_at) - c->pos);
-  std::memcpy(buf, c->payload.data() + c->pos, n);
-  c->pos += n;
-  return static_cast<int64_t>(n);
-}
-int h_send_result(ops_call* c, const char* json, size_t len, uint64_t payload) {
-  c->has_result = true;
-  c->result.assign(json, len);
-  c->result_payload = payload;
-  return 0;
-}
-int h_write(ops_call* c, const void* buf, size_t len) {
-  c->out.append(static_cast<const char*>(buf), len);
-  return 0;
-}
-int h_send_file(ops_call* c, int fd, uint64_t off, uint64_t len) {
-  std::string buf(len, '\0');
-  ssize_t n = ::pread(fd, buf.data(), len, static_cast<off_t>(off));
-  if (n != static_cast<ssize_t>(len)) return -1;
-  c->out += buf;
-  return 0;
-}
-void h_fail(ops_call* c, int code, const char* msg) {
-  c->code = code;
-  c->message = msg;
-}
-void h_log(ops_call*, int, const char* msg) {
-  std::fprintf(stderr, "[plugin log] %s\n", msg);
-}
-int h_create_user(ops_call* c, const char* name, const char* key) {
-  if (c->create_user_rc == OPS_OK) c->created.emplace_back(name, key);
-  return c->create_user_rc;
-}
-
-const ops_host_v1 kHost = {
-    sizeof(ops_host_v1), h_user,  h_user_dir,  h_scratch, h_settings, h_payload_size, h_read,
-    h_send_result,       h_write, h_send_file, h_fail,    h_log,      h_create_user};
-
+// The plugin's first operation (each standard plugin has one), through the SDK's fake host.
 const ops_op_v1* load(const std::string& name) {
-  std::string path = std::string(OPS_PLUGIN_DIR) + "/lib" + name + ".so";
-  void* h = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!h) {
-    ADD_FAILURE() << dlerror();
-    return nullptr;
-  }
-  auto entry = reinterpret_cast<ops_plugin_entry_fn>(::dlsym(h, "ops_plugin_entry"));
-  const ops_plugin_v1* p = entry();
-  return &p->ops[0];
+  std::string error;
+  const ops_op_v1* op = ops::testing::load_operation(
+      std::string(OPS_PLUGIN_DIR) + "/lib" + name + ".so", name, &error);
+  if (op == nullptr) ADD_FAILURE() << error;
+  return op;
 }
 
 class PluginsDirect : public ::testing::Test {
@@ -145,7 +69,7 @@ class PluginsDirect : public ::testing::Test {
   }
   int run(const std::string& op, ops_call& c, const std::string& args) {
     const ops_op_v1* o = load(op);
-    int rc = o->call(&kHost, &c, args.data(), args.size());
+    int rc = ops::testing::invoke(*o, c, args);
     return rc;
   }
   ops_call upload(const std::string& args, const std::string& payload, int* rc = nullptr) {

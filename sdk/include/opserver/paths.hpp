@@ -11,35 +11,12 @@
 #include <string_view>
 
 #include "opserver/error.hpp"
+#include "opserver/fd.hpp"
 
 namespace ops::sdk {
 
 inline constexpr std::size_t kMaxPathBytes = 4096;
 inline constexpr std::size_t kMaxComponentBytes = 255;
-
-// An owned file descriptor; closes on destruction.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) noexcept : fd_(fd) {}
-  Fd(Fd&& other) noexcept : fd_(other.release()) {}
-  Fd& operator=(Fd&& other) noexcept;
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd();
-
-  int get() const noexcept { return fd_; }
-  bool valid() const noexcept { return fd_ >= 0; }
-  int release() noexcept {
-    int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-  void reset(int fd = -1) noexcept;
-
- private:
-  int fd_ = -1;
-};
 
 // §5/§7: UTF-8; '/'-separated; no empty, "." or ".." component; no leading '/'; no
 // control character (U+0000-U+001F, U+007F); each component <= 255 bytes; whole path
