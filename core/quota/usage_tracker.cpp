@@ -174,7 +174,12 @@ bool UsageTracker::commit_held(const std::string& user, const std::string& tag,
   if (!s) return false;
   std::lock_guard lock(s->mutex);
   auto it = s->held.find(tag);
-  if (it == s->held.end()) return false;
+  if (it == s->held.end()) {
+    // Held room is kept in memory only: after a restart the tag is unknown, but the
+    // change itself (a committed upload) still counts.
+    if (s->counted) apply(s->usage, bytes_delta, files_delta);
+    return false;
+  }
   unreserve(s->usage, it->second);
   s->held.erase(it);
   apply(s->usage, bytes_delta, files_delta);

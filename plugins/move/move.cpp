@@ -135,9 +135,16 @@ Status handle_move(Call& call, const rapidjson::Value& args) {
 
   int err = 0;
   if (overwrite && !from_is_dir) {
+    // The file about to be replaced leaves the user's usage (§10).
+    struct stat replaced {};
+    const bool replaces =
+        ::fstatat(to_parent.get(), to_leaf.c_str(), &replaced, AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISREG(replaced.st_mode);
     // rename(2) replaces a file atomically and refuses a directory (EISDIR).
     if (::renameat(src->parent.get(), src->leaf.c_str(), to_parent.get(), to_leaf.c_str()) != 0) {
       err = errno;
+    } else if (replaces) {
+      call.usage_adjust(-static_cast<std::int64_t>(replaced.st_size), -1);
     }
   } else {
     err = ops::sdk::rename_noreplace(src->parent.get(), src->leaf.c_str(), to_parent.get(),

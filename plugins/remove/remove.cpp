@@ -95,6 +95,10 @@ class TreeRemover {
  public:
   explicit TreeRemover(std::uint64_t& removed) : removed_(removed) {}
 
+  // Regular files removed and their bytes, for the user's usage.
+  std::uint64_t freed_bytes = 0;
+  std::uint64_t freed_files = 0;
+
   // Empties the directory open as `top` (owned here). Returns 0 or an errno.
   int empty_tree(Fd top) {
     DirStream top_stream = stream_of(top.release());
@@ -159,8 +163,16 @@ class TreeRemover {
 
  private:
   int unlink_entry(int dir_fd, const std::string& name) {
+    // The size first, for the user's usage (§10 counts regular files and their bytes).
+    struct stat st {};
+    const bool regular =
+        ::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
     if (::unlinkat(dir_fd, name.c_str(), 0) == 0) {
       ++removed_;
+      if (regular) {
+        freed_bytes += static_cast<std::uint64_t>(st.st_size);
+        ++freed_files;
+      }
       return 0;
     }
     if (errno == ENOENT) return 0;  // gone meanwhile
@@ -242,6 +254,7 @@ Status handle_remove(Call& call, const rapidjson::Value& args) {
     // A file, or a planted symlink or special file: the entry itself goes.
     if (::unlinkat(parent, leaf.c_str(), 0) != 0) return removal_error(errno, path, 0);
     removed = 1;
+    if (S_ISREG(st.st_mode)) call.usage_adjust(-static_cast<std::int64_t>(st.st_size), -1);
   } else {
     if (::unlinkat(parent, leaf.c_str(), AT_REMOVEDIR) != 0) {
       int err = errno;
@@ -261,7 +274,11 @@ Status handle_remove(Call& call, const rapidjson::Value& args) {
           return removal_error(open_err, path, removed);
         }
         TreeRemover remover(removed);
-        if (int walk_err = remover.empty_tree(Fd(top)); walk_err != 0) {
+        const int walk_err = remover.empty_tree(Fd(top));
+        // What went is gone whether or not the walk finished.
+        call.usage_adjust(-static_cast<std::int64_t>(remover.freed_bytes),
+                          -static_cast<std::int64_t>(remover.freed_files));
+        if (walk_err != 0) {
           ::fsync(parent);
           return removal_error(walk_err, path, removed);
         }

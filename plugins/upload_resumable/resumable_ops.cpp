@@ -124,6 +124,11 @@ std::optional<std::string> string_arg(const rapidjson::Value& args, const char* 
   return std::string(it->value.GetString(), it->value.GetStringLength());
 }
 
+// The tag an upload's quota room is held under (ops_host_v1::quota_hold).
+std::string quota_tag(const std::string& id) {
+  return "upload:" + id;
+}
+
 std::optional<std::uint64_t> uint_arg(const rapidjson::Value& args, const char* name) {
   auto it = args.FindMember(name);
   if (it == args.MemberEnd() || !it->value.IsUint64()) return std::nullopt;
@@ -154,6 +159,10 @@ std::uint64_t expiry_ms_setting(Call& call) {
 // not depend on a client naming the expired id.
 Result<UploadStore> open_store(Call& call) {
   UploadStore::sweep_if_due(call.scratch_dir(), kDefaultExpirySeconds * 1000);
+  // §11: an expired upload's reserved quota is returned (in a call of its own user).
+  for (const std::string& id : UploadStore::take_expired(std::string(call.user()))) {
+    call.quota_release_held(quota_tag(id));
+  }
   return UploadStore::open(call.scratch_dir(), std::string(call.user()), call.user_dir());
 }
 
@@ -271,12 +280,18 @@ Status handle_open(Call& call, const rapidjson::Value& args) {
                                                    std::to_string(max_open) +
                                                    "); commit or abort one first");
     }
-    // QUOTA HOOK (reserve): reserve meta.size (or 0 when undeclared) and one file for this
-    // user here, before anything is created; quota_exceeded refuses the open (§10, §11).
+    // Quota (§10, §11): the declared size (0 when undeclared) and one file, before anything
+    // is created; held under the upload's tag once it has an id.
+    auto room = ops::sdk::QuotaReservation::reserve(call, meta.size.value_or(0), 1);
+    if (!room) return std::move(room).error();
     meta.created_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                           std::chrono::system_clock::now().time_since_epoch())
                           .count();
     if (Status created = store->create(meta); !created) return created;
+    if (Status held = room->hold(quota_tag(meta.id)); !held) {
+      (void)store->remove(meta.id);  // nothing may stay open without its room
+      return held;
+    }
   }
   auto state = ops::resumable::state_of(meta.id);
   state->hash = ops::resumable::new_sha256();
@@ -327,8 +342,13 @@ Status handle_append(Call& call, const rapidjson::Value& args) {
                          " goes past the declared size " + std::to_string(*up.meta.size) + " of " +
                          up.meta.path);
   }
-  // QUOTA HOOK (append): without a declared size, reserve `size` more bytes here, before
-  // reading the payload; quota_exceeded refuses the append (§10).
+  // Quota (§10): without a declared size the open reserved no bytes, so each append
+  // reserves its own before a payload byte is read, and adds them to the upload's hold.
+  if (!up.meta.size && size > 0) {
+    auto room = ops::sdk::QuotaReservation::reserve(call, size, 0);
+    if (!room) return std::move(room).error();
+    if (Status held = room->hold(quota_tag(id)); !held) return held;
+  }
 
   std::unique_ptr<unsigned char[]> buf(
       new unsigned char[std::min<std::uint64_t>(kChunk, size + 1)]);
@@ -499,12 +519,26 @@ Status handle_commit(Call& call, const rapidjson::Value& args) {
     return ops::fail(ErrorCode::timeout, "upload_commit gave up before publishing; the upload " +
                                              id + " is still open");
   }
-  // QUOTA HOOK (commit): turn this upload's reservation into usage here (an overwrite
-  // counts the difference in size); a failure below leaves the reservation in place.
+  // Quota: the file an overwrite replaces, measured now, for the usage change below.
+  std::int64_t replaced_bytes = 0;
+  bool replaces = false;
+  if (up.meta.overwrite && target->opened) {
+    struct stat st {};
+    if (::fstatat(target->opened->parent.get(), target->opened->leaf.c_str(), &st,
+                  AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISREG(st.st_mode)) {
+      replaces = true;
+      replaced_bytes = static_cast<std::int64_t>(st.st_size);
+    }
+  }
   ops::sdk::PublishOutcome outcome;
   Status published = ops::sdk::publish_file(call, root, store->dir(), UploadStore::part_name(id),
                                             up.meta.path, up.meta.overwrite, *target, outcome);
-  if (!outcome.visible) return published;  // still open, for a retry or an abort
+  if (!outcome.visible) return published;  // still open (its room still held), for a retry
+  // The hold becomes usage: the file's size less what it replaced, and a file unless it
+  // replaced one.
+  call.quota_commit_held(quota_tag(id), static_cast<std::int64_t>(end) - replaced_bytes,
+                         replaces ? 0 : 1);
   // The file has its name: the upload is over whatever happens next.
   if (Status removed = store->remove(id); !removed) {
     call.log(OPS_LOG_WARN, "upload " + id + " published, but its state was not removed");
@@ -533,7 +567,7 @@ Status handle_abort(Call& call, const rapidjson::Value& args) {
   auto state = ops::resumable::state_of(id);
   if (Status locked = lock_upload(*store, *found, *state); !locked) return locked;
   if (Status removed = store->remove(id); !removed) return removed;
-  // QUOTA HOOK (release): return this upload's reservation here.
+  call.quota_release_held(quota_tag(id));
 
   rapidjson::StringBuffer out;
   Writer w(out);

@@ -18,6 +18,9 @@
 #include "opserver/proof.hpp"
 #include "upload_state.hpp"
 
+#include <map>
+#include <mutex>
+
 namespace ops::resumable {
 
 namespace {
@@ -164,8 +167,13 @@ Result<std::string> read_small_file(int dir, const std::string& name) {
   return text;
 }
 
+// Uploads the sweep removed, by user, whose held quota room is still to be returned: a
+// hold can only be released in a call of its own user (the next resumable call drains it).
+std::mutex g_expired_mutex;
+std::map<std::string, std::vector<std::string>> g_expired;
+
 // Removes one upload's files unless an append holds its partial. For the sweep.
-void remove_if_idle(int dir, const std::string& id) {
+void remove_if_idle(int dir, const std::string& user, const std::string& id) {
   int fd = ::openat(dir, UploadStore::part_name(id).c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
   if (fd >= 0) {
     sdk::Fd part(fd);
@@ -177,11 +185,13 @@ void remove_if_idle(int dir, const std::string& id) {
   }
   ::fsync(dir);
   drop_state(id);
-  // QUOTA HOOK (release): an expired upload returns its reservation here (§11).
+  std::lock_guard lock(g_expired_mutex);
+  g_expired[user].push_back(id);
 }
 
 // Expired uploads, orphaned partials and stale temporaries in one user's directory.
-void sweep_user_dir(int dir, std::uint64_t default_expiry_ms, std::int64_t now) {
+void sweep_user_dir(int dir, const std::string& user, std::uint64_t default_expiry_ms,
+                    std::int64_t now) {
   for (const std::string& name : entries_of(dir)) {
     struct stat st {};
     if (ends_with(name, ".meta.tmp")) {
@@ -212,7 +222,7 @@ void sweep_user_dir(int dir, std::uint64_t default_expiry_ms, std::int64_t now) 
     if (::fstatat(dir, UploadStore::part_name(id).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
       touched = mtime_ms(st);
     }  // a .meta without its partial: touched 0, so expired
-    if (now - touched > static_cast<std::int64_t>(expiry)) remove_if_idle(dir, id);
+    if (now - touched > static_cast<std::int64_t>(expiry)) remove_if_idle(dir, user, id);
   }
 }
 
@@ -335,7 +345,7 @@ Result<FoundUpload> UploadStore::find(const std::string& id) {
   found.file_size = static_cast<std::uint64_t>(st.st_size);
   found.touched_ms = mtime_ms(st);
   if (now_ms() > found.expires_ms()) {
-    remove_if_idle(user_dir_.get(), id);
+    remove_if_idle(user_dir_.get(), user_, id);
     return gone;
   }
   return found;
@@ -353,7 +363,7 @@ std::vector<UploadMeta> UploadStore::list() {
     struct stat st {};
     if (::fstatat(user_dir_.get(), part_name(id).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
     if (now > mtime_ms(st) + static_cast<std::int64_t>(meta->expiry_ms)) {
-      remove_if_idle(user_dir_.get(), id);
+      remove_if_idle(user_dir_.get(), user_, id);
       continue;
     }
     out.push_back(std::move(*meta));
@@ -376,6 +386,15 @@ Status UploadStore::touch(int part_fd) {
   return ok_status();
 }
 
+std::vector<std::string> UploadStore::take_expired(const std::string& user) {
+  std::lock_guard lock(g_expired_mutex);
+  auto it = g_expired.find(user);
+  if (it == g_expired.end()) return {};
+  std::vector<std::string> ids = std::move(it->second);
+  g_expired.erase(it);
+  return ids;
+}
+
 void UploadStore::sweep_if_due(int scratch_dir, std::uint64_t default_expiry_ms) {
   const std::int64_t now = now_ms();
   std::int64_t due = g_next_sweep_ms.load();
@@ -387,7 +406,7 @@ void UploadStore::sweep_if_due(int scratch_dir, std::uint64_t default_expiry_ms)
     int ufd = ::openat(fd, user.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (ufd < 0) continue;
     sdk::Fd user_dir(ufd);
-    sweep_user_dir(ufd, default_expiry_ms, now);
+    sweep_user_dir(ufd, user, default_expiry_ms, now);
   }
 }
 

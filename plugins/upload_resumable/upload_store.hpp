@@ -84,6 +84,9 @@ class UploadStore {
   // once per second across the process, however many calls come. Uploads with an append
   // in progress (their partial is locked) are left alone.
   static void sweep_if_due(int scratch_dir, std::uint64_t default_expiry_ms);
+  // The ids of `user`'s uploads the sweep removed since the last call, whose held quota
+  // room the caller (a call of that user) must release.
+  static std::vector<std::string> take_expired(const std::string& user);
 
  private:
   UploadStore(sdk::Fd uploads, sdk::Fd user_dir, std::string user, std::string home)

@@ -91,6 +91,19 @@ void Call::usage_adjust(std::int64_t bytes_delta, std::int64_t files_delta) {
   if (OPS_HOST_HAS(usage_adjust)) host_->usage_adjust(call_, bytes_delta, files_delta);
 }
 
+void Call::quota_commit_held(const std::string& tag, std::int64_t bytes_delta,
+                             std::int64_t files_delta) {
+  if (OPS_HOST_HAS(quota_commit_held)) {
+    host_->quota_commit_held(call_, tag.c_str(), bytes_delta, files_delta);
+  } else {
+    usage_adjust(bytes_delta, files_delta);
+  }
+}
+
+void Call::quota_release_held(const std::string& tag) {
+  if (OPS_HOST_HAS(quota_release_held)) host_->quota_release_held(call_, tag.c_str());
+}
+
 bool Call::user_exists(const std::string& name) {
   return OPS_HOST_HAS(user_exists) && host_->user_exists(call_, name.c_str()) == 1;
 }

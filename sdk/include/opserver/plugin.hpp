@@ -68,6 +68,12 @@ class Call {
 
   // Records a change already made (a removal, a truncation); never refused.
   void usage_adjust(std::int64_t bytes_delta, std::int64_t files_delta);
+  // Room held beyond a call under `tag` (QuotaReservation::hold): turned into usage by the
+  // actual change, or given back. Unknown tags (a restart forgets held room) only record
+  // the change.
+  void quota_commit_held(const std::string& tag, std::int64_t bytes_delta,
+                         std::int64_t files_delta);
+  void quota_release_held(const std::string& tag);
   bool user_exists(const std::string& name);
   Status create_user(const std::string& name, const std::string& key, std::int64_t quota_bytes,
                      std::int64_t quota_files);
