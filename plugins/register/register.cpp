@@ -23,15 +23,13 @@
 
 #include "opserver/plugin.hpp"
 #include "opserver/proof.hpp"
+#include "opserver/user_keys.hpp"
 
 namespace {
 
 using ops::ErrorCode;
 using ops::Status;
 using ops::sdk::Call;
-
-constexpr std::size_t kMaxKeyBytes = 1024;
-constexpr std::size_t kGeneratedKeyBytes = 32;  // 64 hex characters
 
 constexpr const char* kSchema = R"json({
   "$schema": "http://json-schema.org/draft-04/schema#",
@@ -62,13 +60,6 @@ bool valid_user_name(const std::string& name) {
   return true;
 }
 
-bool has_control_character(const std::string& s) {
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7f) return true;
-  }
-  return false;
-}
-
 // A quota argument as the host's limit value: absent = the server's default.
 ops::Result<std::int64_t> quota_of(const rapidjson::Value& args, const char* name) {
   auto it = args.FindMember(name);
@@ -88,20 +79,9 @@ Status handle_register(Call& call, const rapidjson::Value& args) {
     return ops::fail(ErrorCode::invalid_args, "user must match ^[a-z_][a-z0-9_.-]{0,31}$");
   }
 
-  std::string key;
-  if (auto it = args.FindMember("key"); it != args.MemberEnd()) {
-    key.assign(it->value.GetString(), it->value.GetStringLength());
-    // The schema counts characters; the rule is in bytes. The header was valid UTF-8
-    // (§7), so the key is too.
-    if (key.empty() || key.size() > kMaxKeyBytes) {
-      return ops::fail(ErrorCode::invalid_args, "key must be 1 to 1024 bytes");
-    }
-    if (has_control_character(key)) {
-      return ops::fail(ErrorCode::invalid_args, "key must not contain control characters");
-    }
-  } else {
-    key = ops::proof::random_hex(kGeneratedKeyBytes);
-  }
+  auto new_key = ops::sdk::key_from_args(args);
+  if (!new_key) return std::move(new_key).error();
+  const std::string key = std::move(*new_key);
 
   auto quota_bytes = quota_of(args, "quota_bytes");
   if (!quota_bytes) return std::move(quota_bytes).error();

@@ -19,15 +19,13 @@
 
 #include "opserver/plugin.hpp"
 #include "opserver/proof.hpp"
+#include "opserver/user_keys.hpp"
 
 namespace {
 
 using ops::ErrorCode;
 using ops::Status;
 using ops::sdk::Call;
-
-constexpr std::size_t kMaxKeyBytes = 1024;
-constexpr std::size_t kGeneratedKeyBytes = 32;  // 64 hex characters
 
 constexpr const char* kSchema = R"json({
   "$schema": "http://json-schema.org/draft-04/schema#",
@@ -40,13 +38,6 @@ constexpr const char* kSchema = R"json({
   },
   "additionalProperties": false
 })json";
-
-bool has_control_character(const std::string& s) {
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7f) return true;
-  }
-  return false;
-}
 
 // "rekey_others" from the settings: may `caller` rekey other users?
 bool may_rekey_others(Call& call, std::string_view caller) {
@@ -71,18 +62,9 @@ Status handle_rekey(Call& call, const rapidjson::Value& args) {
     return ops::fail(ErrorCode::forbidden, "you may change only your own key");
   }
 
-  std::string key;
-  if (auto it = args.FindMember("key"); it != args.MemberEnd()) {
-    key.assign(it->value.GetString(), it->value.GetStringLength());
-    if (key.empty() || key.size() > kMaxKeyBytes) {
-      return ops::fail(ErrorCode::invalid_args, "key must be 1 to 1024 bytes");
-    }
-    if (has_control_character(key)) {
-      return ops::fail(ErrorCode::invalid_args, "key must not contain control characters");
-    }
-  } else {
-    key = ops::proof::random_hex(kGeneratedKeyBytes);
-  }
+  auto new_key = ops::sdk::key_from_args(args);
+  if (!new_key) return std::move(new_key).error();
+  const std::string key = std::move(*new_key);
 
   if (Status changed = call.rekey_user(user, key); !changed) return changed;
 
