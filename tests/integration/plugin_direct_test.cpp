@@ -30,6 +30,7 @@
 #include "opserver/plugin_abi.h"
 #include "opserver/proof.hpp"
 #include "opserver/testing/fake_host.hpp"
+#include "syscall_failure.hpp"
 
 namespace fs = std::filesystem;
 
@@ -300,36 +301,7 @@ TEST_F(PluginsDirect, Register) {
   EXPECT_EQ(run("register", c, R"({"user":"bob"})"), OPS_ALREADY_EXISTS);
 }
 
-// Runs `body` in a child process where renameat2 with flags fails with EINVAL, as on a
-// filesystem without RENAME_NOREPLACE; returns the child's exit status.
-int run_without_rename_noreplace(const std::function<int()>& body) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    sock_filter filter[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_renameat2, 0, 3),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[4])),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EINVAL & SECCOMP_RET_DATA)),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
-    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) ::_exit(100);
-    if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) ::_exit(101);
-    if (::renameat2(AT_FDCWD, "/nonexistent-a", AT_FDCWD, "/nonexistent-b", RENAME_NOREPLACE) !=
-            -1 ||
-        errno != EINVAL) {
-      ::_exit(102);
-    }
-    ::_exit(body());
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 200;
-}
+using ops::test::run_without_rename_noreplace;
 
 TEST_F(PluginsDirect, LinkFallbackStillLetsExactlyOneCreatorWin) {
   int rc = run_without_rename_noreplace([&] {

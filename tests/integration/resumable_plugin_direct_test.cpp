@@ -24,95 +24,18 @@
 #include <string>
 
 #include "opserver/plugin_abi.h"
+#include "opserver/testing/fake_host.hpp"
+#include "syscall_failure.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-// What the fake host records; handed to the plugin as an opaque ops_call*.
-struct FakeCall {
-  std::string user = "alice";
-  int user_dir = -1;
-  int scratch = -1;
-  std::string payload;
-  std::size_t pos = 0;
-  std::string result;
-  int code = 0;
-  std::string message;
-  std::string details;
-  bool used_fail_details = false;
-};
-
-FakeCall& fake(ops_call* c) {
-  return *reinterpret_cast<FakeCall*>(c);
-}
-
-const char* h_user(ops_call* c) {
-  return fake(c).user.c_str();
-}
-int h_user_dir(ops_call* c) {
-  return fake(c).user_dir;
-}
-int h_scratch(ops_call* c) {
-  return fake(c).scratch;
-}
-const char* h_settings(ops_call*) {
-  return "{}";
-}
-uint64_t h_payload_size(ops_call* c) {
-  return fake(c).payload.size();
-}
-int64_t h_read(ops_call* c, void* buf, size_t cap) {
-  FakeCall& f = fake(c);
-  std::size_t n = std::min(cap, f.payload.size() - f.pos);
-  std::memcpy(buf, f.payload.data() + f.pos, n);
-  f.pos += n;
-  return static_cast<int64_t>(n);
-}
-int h_send_result(ops_call* c, const char* json, size_t len, uint64_t) {
-  fake(c).result.assign(json, len);
-  return 0;
-}
-int h_write(ops_call*, const void*, size_t) {
-  return -1;
-}
-int h_send_file(ops_call*, int, uint64_t, uint64_t) {
-  return -1;
-}
-void h_fail(ops_call* c, int code, const char* msg) {
-  fake(c).code = code;
-  fake(c).message = msg;
-}
-void h_log(ops_call*, int, const char*) {}
-int h_create_user(ops_call*, const char*, const char*) {
-  return OPS_INTERNAL;
-}
-void h_fail_details(ops_call* c, int code, const char* msg, const char* details) {
-  h_fail(c, code, msg);
-  fake(c).details = details;
-  fake(c).used_fail_details = true;
-}
-
+// The SDK's fake host; without details, one that predates fail_details (its struct ends
+// before that member, and whatever lies past the end must not be called).
 ops_host_v1 make_host(bool with_details) {
-  ops_host_v1 host = {sizeof(ops_host_v1),
-                      h_user,
-                      h_user_dir,
-                      h_scratch,
-                      h_settings,
-                      h_payload_size,
-                      h_read,
-                      h_send_result,
-                      h_write,
-                      h_send_file,
-                      h_fail,
-                      h_log,
-                      h_create_user,
-                      h_fail_details};
-  if (!with_details) {
-    // A host built before fail_details: its struct ends before that member, and whatever
-    // lies past the end must not be called.
-    host.struct_size = static_cast<uint32_t>(offsetof(ops_host_v1, fail_details));
-  }
+  ops_host_v1 host = *ops::testing::fake_host();
+  if (!with_details) host.struct_size = static_cast<uint32_t>(offsetof(ops_host_v1, fail_details));
   return host;
 }
 
@@ -145,20 +68,20 @@ class ResumablePluginDirect : public ::testing::Test {
     ADD_FAILURE() << "no operation " << name;
     return nullptr;
   }
-  FakeCall run(const ops_host_v1& host, const std::string& name, const std::string& args,
+  ops_call run(const ops_host_v1& host, const std::string& name, const std::string& args,
                const std::string& payload = "") {
-    FakeCall call;
+    ops_call call;
     call.user_dir = user_;
     call.scratch = scratch_;
     call.payload = payload;
     const ops_op_v1* o = op(name);
     if (o == nullptr) return call;
-    int rc = o->call(&host, reinterpret_cast<ops_call*>(&call), args.data(), args.size());
+    int rc = ops::testing::invoke(*o, call, args, &host);
     EXPECT_EQ(rc, call.code);
     return call;
   }
   std::string open_upload(const ops_host_v1& host) {
-    FakeCall opened = run(host, "upload_open", R"({"path":"a.bin"})");
+    ops_call opened = run(host, "upload_open", R"({"path":"a.bin"})");
     rapidjson::Document d;
     d.Parse(opened.result.c_str());
     EXPECT_TRUE(d.IsObject() && d.HasMember("upload")) << opened.result << opened.message;
@@ -175,11 +98,11 @@ class ResumablePluginDirect : public ::testing::Test {
 TEST_F(ResumablePluginDirect, OldHostGetsTheCodeWithoutDetails) {
   const ops_host_v1 host = make_host(false);
   const std::string id = open_upload(host);
-  FakeCall appended = run(host, "upload_append", R"({"upload":")" + id + R"(","offset":0})", "abc");
+  ops_call appended = run(host, "upload_append", R"({"upload":")" + id + R"(","offset":0})", "abc");
   EXPECT_EQ(appended.code, OPS_OK) << appended.message;
-  FakeCall conflict = run(host, "upload_append", R"({"upload":")" + id + R"(","offset":0})", "x");
+  ops_call conflict = run(host, "upload_append", R"({"upload":")" + id + R"(","offset":0})", "x");
   EXPECT_EQ(conflict.code, OPS_CONFLICT);
-  EXPECT_FALSE(conflict.used_fail_details);
+  EXPECT_TRUE(conflict.details.empty());
   EXPECT_NE(conflict.message.find("offset 3"), std::string::npos) << conflict.message;
 }
 
@@ -187,46 +110,17 @@ TEST_F(ResumablePluginDirect, CurrentHostGetsDetails) {
   const ops_host_v1 host = make_host(true);
   const std::string id = open_upload(host);
   run(host, "upload_append", R"({"upload":")" + id + R"(","offset":0})", "abcd");
-  FakeCall conflict = run(host, "upload_append", R"({"upload":")" + id + R"(","offset":1})", "x");
+  ops_call conflict = run(host, "upload_append", R"({"upload":")" + id + R"(","offset":1})", "x");
   EXPECT_EQ(conflict.code, OPS_CONFLICT);
-  EXPECT_TRUE(conflict.used_fail_details);
+  EXPECT_FALSE(conflict.details.empty());
   EXPECT_EQ(conflict.details, R"({"offset":4})");
   // Errors without details still go through plain fail().
-  FakeCall missing = run(host, "upload_status", R"({"upload":"nope"})");
+  ops_call missing = run(host, "upload_status", R"({"upload":"nope"})");
   EXPECT_EQ(missing.code, OPS_NOT_FOUND);
-  EXPECT_FALSE(missing.used_fail_details);
+  EXPECT_TRUE(missing.details.empty());
 }
 
-// Runs `body` in a child process where renameat2 with flags fails with EINVAL, as on a
-// filesystem without RENAME_NOREPLACE; returns the child's exit status.
-int run_without_rename_noreplace(const std::function<int()>& body) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    sock_filter filter[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_renameat2, 0, 3),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[4])),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EINVAL & SECCOMP_RET_DATA)),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
-    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) ::_exit(100);
-    if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) ::_exit(101);
-    if (::renameat2(AT_FDCWD, "/nonexistent-a", AT_FDCWD, "/nonexistent-b", RENAME_NOREPLACE) !=
-            -1 ||
-        errno != EINVAL) {
-      ::_exit(102);
-    }
-    ::_exit(body());
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 200;
-}
+using ops::test::run_without_rename_noreplace;
 
 // Without RENAME_NOREPLACE the commit publishes with link(2) and must then remove the
 // partial's name itself; an existing file is still already_exists and leaves it open.
