@@ -15,4 +15,8 @@ void notify_reloading();
 // When the graceful stop begins.
 void notify_stopping();
 
+// False when built without libsystemd: then the calls above only warn (once) if
+// NOTIFY_SOCKET is set.
+bool notify_supported();
+
 }  // namespace ops::core

@@ -22,6 +22,7 @@ namespace fs = std::filesystem;
 class SdNotify : public ::testing::Test {
  protected:
   void SetUp() override {
+    if (!notify_supported()) GTEST_SKIP() << "built without libsystemd";
     path_ = fs::temp_directory_path() /
             ("ops-notify-" + std::to_string(::getpid()) + "-" +
              ::testing::UnitTest::GetInstance()->current_test_info()->name());
