@@ -27,6 +27,7 @@
 #include "auth/user_store.hpp"
 #include "dispatch/handler_pool.hpp"
 #include "dispatch/registry.hpp"
+#include "net/sd_notify.hpp"
 #include "net/server_context.hpp"
 #include "net/session.hpp"
 #include "net/tcp_transport.hpp"
@@ -248,6 +249,7 @@ asio::awaitable<void> Server::Impl::housekeeping() {
 
 asio::awaitable<void> Server::Impl::stop_sequence() {
   context->stopping = true;
+  notify_stopping();
   asio::post(accept_io, [this] {
     boost::system::error_code ignored;
     acceptor.close(ignored);
@@ -384,6 +386,9 @@ int Server::run() {
     spdlog::info("signal {}: stopping (grace {} ms)", signal, s.config.shutdown_grace.count());
     asio::co_spawn(s.io, s.stop_sequence(), asio::detached);
   });
+  // Plugins are loaded and every listener is bound (both in create()): systemd may now
+  // start what depends on us (Type=notify).
+  notify_ready();
 
   unsigned threads = s.config.io_threads ? s.config.io_threads : usable_cpus();
   if (threads == 0) threads = 1;

@@ -118,8 +118,8 @@ class StrictHandler {
     // cost 10^10 comparisons on an I/O thread (reliability.md case 33).
     std::unordered_set<std::string> many;
     static constexpr std::size_t kLinearKeys = 16;
-
-    // The member being read (for JSON pointers): `keys` is emptied past kLinearKeys.
+    // The member being read, for JSON pointers: `keys` is emptied into `many` past
+    // kLinearKeys members, so its back() is not it.
     std::string last_key;
 
     // False if `key` is already a member of this object.

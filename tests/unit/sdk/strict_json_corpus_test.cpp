@@ -42,31 +42,3 @@ TEST(StrictJsonCorpus, JsonTestSuite) {
 }  // namespace
 }  // namespace ops::json
 
-namespace ops::json {
-namespace {
-
-// Past 16 members an object's names move to a hash set; the JSON pointers of the values
-// (config error positions) must still name the right member. (A shipped ops.json of 17
-// operations crashed the server here.)
-TEST(StrictJsonOffsets, PointersPastSixteenMembers) {
-  std::string text = "{";
-  for (int i = 0; i < 40; ++i) {
-    if (i > 0) text += ",";
-    text += "\"k" + std::to_string(i) + "\":{\"allow\":[\"*\"]}";
-  }
-  text += "}";
-  std::map<std::string, std::size_t> offsets;
-  StrictJsonOptions options;
-  options.offsets = &offsets;
-  rapidjson::Document doc;
-  JsonError error;
-  ASSERT_TRUE(parse_strict_json(text, doc, error, options)) << error.reason;
-  ASSERT_TRUE(offsets.count("/k39/allow/0"));
-  // Each offset lies within its own member (they point near the value, for line:col).
-  EXPECT_GT(offsets["/k39/allow/0"], text.find("\"k39\""));
-  EXPECT_GT(offsets["/k20"], text.find("\"k20\""));
-  EXPECT_LT(offsets["/k20"], text.find("\"k21\""));
-}
-
-}  // namespace
-}  // namespace ops::json
