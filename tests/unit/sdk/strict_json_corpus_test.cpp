@@ -41,4 +41,3 @@ TEST(StrictJsonCorpus, JsonTestSuite) {
 
 }  // namespace
 }  // namespace ops::json
-
