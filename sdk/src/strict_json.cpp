@@ -118,9 +118,14 @@ class StrictHandler {
     // cost 10^10 comparisons on an I/O thread (reliability.md case 33).
     std::unordered_set<std::string> many;
     static constexpr std::size_t kLinearKeys = 16;
+    // The member being read, for the JSON pointer of the values inside it: `keys` is
+    // emptied once `many` takes over (an object of more than kLinearKeys members, such as
+    // the 17 operations of the shipped ops.json, whose `keys.back()` crashed the parse).
+    std::string last;
 
     // False if `key` is already a member of this object.
     bool add_key(std::string_view key) {
+      last.assign(key);
       if (many.empty() && keys.size() < kLinearKeys) {
         if (std::find(keys.begin(), keys.end(), key) != keys.end()) return false;
         keys.emplace_back(key);
@@ -157,7 +162,7 @@ class StrictHandler {
     for (std::size_t i = 0; i + 1 < frames_.size(); ++i) {
       const Frame& f = frames_[i];
       path += '/';
-      path += f.object ? escape(f.keys.back()) : std::to_string(f.index - 1);
+      path += f.object ? escape(f.last) : std::to_string(f.index - 1);
     }
     return path;
   }
