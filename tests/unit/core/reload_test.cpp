@@ -3,6 +3,7 @@
 // released), and the Reloader's all-or-nothing publish with its counters and hooks.
 #include "net/reload.hpp"
 
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -73,6 +74,12 @@ TEST_F(PluginReloadTest, UnchangedIsReusedChangedIsLoadedAfreshAndTheOldOneUnloa
   ASSERT_FALSE(changed_lib.expired());
   EXPECT_NE(changed_lib.lock(), first_lib.lock());
   EXPECT_NE(changed_lib.lock()->location().string().find("/proc/self/fd/"), std::string::npos);
+  // Its handler is code in a loaded object (relocated, callable).
+  for (const LoadedOperation& op : *changed) {
+    Dl_info info{};
+    EXPECT_NE(::dladdr(reinterpret_cast<void*>(op.op->call), &info), 0)
+        << op.op->name << " at " << reinterpret_cast<void*>(op.op->call);
+  }
   // Its code is really a different mapping: the handler's address differs.
   EXPECT_NE(library_of(*changed, "list").lock()->native(), first_lib.lock()->native());
 
