@@ -21,7 +21,7 @@ else()
 endif()
 
 # etc/opserver/{server,ops}.json: the shipped config/*.json with the development paths
-# (var/, build/plugins) replaced by the installed ones. Made from the very same files so
+# (../var/, ../build/plugins) replaced by the installed ones. Made from the very same files so
 # that every default stays the same; a path that is not found is a build error.
 function(ops_installed_config source output)
   file(READ ${source} text)
@@ -39,12 +39,14 @@ function(ops_installed_config source output)
 endfunction()
 set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS
              ${CMAKE_SOURCE_DIR}/config/server.json ${CMAKE_SOURCE_DIR}/config/ops.json)
+# (Relative paths in the shipped files are taken from config/, the files' own directory.)
 ops_installed_config(${CMAKE_SOURCE_DIR}/config/server.json installed/server.json
-  var/storage ${OPS_INSTALL_STATEDIR}/storage
-  var/state ${OPS_INSTALL_STATEDIR}/state
-  config/ops.json ${OPS_INSTALL_CONFDIR}/ops.json)
+  ../var/storage ${OPS_INSTALL_STATEDIR}/storage
+  ../var/state ${OPS_INSTALL_STATEDIR}/state
+  ../var/opserver.pid ${OPS_INSTALL_STATEDIR}/opserver.pid
+  ops.json ${OPS_INSTALL_CONFDIR}/ops.json)
 ops_installed_config(${CMAKE_SOURCE_DIR}/config/ops.json installed/ops.json
-  build/plugins ${OPS_INSTALL_FULL_PLUGINDIR})
+  ../build/plugins ${OPS_INSTALL_FULL_PLUGINDIR})
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/installed/server.json
               ${CMAKE_CURRENT_BINARY_DIR}/installed/ops.json
         DESTINATION ${OPS_CONF_DESTINATION})

@@ -14,6 +14,11 @@ function(opserver_plugin_properties target sdk)
     CXX_VISIBILITY_PRESET hidden C_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)
   target_link_libraries(${target} PRIVATE ${sdk})
   target_link_options(${target} PRIVATE -Wl,--no-undefined -Wl,--exclude-libs,ALL)
+  # GCC marks function-local statics of inline code (rapidjson's tables, <charconv>'s) as
+  # STB_GNU_UNIQUE, and glibc never unloads a library that has one: a plugin replaced or
+  # removed by a reload would stay mapped for ever. With hidden visibility and RTLD_LOCAL
+  # the plugin's copies are its own anyway.
+  target_compile_options(${target} PRIVATE $<$<CXX_COMPILER_ID:GNU>:-fno-gnu-unique>)
 endfunction()
 
 # opserver_add_plugin(<name> <source>...): target <name>_plugin, file lib<name>.so, linked

@@ -2,14 +2,19 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <signal.h>
 #include <CLI/CLI.hpp>
+
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 
 #include "auth/user_store.hpp"
 #include "config/config.hpp"
+#include "net/pid_file.hpp"
 #include "net/server.hpp"
 #include "opserver/proof.hpp"
 #include "tls/server_context.hpp"
@@ -54,6 +59,22 @@ int user_command(const Config& config, const std::string& action, const std::str
   return 0;
 }
 
+// `opserver reload`: SIGHUP to the server the pid file names. Whether the new configuration
+// went into force is the server's to say, in its log.
+int reload_command(const std::string& pid_file) {
+  auto pid = ops::core::running_server_pid(pid_file);
+  if (!pid) return fail_with(pid.error().message);
+  if (::kill(*pid, SIGHUP) != 0) {
+    return fail_with("cannot signal opserver (pid " + std::to_string(*pid) +
+                     "): " + std::strerror(errno));
+  }
+  std::printf(
+      "reload requested: sent SIGHUP to opserver (pid %d); its log says \"reload: generation N "
+      "in force\" or why the new configuration was refused\n",
+      static_cast<int>(*pid));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -67,6 +88,7 @@ int main(int argc, char** argv) {
       "  opserver --tls-listen 0.0.0.0:9443 --tls-cert server.crt --tls-key server.key\n"
       "                                         also serve over TLS (channel binding)\n"
       "  opserver user add alice                create a user and print its new key\n"
+      "  opserver reload                        reload a running server (pid_file in its config)\n"
       "  opserver user list\n"};
   app.set_version_flag("--version", std::string(ops::core::kServerVersion));
 
@@ -77,12 +99,17 @@ int main(int argc, char** argv) {
   bool proxy_protocol = false;
   app.add_option("--config", config_path,
                  "Server settings (JSON). It names the ops.json that lists the enabled "
-                 "operations. Relative paths inside are taken from the working directory.")
+                 "operations. A relative path inside a file is taken from that file's "
+                 "directory.")
       ->capture_default_str();
   app.add_option("--listen", listen, "Address to listen on, HOST:PORT (port 0: any free port)");
   app.add_option("--storage", storage, "Storage root: each user's files live in <root>/<user>/");
   app.add_option("--state", state, "State directory: the user key store (users.json, 0600)");
   app.add_option("--plugins", plugins, "Directory of plugin .so files (overrides ops.json)");
+  std::string pid_file;
+  app.add_option("--pid-file", pid_file,
+                 "Write the server's pid here while it runs (overrides \"pid_file\"); "
+                 "`opserver reload` reads it");
   app.add_flag("--check-config", check,
                "Validate the configuration and load every plugin, then exit: 0 if all is well, "
                "1 with file:line:col and the reason if not");
@@ -113,6 +140,14 @@ int main(int argc, char** argv) {
   CLI::App* remove = user->add_subcommand("remove", "Remove a user (its files are kept)");
   remove->add_option("name", user_name, "User name")->required();
 
+  CLI::App* reload = app.add_subcommand(
+      "reload",
+      "Reload the running server's configuration (SIGHUP through its pid file): run-time "
+      "settings, ops.json, plugins, users, TLS certificates");
+  reload->add_option("--pid-file", pid_file,
+                     "The server's pid file (default: pid_file of --config)");
+  reload->add_option("--config", config_path, "The server's settings, to find its pid_file");
+
   CLI11_PARSE(app, argc, argv);
 
   ops::core::ConfigOverrides overrides;
@@ -125,8 +160,18 @@ int main(int argc, char** argv) {
   if (!tls_key.empty()) overrides.tls.key = tls_key;
   if (!tls_client_ca.empty()) overrides.tls.client_ca = tls_client_ca;
   if (proxy_protocol) overrides.proxy_protocol = true;
+  if (!pid_file.empty()) overrides.pid_file = pid_file;
+  if (reload->parsed() && !pid_file.empty()) return reload_command(pid_file);
   auto config = ops::core::load_config(config_path, overrides);
   if (!config) return fail_with(config.error().message);
+  if (reload->parsed()) {
+    if (config->pid_file.empty()) {
+      return fail_with(config_path +
+                       " sets no \"pid_file\": cannot find the running server; "
+                       "set one (and restart the server) or pass --pid-file");
+    }
+    return reload_command(config->pid_file.string());
+  }
 
   if (user->parsed()) {
     std::string action = add->parsed() ? "add" : list->parsed() ? "list" : "remove";
@@ -159,5 +204,8 @@ int main(int argc, char** argv) {
   std::signal(SIGXFSZ, SIG_IGN);
   auto server = ops::core::Server::create(std::move(*config));
   if (!server) return fail_with(server.error().message);
+  // A reload reads the same files with the same command-line overrides.
+  (*server)->enable_reload(
+      [config_path, overrides] { return ops::core::load_config(config_path, overrides); });
   return (*server)->run();
 }

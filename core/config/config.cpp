@@ -40,6 +40,12 @@ Status parse_listen(std::string_view text, std::string& host, std::uint16_t& por
 
 namespace {
 
+// A path written in a configuration file, taken from that file's directory when relative.
+fs::path from_file_dir(const fs::path& file, const fs::path& path) {
+  if (path.empty() || path.is_absolute()) return path;
+  return (file.parent_path() / path).lexically_normal();
+}
+
 // One JSON file being validated: knows where each value sits, for file:line:col errors.
 class ConfigFile {
  public:
@@ -47,7 +53,13 @@ class ConfigFile {
 
   Status load() {
     std::ifstream in(path_, std::ios::binary);
-    if (!in) return fail(ErrorCode::not_found, path_.string() + ": cannot open the file");
+    if (!in) {
+      // The absolute path: a relative one means little to someone in another directory.
+      std::error_code ec;
+      const fs::path tried = fs::absolute(path_, ec);
+      return fail(ErrorCode::not_found,
+                  (ec ? path_ : tried).lexically_normal().string() + ": cannot open the file");
+    }
     std::ostringstream ss;
     ss << in.rdbuf();
     text_ = ss.str();
@@ -167,6 +179,7 @@ Status load_operations(const ConfigFile& file, Config& config) {
   if (Status st = top.check_known({"plugin_dir", "operations"}); !st) return st;
   if (Status st = top.path("plugin_dir", config.plugin_dir); !st) return st;
   if (!top.find("plugin_dir")) return file.error_at(0, "missing \"plugin_dir\"");
+  config.plugin_dir = from_file_dir(file.path(), config.plugin_dir);
   const rapidjson::Value* ops = top.find("operations");
   if (!ops) return file.error_at(0, "missing \"operations\"");
   if (!ops->IsObject()) return top.bad("operations", "must be an object of operation names");
@@ -257,12 +270,13 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
                                  "default_quota_bytes",
                                  "default_quota_files",
                                  "default_upload_bytes_per_second",
-                                 "default_download_bytes_per_second"});
+                                 "default_download_bytes_per_second",
+                                 "pid_file"});
       !st) {
     return st.error();
   }
   std::string listen = "127.0.0.1:9000";
-  fs::path ops_path = "config/ops.json";
+  fs::path ops_path = "ops.json";
   Status checks[] = {
       r.string("listen", listen),
       r.path("storage_dir", config.storage_dir),
@@ -286,6 +300,7 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
       r.millis("shutdown_grace_ms", config.shutdown_grace, 0),
       r.millis("operation_timeout_ms", config.operation_timeout, 1),
       r.string("log_level", config.log_level),
+      r.path("pid_file", config.pid_file),
   };
   for (Status& st : checks) {
     if (!st) return st.error();
@@ -320,6 +335,9 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
   if (const rapidjson::Value* tls = r.find("tls")) {
     auto settings = parse_tls_settings(*tls, tls_error);
     if (!settings) return std::move(settings).error();
+    settings->cert = from_file_dir(server_json, settings->cert);
+    settings->key = from_file_dir(server_json, settings->key);
+    if (settings->client_ca) settings->client_ca = from_file_dir(server_json, *settings->client_ca);
     config.tls = std::move(*settings);
   }
   if (const rapidjson::Value* proxy = r.find("proxy_protocol")) {
@@ -336,6 +354,10 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
     return r.bad("listen", st.error().message);
   }
 
+  // Relative paths (and the defaults of absent keys) from server.json's directory.
+  for (fs::path* p : {&config.storage_dir, &config.state_dir, &ops_path, &config.pid_file}) {
+    *p = from_file_dir(server_json, *p);
+  }
   config.ops_config_path = ops_path;
   ConfigFile ops_file(ops_path);
   if (Status st = ops_file.load(); !st) return st.error();
@@ -344,6 +366,7 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
   if (overrides.storage_dir) config.storage_dir = *overrides.storage_dir;
   if (overrides.state_dir) config.state_dir = *overrides.state_dir;
   if (overrides.plugin_dir) config.plugin_dir = *overrides.plugin_dir;
+  if (overrides.pid_file) config.pid_file = *overrides.pid_file;
   return config;
 }
 

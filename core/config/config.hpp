@@ -44,6 +44,8 @@ struct StartupSettings {
   unsigned max_worker_threads = 1024;
   std::chrono::milliseconds shutdown_grace{10000};
   std::string log_level = "info";
+  // Where the running server writes its pid (`opserver reload` signals it); empty: nowhere.
+  std::filesystem::path pid_file;
 };
 
 // Settings that may change while the server runs. Sessions read them from the current
@@ -92,10 +94,15 @@ struct ConfigOverrides {
   std::optional<std::filesystem::path> plugin_dir;
   TlsOverrides tls;                    // --tls-listen, --tls-cert, --tls-key, --tls-client-ca
   std::optional<bool> proxy_protocol;  // --proxy-protocol (the plain listener)
+  std::optional<std::filesystem::path> pid_file;  // --pid-file
 };
 
-// Reads and validates both files. Relative paths inside them are resolved against the
-// working directory the server was started from. Errors read "file:line:col: reason".
+// Reads and validates both files. A relative path inside a file is taken from the directory
+// of the file that names it (server.json's for ops_config, storage_dir, state_dir, pid_file
+// and the TLS files; ops.json's for plugin_dir), so the server finds its files from any
+// working directory; a default (an absent key) is resolved the same way. Overrides keep the
+// path as given on the command line (relative to the working directory). Errors read
+// "file:line:col: reason", and a file that cannot be opened is named by its absolute path.
 Result<Config> load_config(const std::filesystem::path& server_json,
                            const ConfigOverrides& overrides = {});
 

@@ -28,12 +28,15 @@
 #include "dispatch/handler_pool.hpp"
 #include "dispatch/registry.hpp"
 #include "net/sd_notify.hpp"
+#include "net/pid_file.hpp"
+#include "net/reload.hpp"
 #include "net/server_context.hpp"
 #include "net/session.hpp"
 #include "net/tcp_transport.hpp"
 #include "net/tls_listener.hpp"
 #include "opserver/fd.hpp"
 #include "plugin_host/plugin_loader.hpp"
+#include "tls/server_context.hpp"
 
 namespace ops::core {
 namespace asio = boost::asio;
@@ -128,23 +131,39 @@ struct Server::Impl {
   tcp::acceptor acceptor{accept_io};
   std::optional<TlsListener> tls;  // §8: the TLS listener, when configured
   asio::signal_set signals{io, SIGINT, SIGTERM};
-  // SIGHUP would end the process by default; there is no live reload, so say so instead.
+  // SIGHUP: a reload (net/reload.hpp) on the reload thread, off the I/O threads; without
+  // a config loader (in-process servers), only a log line instead of the default death.
   asio::signal_set hangups{io, SIGHUP};
   void wait_for_hangup() {
     hangups.async_wait([this](const boost::system::error_code& ec, int) {
       if (ec) return;
-      spdlog::warn(
-          "SIGHUP: configuration reload is not supported; the running configuration "
-          "stays in force (restart to apply changes)");
+      if (reloader) {
+        spdlog::info("SIGHUP: reloading the configuration");
+        reloader->request();
+      } else {
+        spdlog::warn("SIGHUP: reload is not enabled; the running configuration stays in force");
+      }
       wait_for_hangup();
     });
   }
+  // Reload: what the server loaded at start (handed to the Reloader at run()), how to read
+  // the configuration again, the hooks, and the TLS context new connections get.
+  std::vector<LoadedOperation> plugins;
+  std::function<Result<Config>()> config_loader;
+  ReloadHooks reload_hooks;
+  std::unique_ptr<Reloader> reloader;
+  std::atomic<std::shared_ptr<asio::ssl::context>> tls_context;
+  bool pid_file_written = false;
   std::unique_ptr<UserServices> services;
   std::unique_ptr<ServerContext> context;
 
   explicit Impl(Config c)
       : config(std::move(c)),
         workers(config.worker_threads, config.max_worker_threads, kHandlerLinger) {}
+  ~Impl() {
+    reloader.reset();
+    if (pid_file_written) remove_pid_file(config.pid_file);
+  }
 
   // One loop per listener; `tls` chooses the transport made for each accepted socket.
   asio::awaitable<void> accept_loop(tcp::acceptor& from, bool tls);
@@ -199,7 +218,7 @@ asio::awaitable<void> Server::Impl::accept_loop(tcp::acceptor& from, bool use_tl
     auto executor = socket.get_executor();
     asio::post(executor, [this, use_tls, socket = std::move(socket)]() mutable {
       std::unique_ptr<Transport> transport =
-          use_tls ? make_tls_transport(std::move(socket), *tls)
+          use_tls ? make_tls_transport(std::move(socket), *tls, tls_context.load())
                   : std::make_unique<TcpTransport>(std::move(socket), config.proxy_protocol);
       std::make_shared<Session>(*context, std::move(transport))->start();
     });
@@ -282,6 +301,7 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
   // Plugins and the listener first: a start that fails on them changes nothing on disk.
   auto loaded = load_plugins(cfg.plugin_dir);
   if (!loaded) return loaded.error();
+  impl->plugins = *loaded;  // a reload reuses the ones whose file has not changed
   auto registry = Registry::build(cfg, std::move(*loaded));
   if (!registry) return registry.error();
   auto first = std::make_shared<Snapshot>();
@@ -312,6 +332,7 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
     auto listener = open_tls_listener(impl->accept_io, *cfg.tls);
     if (!listener) return listener.error();
     impl->tls = std::move(*listener);
+    impl->tls_context.store(impl->tls->context);
   }
 
   // Storage and state: created if missing; the key store never inside the storage root.
@@ -360,6 +381,10 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
                    cfg.default_upload_bytes_per_second, cfg.default_download_bytes_per_second,
                    cfg.payload_min_rate});
   impl->context->services = impl->services.get();
+  if (!cfg.pid_file.empty()) {
+    if (Status st = write_pid_file(cfg.pid_file); !st) return st.error();
+    impl->pid_file_written = true;
+  }
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
@@ -380,6 +405,23 @@ int Server::run() {
   asio::co_spawn(s.accept_io, s.accept_loop(s.acceptor, false), asio::detached);
   if (s.tls) asio::co_spawn(s.accept_io, s.accept_loop(*s.tls->acceptor, true), asio::detached);
   asio::co_spawn(s.io, s.housekeeping(), asio::detached);
+  if (s.config_loader) {
+    ReloadTarget target;
+    target.load_config = s.config_loader;
+    target.running = &s.config;
+    target.snapshots = s.snapshots.get();
+    target.users = s.users.get();
+    if (s.tls) {
+      target.build_tls_context = [](const TlsSettings& settings) {
+        return make_server_tls_context(settings);
+      };
+      target.install_tls_context = [&s](std::shared_ptr<asio::ssl::context> context) {
+        s.tls_context.store(std::move(context));
+      };
+    }
+    s.reloader =
+        std::make_unique<Reloader>(std::move(target), std::move(s.plugins), s.reload_hooks);
+  }
   s.wait_for_hangup();
   s.signals.async_wait([&s](const boost::system::error_code& ec, int signal) {
     if (ec) return;
@@ -399,6 +441,9 @@ int Server::run() {
   s.accept_io.stop();
   accepting.join();
   for (auto& t : pool) t.join();
+  s.reloader.reset();  // waits for a reload under way
+  if (s.pid_file_written) remove_pid_file(s.config.pid_file);
+  s.pid_file_written = false;
 
   // A handler that never returns must not keep the process alive past the grace period.
   s.workers.stop();
@@ -409,6 +454,22 @@ int Server::run() {
   }
   spdlog::info("stopped");
   return 0;
+}
+
+void Server::enable_reload(std::function<Result<Config>()> load_config) {
+  impl_->config_loader = std::move(load_config);
+}
+
+ReloadHooks& Server::reload_hooks() {
+  return impl_->reload_hooks;
+}
+
+void Server::request_reload() {
+  if (impl_->reloader) impl_->reloader->request();
+}
+
+const ReloadCounters* Server::reload_counters() const {
+  return impl_->reloader ? &impl_->reloader->counters() : nullptr;
 }
 
 Status check_config(const Config& config) {

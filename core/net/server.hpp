@@ -3,11 +3,13 @@
 // Created and run from main; run() returns once the server has stopped.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 
 #include "config/config.hpp"
 #include "net/memory_transport.hpp"
+#include "net/reload.hpp"
 #include "opserver/error.hpp"
 
 namespace ops::core {
@@ -29,6 +31,17 @@ class Server {
   std::optional<MemoryPeer> connect_in_memory();
   // Any thread: the graceful stop SIGTERM starts; run() returns once it is done.
   void stop();
+
+  // Before run(): lets SIGHUP reload the configuration (net/reload.hpp), read again with
+  // `load_config` (main: the same files and command-line overrides). Without it, SIGHUP
+  // only logs that reloading is off.
+  void enable_reload(std::function<Result<Config>()> load_config);
+  // Before run(): where packaging (sd_notify) and metrics attach to reloads.
+  ReloadHooks& reload_hooks();
+  // While run() runs, with reload enabled: asks for a reload as SIGHUP does; and the
+  // reloads applied and refused so far (null when reload is off or run() has not started).
+  void request_reload();
+  const ReloadCounters* reload_counters() const;
 
  private:
   struct Impl;

@@ -37,10 +37,15 @@ Result<TlsListener> open_tls_listener(asio::io_context& accept_io, const TlsSett
 }
 
 std::unique_ptr<Transport> make_tls_transport(tcp::socket socket, const TlsListener& listener) {
+  return make_tls_transport(std::move(socket), listener, listener.context);
+}
+
+std::unique_ptr<Transport> make_tls_transport(tcp::socket socket, const TlsListener& listener,
+                                              std::shared_ptr<asio::ssl::context> context) {
   TlsTransportOptions options;
   options.proxy_protocol = listener.settings.proxy_protocol;
   options.channel_binding = listener.settings.channel_binding;
-  return std::make_unique<TlsTransport>(std::move(socket), listener.context, options);
+  return std::make_unique<TlsTransport>(std::move(socket), std::move(context), options);
 }
 
 std::string tls_listening_line(const TlsListener& listener) {

@@ -41,6 +41,10 @@ Result<TlsListener> open_tls_listener(boost::asio::io_context& accept_io,
 // The transport for one accepted socket (already on its connection's strand).
 std::unique_ptr<Transport> make_tls_transport(boost::asio::ip::tcp::socket socket,
                                               const TlsListener& listener);
+// The same with another context than the listener's (a reload's new certificates).
+std::unique_ptr<Transport> make_tls_transport(boost::asio::ip::tcp::socket socket,
+                                              const TlsListener& listener,
+                                              std::shared_ptr<boost::asio::ssl::context> context);
 
 // "opserver listening for TLS on 127.0.0.1:9443 (TLS 1.3, channel binding required, ...)"
 // The tests find the port in this line.

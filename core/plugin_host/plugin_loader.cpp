@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -30,11 +32,43 @@ Error plugin_error(const fs::path& file, const std::string& reason) {
   return Error{ErrorCode::internal, "plugin " + file.string() + ": " + reason};
 }
 
-Result<std::vector<LoadedOperation>> load_one(const fs::path& file) {
-  auto library = std::make_shared<dll::shared_library>();
+FileIdentity identity_of(const struct stat& st) {
+  return FileIdentity{st.st_dev, st.st_ino, st.st_size,
+                      std::int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec,
+                      std::int64_t{st.st_ctim.tv_sec} * 1'000'000'000 + st.st_ctim.tv_nsec};
+}
+
+// Where a library is loaded from: its own path, or a fresh copy (see load_plugins with a
+// PluginReload) whose descriptor the library owns.
+struct LoadFrom {
+  fs::path path;
+  int owned_fd = -1;
+};
+
+// A library whose load path is /proc/self/fd/N: closes N only once the library is really
+// gone. dlclose may keep it (a GNU unique symbol pins a C++ library); then N stays open, or
+// a later load given the same name would get this library back.
+std::shared_ptr<dll::shared_library> make_library(const LoadFrom& from) {
+  if (from.owned_fd < 0) return std::make_shared<dll::shared_library>();
+  return std::shared_ptr<dll::shared_library>(
+      new dll::shared_library, [fd = from.owned_fd, path = from.path](dll::shared_library* lib) {
+        const bool was_loaded = lib->is_loaded();
+        delete lib;
+        if (was_loaded) {
+          if (void* still = ::dlopen(path.c_str(), RTLD_LAZY | RTLD_NOLOAD)) {
+            ::dlclose(still);
+            return;
+          }
+        }
+        ::close(fd);
+      });
+}
+
+Result<std::vector<LoadedOperation>> load_one(const fs::path& file, const LoadFrom& from) {
+  auto library = make_library(from);
   boost::dll::fs::error_code ec;
   ::dlerror();  // clear any stale message
-  library->load(file, dll::load_mode::rtld_now | dll::load_mode::rtld_local, ec);
+  library->load(from.path, dll::load_mode::rtld_now | dll::load_mode::rtld_local, ec);
   if (ec || !library->is_loaded()) return plugin_error(file, "cannot load: " + last_dlerror());
 
   // Compatibility first, reading data only, like nginx's module signature check.
@@ -78,8 +112,8 @@ Result<std::vector<LoadedOperation>> load_one(const fs::path& file) {
         op->payload > OPS_PAYLOAD_OUT) {
       return plugin_error(file, "malformed operation #" + std::to_string(i));
     }
-    out.push_back(
-        LoadedOperation{op, plugin->name, plugin->version ? plugin->version : "0", file, library});
+    out.push_back(LoadedOperation{op, plugin->name, plugin->version ? plugin->version : "0", file,
+                                  library, FileIdentity{}});
   }
   return out;
 }
@@ -275,7 +309,46 @@ bool group_members_are_trusted(gid_t gid, uid_t uid) {
   return ok && members > 0;
 }
 
-Result<std::vector<LoadedOperation>> load_plugins(const fs::path& dir) {
+namespace {
+
+// Copies the .so (its target, for a symlink) into an anonymous memory file, from a
+// descriptor checked like the file itself, and returns the path to load it from.
+Result<LoadFrom> fresh_copy(const fs::path& file) {
+  const int src = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (src < 0) {
+    const int err = errno;
+    return plugin_error(file, std::string("cannot open it: ") + std::strerror(err));
+  }
+  FdCloser close_src(src);
+  struct stat st {};
+  if (::fstat(src, &st) != 0 || !S_ISREG(st.st_mode)) {
+    return plugin_error(file, "is no longer a regular file");
+  }
+  // What is copied is what is checked: the file may have been swapped since the listing.
+  if (std::string problem = trust_problem(st, (st.st_mode & S_IWGRP) && has_extended_acl_fd(src));
+      !problem.empty()) {
+    return plugin_error(file, "is " + problem + "; refusing to load it");
+  }
+  const std::string name = "opserver-plugin:" + file.filename().string();
+  const int mem = ::memfd_create(name.c_str(), MFD_CLOEXEC);
+  if (mem < 0) {
+    const int err = errno;
+    return plugin_error(file, std::string("cannot make a copy to load: ") + std::strerror(err));
+  }
+  off_t offset = 0;
+  while (offset < st.st_size) {
+    const ssize_t n = ::sendfile(mem, src, &offset, static_cast<std::size_t>(st.st_size - offset));
+    if (n <= 0) {
+      const int err = n < 0 ? errno : EIO;
+      ::close(mem);
+      return plugin_error(file, std::string("cannot copy it to load: ") + std::strerror(err));
+    }
+  }
+  return LoadFrom{"/proc/self/fd/" + std::to_string(mem), mem};
+}
+
+Result<std::vector<LoadedOperation>> load_directory(const fs::path& dir,
+                                                    const PluginReload* reload) {
   // The directory is checked on a descriptor, and listed and inspected through it, so
   // what was checked is what is read.
   int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -313,9 +386,31 @@ Result<std::vector<LoadedOperation>> load_plugins(const fs::path& dir) {
   std::vector<LoadedOperation> all;
   std::map<std::string, fs::path> provider;
   for (const fs::path& file : files) {
-    auto loaded = load_one(file);
+    struct stat st {};
+    if (::stat(file.c_str(), &st) != 0) {
+      const int err = errno;
+      return plugin_error(file, std::string("cannot inspect it: ") + std::strerror(err));
+    }
+    const FileIdentity identity = identity_of(st);
+    std::vector<LoadedOperation> reused;
+    if (reload != nullptr && reload->previous != nullptr) {
+      for (const LoadedOperation& op : *reload->previous) {
+        if (op.file == file && op.identity == identity) reused.push_back(op);
+      }
+    }
+    Result<std::vector<LoadedOperation>> loaded = std::move(reused);
+    if (loaded->empty()) {
+      LoadFrom from{file};
+      if (reload != nullptr) {
+        auto copy = fresh_copy(file);
+        if (!copy) return copy.error();
+        from = *copy;
+      }
+      loaded = load_one(file, from);
+    }
     if (!loaded) return loaded.error();
     for (LoadedOperation& op : *loaded) {
+      op.identity = identity;
       auto [it, inserted] = provider.emplace(op.op->name, file);
       if (!inserted) {
         return Error{ErrorCode::internal, std::string("operation \"") + op.op->name +
@@ -326,6 +421,16 @@ Result<std::vector<LoadedOperation>> load_plugins(const fs::path& dir) {
     }
   }
   return all;
+}
+
+}  // namespace
+
+Result<std::vector<LoadedOperation>> load_plugins(const fs::path& dir) {
+  return load_directory(dir, nullptr);
+}
+
+Result<std::vector<LoadedOperation>> load_plugins(const fs::path& dir, const PluginReload& reload) {
+  return load_directory(dir, &reload);
 }
 
 }  // namespace ops::core

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -26,18 +27,46 @@ namespace ops::core {
 // One operation found in a plugin. `library` keeps the .so mapped for as long as the
 // operation (or anything else holding this pointer) lives: unloading first would leave
 // `op` and `handler` dangling (Boost.DLL's docs show that crash).
+// Which file version a library was loaded from: a reload reuses a library whose file still
+// has this identity, and loads any other afresh.
+struct FileIdentity {
+  dev_t device = 0;
+  ino_t inode = 0;
+  off_t size = 0;
+  std::int64_t mtime_ns = 0;
+  std::int64_t ctime_ns = 0;
+  bool operator==(const FileIdentity&) const = default;
+};
+
 struct LoadedOperation {
   const ops_op_v1* op = nullptr;
   std::string plugin_name;
   std::string plugin_version;
   std::filesystem::path file;
   std::shared_ptr<boost::dll::shared_library> library;
+  FileIdentity identity;  // of `file` (its target, for a symlink) when it was loaded
+};
+
+// How a reload loads the directory again (net/reload.cpp).
+struct PluginReload {
+  // What the last load gave: a .so whose file has the same identity as then is reused as it
+  // is (not loaded again: its code and static state stay).
+  const std::vector<LoadedOperation>* previous = nullptr;
 };
 
 // Loads all "*.so" files in `dir`. Errors name the file and the reason. `dir` and every
 // .so must pass plugin_trust_problem() for the server's effective uid; a symlinked .so is
 // followed, and both the file it resolves to and that file's directory must pass.
 Result<std::vector<LoadedOperation>> load_plugins(const std::filesystem::path& dir);
+
+// The same checks for a reload. A new or changed .so is not opened at its own path: the
+// dynamic loader would hand back the library already loaded from that path (it matches
+// names first, then device and inode, so even a file rewritten in place would be missed).
+// It is copied, from the descriptor that was checked, into an anonymous memory file
+// (memfd_create) and loaded from /proc/self/fd/N; that descriptor stays open for as long
+// as the library is loaded, so the name /proc/self/fd/N is never reused by another load.
+Result<std::vector<LoadedOperation>> load_plugins(const std::filesystem::path& dir,
+                                                  const PluginReload& reload);
 
 // Who may change the code the server loads (sshd's StrictModes; docs/PLUGINS.md): the owner
 // must be root or `server_uid`; nobody may write it through "others" (S_IWOTH, sticky bit

@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <openssl/ssl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -105,6 +106,48 @@ TEST_F(TlsServerTest, LoginWithChannelBindingWorks) {
   auto plain = server_->connect_admin();
   ASSERT_TRUE(plain);
   EXPECT_FALSE(plain->tls());
+}
+
+// A reload reads the certificate and key again: new connections get the new ones, an open
+// connection keeps its session.
+TEST_F(TlsServerTest, AReloadPutsNewCertificatesInForceForNewConnections) {
+  start();
+  if (!wired()) GTEST_SKIP() << kNotWired;
+  const std::string key = server_->admin_key();
+  auto before = client::Client::connect(tls_options("admin", key));
+  ASSERT_TRUE(before) << before.error().message;
+
+  // A certificate from another CA, renamed over the files the server was started with.
+  TempDir other_dir;
+  TestPki other(other_dir.path(), "other");
+  CertFiles renewed = other.issue("server");
+  std::filesystem::path cert_new = server_files_.cert, key_new = server_files_.key;
+  cert_new += ".new";
+  key_new += ".new";
+  std::filesystem::copy_file(renewed.cert, cert_new);
+  std::filesystem::copy_file(renewed.key, key_new);
+  std::filesystem::permissions(
+      key_new, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  std::filesystem::rename(cert_new, server_files_.cert);
+  std::filesystem::rename(key_new, server_files_.key);
+  ASSERT_EQ(::kill(server_->pid(), SIGHUP), 0);
+  auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (server_->log().find("reload: generation 2 in force") == std::string::npos &&
+         std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_NE(server_->log().find("reload: generation 2 in force"), std::string::npos)
+      << server_->log();
+
+  client::Options renewed_trust = tls_options("admin", key);
+  renewed_trust.ca_file = other.ca_file().string();
+  auto after = client::Client::connect(renewed_trust);
+  EXPECT_TRUE(after) << (after ? "" : after.error().message);
+  auto old_trust = client::Client::connect(tls_options("admin", key));
+  EXPECT_FALSE(old_trust) << "a new connection still got the old certificate";
+  auto still = (*before)->call("describe");
+  ASSERT_TRUE(still) << still.error().message;
+  EXPECT_TRUE(still->ok);
 }
 
 TEST_F(TlsServerTest, ChallengeOffersOnlyThePlusMechanism) {

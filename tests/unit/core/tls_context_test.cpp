@@ -190,9 +190,10 @@ TEST_F(TlsConfigTest, FullBlockIsParsed) {
   EXPECT_TRUE(c->proxy_protocol);
   EXPECT_EQ(c->tls->listen_host, "0.0.0.0");
   EXPECT_EQ(c->tls->listen_port, 9443);
-  EXPECT_EQ(c->tls->cert, "a.crt");
-  EXPECT_EQ(c->tls->key, "a.key");
-  EXPECT_EQ(c->tls->client_ca, fs::path("ca.pem"));
+  // Relative paths in server.json are taken from its directory.
+  EXPECT_EQ(c->tls->cert, dir_ / "a.crt");
+  EXPECT_EQ(c->tls->key, dir_ / "a.key");
+  EXPECT_EQ(c->tls->client_ca, dir_ / "ca.pem");
   EXPECT_EQ(c->tls->min_version, TlsMinVersion::tls1_2);
   EXPECT_FALSE(c->tls->channel_binding);
   EXPECT_TRUE(c->tls->proxy_protocol);
@@ -269,8 +270,8 @@ TEST_F(TlsConfigTest, FlagsOverrideOrCreateTheBlock) {
   auto d =
       load(R"(, "tls": {"listen": "127.0.0.1:1", "cert": "a.crt", "key": "a.key"})", only_cert);
   ASSERT_TRUE(d) << d.error().message;
-  EXPECT_EQ(d->tls->cert, "d.crt");
-  EXPECT_EQ(d->tls->key, "a.key");
+  EXPECT_EQ(d->tls->cert, "d.crt");  // a flag: as given (the working directory's)
+  EXPECT_EQ(d->tls->key, dir_ / "a.key");
 }
 
 }  // namespace

@@ -41,3 +41,31 @@ TEST(StrictJsonCorpus, JsonTestSuite) {
 
 }  // namespace
 }  // namespace ops::json
+
+namespace ops::json {
+namespace {
+
+// An object of more than 16 members switches its duplicate check to a hash set; the JSON
+// pointers of values nested in its later members must still name them (the shipped
+// ops.json, 17 operations, crashed here).
+TEST(StrictJsonOffsets, PointersInsideTheSeventeenthMemberOfAnObject) {
+  std::string text = R"({"ops": {)";
+  for (int i = 0; i < 17; ++i) {
+    if (i > 0) text += ',';
+    text += "\"op";
+    text += std::to_string(i);
+    text += R"(": {"allow": ["*"]})";
+  }
+  text += "}}";
+  rapidjson::Document doc;
+  JsonError error;
+  std::map<std::string, std::size_t> offsets;
+  StrictJsonOptions options;
+  options.offsets = &offsets;
+  ASSERT_TRUE(parse_strict_json(text, doc, error, options)) << error.reason;
+  ASSERT_TRUE(offsets.count("/ops/op16/allow"));
+  EXPECT_TRUE(offsets.count("/ops/op16/allow/0"));
+}
+
+}  // namespace
+}  // namespace ops::json
