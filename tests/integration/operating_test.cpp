@@ -379,6 +379,7 @@ TEST(Operating, AuditLogHasOneLinePerRequestAndFailedLogins) {
   EXPECT_EQ(str(up, "code"), "ok");
   EXPECT_EQ(str(up, "path"), odd);
   EXPECT_EQ(up["bytes_in"].GetUint64(), 5u);
+  EXPECT_EQ(str(up, "sha256"), "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
   EXPECT_EQ(up["bytes_out"].GetUint64(), 0u);
   EXPECT_TRUE(up["id"].IsUint64());
   EXPECT_TRUE(up["connection"].IsUint64());
