@@ -351,7 +351,7 @@ TEST(Operating, AuditLogHasOneLinePerRequestAndFailedLogins) {
   ServerProcess server(options);
   auto c = server.connect_admin();
   ASSERT_TRUE(c);
-  const std::string odd = "caf\xC3\xA9 \"quoted\"\n.txt";
+  const std::string odd = "caf\xC3\xA9 \"quoted\" \\ name.txt";
   EXPECT_OP_OK(upload(*c, odd, "hello"));
   EXPECT_OP_OK(download(*c, odd, R"(,"sha256":true)"));
   EXPECT_OP_OK(call_op(*c, "move", jobj({{"from", jstr(odd)}, {"to", jstr("b.txt")}})));
