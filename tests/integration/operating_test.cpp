@@ -176,6 +176,22 @@ std::string operating_ops_json() {
     "upload_open": {"allow": ["*"]}}})";
 }
 
+// Scrapes until every one of `settled` has its value (gauges that follow the end of a
+// request a moment later: a handler thread going idle, a closed session going away), up to
+// 2 s; returns the last scrape.
+std::map<std::string, double> scrape_settled(
+    std::uint16_t port, const std::vector<std::pair<std::string, double>>& settled) {
+  std::map<std::string, double> m;
+  for (int i = 0; i < 100; ++i) {
+    m = parse_exposition(http(port, "GET", "/metrics").body);
+    bool all = true;
+    for (const auto& [series, value] : settled) all = all && value_of(m, series) == value;
+    if (all) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  return m;
+}
+
 ServerOptions with_admin(std::string extra = {}) {
   ServerOptions options;
   options.ops_json = operating_ops_json();
@@ -208,7 +224,8 @@ TEST(Operating, MetricsCountRequestsByOperationAndCode) {
   const HttpReply reply = http(port, "GET", "/metrics");
   ASSERT_EQ(reply.status, 200);
   EXPECT_EQ(reply.body.find("made_up_op_xyz"), std::string::npos);
-  const auto m = parse_exposition(reply.body);
+  const auto m = scrape_settled(
+      port, {{"opserver_handler_threads_busy", 0}, {"opserver_connections_open", 1}});
   EXPECT_EQ(value_of(m, R"(opserver_requests_total{code="ok",operation="describe"})"), 3);
   EXPECT_EQ(value_of(m, R"(opserver_requests_total{code="ok",operation="upload"})"), 1);
   EXPECT_EQ(value_of(m, R"(opserver_requests_total{code="ok",operation="download"})"), 1);

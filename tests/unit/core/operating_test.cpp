@@ -43,6 +43,19 @@ TEST(Cidr, MatchesV4AndV6Ranges) {
   EXPECT_FALSE(parse_cidr("nope"));
 }
 
+TEST(AdminListen, PortAloneMeansLoopback) {
+  auto port_only = parse_admin_listen("9100");
+  ASSERT_TRUE(port_only);
+  EXPECT_EQ(port_only->host, "127.0.0.1");
+  EXPECT_EQ(port_only->port, 9100);
+  auto both = parse_admin_listen("[::1]:9101");
+  ASSERT_TRUE(both);
+  EXPECT_EQ(both->host, "::1");
+  EXPECT_EQ(both->port, 9101);
+  EXPECT_FALSE(parse_admin_listen("http"));
+  EXPECT_FALSE(parse_admin_listen("70000"));
+}
+
 TEST(Cidr, PeerTextsGiveTheirAddress) {
   EXPECT_EQ(Defender::address_of_peer("127.0.0.2:4000"), addr("127.0.0.2"));
   EXPECT_EQ(Defender::address_of_peer("::1:4000"), addr("::1"));
