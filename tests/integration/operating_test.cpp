@@ -90,11 +90,22 @@ std::optional<std::string> read_frame_from(int fd) {
   return body;
 }
 
-// From `source`: reads the challenge and sends a login with a wrong proof. True if the
-// server answered auth_failed; false if it closed without a challenge.
-bool failed_login_from(const char* source, std::uint16_t port, const std::string& user) {
+// A PROXY protocol v2 header saying the client is 192.0.2.<last>:51234.
+std::string proxy_v2_header(std::uint8_t last) {
+  const unsigned char h[] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49,
+                             0x54, 0x0A, 0x21, 0x11, 0x00, 0x0C, 192,  0,    2,    last,
+                             127,  0,    0,    1,    0xC8, 0x22, 0x23, 0x28};
+  return std::string(reinterpret_cast<const char*>(h), sizeof h);
+}
+
+// From `source` (after `preamble`, e.g. a PROXY header): reads the challenge and sends a
+// login with a wrong proof. True if the server answered auth_failed; false if it closed
+// without a challenge.
+bool failed_login_from(const char* source, std::uint16_t port, const std::string& user,
+                       const std::string& preamble = {}) {
   int fd = connect_from(source, port);
   if (fd < 0) return false;
+  if (!preamble.empty()) ::send(fd, preamble.data(), preamble.size(), MSG_NOSIGNAL);
   auto challenge = read_frame_from(fd);
   if (!challenge) {
     ::close(fd);
@@ -311,6 +322,22 @@ TEST(Operating, DefenderBansAnAddressAfterFailedLoginsAndOthersGoOn) {
   EXPECT_EQ(value_of(m, "opserver_defender_banned_addresses"), 1);
   EXPECT_EQ(value_of(m, R"(opserver_connections_refused_total{reason="banned"})"), 2);
   EXPECT_NE(server.log().find("defender: 127.0.0.2 banned"), std::string::npos) << server.log();
+}
+
+TEST(Operating, DefenderBansTheAddressAPROXYHeaderNames) {
+  ServerProcess server(
+      with_admin(R"(, "proxy_protocol": true, "defender": {"enabled": true, "threshold": 2})"));
+  // Every connection comes from the balancer (127.0.0.1); the header names the client.
+  EXPECT_TRUE(failed_login_from("127.0.0.1", server.port(), "admin", proxy_v2_header(7)));
+  EXPECT_TRUE(failed_login_from("127.0.0.1", server.port(), "admin", proxy_v2_header(7)));
+  // 192.0.2.7 is banned: closed after its header, before the challenge.
+  EXPECT_FALSE(failed_login_from("127.0.0.1", server.port(), "admin", proxy_v2_header(7)));
+  // Another client behind the same balancer still gets in as far as the challenge.
+  EXPECT_TRUE(failed_login_from("127.0.0.1", server.port(), "admin", proxy_v2_header(8)));
+  const auto m = parse_exposition(http(admin_port(server), "GET", "/metrics").body);
+  EXPECT_EQ(value_of(m, "opserver_defender_bans_total"), 1);
+  EXPECT_EQ(value_of(m, R"(opserver_connections_refused_total{reason="banned"})"), 1);
+  EXPECT_NE(server.log().find("defender: 192.0.2.7 banned"), std::string::npos) << server.log();
 }
 
 TEST(Operating, DefenderNeverBansTheAllowList) {
