@@ -218,6 +218,32 @@ TEST(Operating, AdminListenerIsOffByDefault) {
   ASSERT_TRUE(c);
 }
 
+// The server refuses to start, naming the problem, for each bad setting.
+TEST(Operating, BadOperatingSettingsAreRefusedAtStart) {
+  ServerProcess running;
+  const std::pair<std::string, std::string> cases[] = {
+      {R"("defender": {"threshhold": 3})", R"(unknown setting "threshhold")"},
+      {R"("defender": {"allow": ["10.0.0.0/33"]})", R"(each "allow" entry must be)"},
+      {R"("defender": {"ban_time_s": 100, "max_ban_time_s": 50})", "at least ban_time_s"},
+      {R"("defender": {"enabled": "yes"})", R"("enabled" must be true or false)"},
+      {R"("admin_listen": "http")", "expected HOST:PORT or PORT"},
+      {R"("admin_listen": "127.0.0.1:)" + std::to_string(running.port()) + R"(")",
+       "cannot listen on admin_listen"},
+      {R"("audit_log": "/nonexistent-dir/audit.log")", "cannot open the audit log"},
+  };
+  for (const auto& [settings, expected] : cases) {
+    ServerOptions options;
+    options.settings = settings;
+    try {
+      ServerProcess server(options);
+      ADD_FAILURE() << "started with " << settings;
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << settings << "\n"
+                                                                         << e.what();
+    }
+  }
+}
+
 TEST(Operating, MetricsCountRequestsByOperationAndCode) {
   ServerProcess server(with_admin());
   const std::uint16_t port = admin_port(server);
