@@ -34,6 +34,9 @@ function(ops_installed_config source output)
     endif()
     string(REPLACE "\"${from}\"" "\"${to}\"" text "${text}")
   endwhile()
+  # No pid file when installed: systemd knows the main pid (ExecReload signals it), and
+  # `opserver reload --pid-file` works wherever an operator sets one.
+  string(REPLACE "\"../var/opserver.pid\"" "\"\"" text "${text}")
   # configure_file's sibling for text in hand: rewrites the output only when it changes.
   file(CONFIGURE OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/${output} CONTENT "${text}" @ONLY)
 endfunction()
@@ -43,7 +46,6 @@ set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS
 ops_installed_config(${CMAKE_SOURCE_DIR}/config/server.json installed/server.json
   ../var/storage ${OPS_INSTALL_STATEDIR}/storage
   ../var/state ${OPS_INSTALL_STATEDIR}/state
-  ../var/opserver.pid ${OPS_INSTALL_STATEDIR}/opserver.pid
   ops.json ${OPS_INSTALL_CONFDIR}/ops.json)
 ops_installed_config(${CMAKE_SOURCE_DIR}/config/ops.json installed/ops.json
   ../build/plugins ${OPS_INSTALL_FULL_PLUGINDIR})

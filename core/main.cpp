@@ -129,6 +129,16 @@ int main(int argc, char** argv) {
                "The plain listener expects a PROXY protocol v2 header on every connection")
       ->group("TLS");
 
+  std::string admin_listen, audit_log;
+  app.add_option("--admin-listen", admin_listen,
+                 "Serve /metrics (Prometheus), /healthz and /readyz over HTTP on HOST:PORT, or "
+                 "PORT for 127.0.0.1:PORT (overrides admin_listen; off unless set)")
+      ->group("Operating");
+  app.add_option("--audit-log", audit_log,
+                 "Append one JSON line per request and failed login to FILE (SIGUSR1 reopens "
+                 "it; overrides audit_log)")
+      ->group("Operating");
+
   std::string user_name, key_file;
   CLI::App* user =
       app.add_subcommand("user", "Manage users offline (the same store a running server uses)");
@@ -160,6 +170,8 @@ int main(int argc, char** argv) {
   if (!tls_key.empty()) overrides.tls.key = tls_key;
   if (!tls_client_ca.empty()) overrides.tls.client_ca = tls_client_ca;
   if (proxy_protocol) overrides.proxy_protocol = true;
+  if (!admin_listen.empty()) overrides.admin_listen = admin_listen;
+  if (!audit_log.empty()) overrides.audit_log = audit_log;
   if (!pid_file.empty()) overrides.pid_file = pid_file;
   if (reload->parsed() && !pid_file.empty()) return reload_command(pid_file);
   auto config = ops::core::load_config(config_path, overrides);

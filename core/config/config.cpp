@@ -271,7 +271,10 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
                                  "default_quota_files",
                                  "default_upload_bytes_per_second",
                                  "default_download_bytes_per_second",
-                                 "pid_file"});
+                                 "pid_file",
+                                 "admin_listen",
+                                 "defender",
+                                 "audit_log"});
       !st) {
     return st.error();
   }
@@ -347,6 +350,30 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
   }
   if (Status st = apply_tls_overrides(config.tls, overrides.tls); !st) return st.error();
   if (overrides.proxy_protocol) config.proxy_protocol = *overrides.proxy_protocol;
+
+  // Issue 15: admin listener, defender, audit log (operating_config.cpp).
+  std::string admin_listen;
+  if (Status st = r.string("admin_listen", admin_listen); !st) return st.error();
+  if (overrides.admin_listen) admin_listen = *overrides.admin_listen;
+  if (!admin_listen.empty()) {
+    auto admin = parse_admin_listen(admin_listen);
+    if (!admin) {
+      if (overrides.admin_listen) {
+        return fail(ErrorCode::invalid_args, "--admin-listen: " + admin.error().message);
+      }
+      return r.bad("admin_listen", admin.error().message);
+    }
+    config.admin_listen = *admin;
+  }
+  if (const rapidjson::Value* defender = r.find("defender")) {
+    auto settings = parse_defender_settings(*defender, tls_error);
+    if (!settings) return std::move(settings).error();
+    config.defender = std::move(*settings);
+  }
+  fs::path audit_log;
+  if (Status st = r.path("audit_log", audit_log); !st) return st.error();
+  if (!audit_log.empty()) config.audit_log = audit_log;
+  if (overrides.audit_log) config.audit_log = *overrides.audit_log;
 
   if (overrides.listen) listen = *overrides.listen;
   if (Status st = parse_listen(listen, config.listen_host, config.listen_port); !st) {

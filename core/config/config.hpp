@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "config/operating_config.hpp"
 #include "config/tls_config.hpp"
 #include "opserver/error.hpp"
 
@@ -84,6 +85,11 @@ struct Config : StartupSettings, RuntimeSettings {
   // Payload bytes per second per user and direction (nullopt: unlimited).
   std::optional<std::uint64_t> default_upload_bytes_per_second;
   std::optional<std::uint64_t> default_download_bytes_per_second;
+  // Running in production (operating_config.hpp): the admin listener (/metrics, /healthz,
+  // /readyz; none when absent), the defender, the audit log file (none when absent).
+  std::optional<AdminListen> admin_listen;
+  DefenderSettings defender;
+  std::optional<std::filesystem::path> audit_log;
 };
 
 // Command-line overrides, applied after the files are read.
@@ -94,7 +100,9 @@ struct ConfigOverrides {
   std::optional<std::filesystem::path> plugin_dir;
   TlsOverrides tls;                    // --tls-listen, --tls-cert, --tls-key, --tls-client-ca
   std::optional<bool> proxy_protocol;  // --proxy-protocol (the plain listener)
-  std::optional<std::filesystem::path> pid_file;  // --pid-file
+  std::optional<std::filesystem::path> pid_file;   // --pid-file
+  std::optional<std::string> admin_listen;         // --admin-listen
+  std::optional<std::filesystem::path> audit_log;  // --audit-log
 };
 
 // Reads and validates both files. A relative path inside a file is taken from the directory

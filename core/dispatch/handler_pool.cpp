@@ -102,4 +102,10 @@ unsigned HandlerPool::threads() const {
   return threads_;
 }
 
+HandlerPool::Load HandlerPool::load() const {
+  std::lock_guard lock(mutex_);
+  // A thread started for a queued job counts as busy from its start: it is about to run it.
+  return Load{threads_, threads_ - idle_, queue_.size()};
+}
+
 }  // namespace ops::core

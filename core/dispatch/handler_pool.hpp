@@ -39,6 +39,14 @@ class HandlerPool {
 
   unsigned threads() const;
 
+  // Read-only, for metrics: threads running, those running a job, jobs waiting for one.
+  struct Load {
+    unsigned threads = 0;
+    unsigned busy = 0;
+    std::size_t queued = 0;
+  };
+  Load load() const;
+
  private:
   // With mutex_ held. `for_queued_job`: the thread is one wake_for_queue_locked() counts
   // in waking_ until it runs.

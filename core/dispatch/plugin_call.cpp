@@ -57,8 +57,18 @@ CallOutcome refused(Error error, std::uint64_t payload) {
   return out;
 }
 
-// What the call state says once the handler has returned `code`.
+CallOutcome settle_outcome(ops_call& call, int code, const Operation& op);
+
+// What the call state says once the handler has returned `code`, with the bytes it moved.
 CallOutcome settle(ops_call& call, int code, const Operation& op) {
+  CallOutcome out = settle_outcome(call, code, op);
+  out.bytes_in = call.bytes_in;
+  out.bytes_out = call.bytes_out;
+  out.result_sha256 = std::move(call.result_sha256);
+  return out;
+}
+
+CallOutcome settle_outcome(ops_call& call, int code, const Operation& op) {
   CallOutcome out;
   out.bytes = call.bytes_in + call.bytes_out;
   if (call.deadline_passed && !call.result_sent) {
@@ -108,6 +118,7 @@ asio::awaitable<CallOutcome> run_plugin_call(const CallEnvironment& env, CallReq
   call.payload_total = request.payload;
   call.payload_remaining = request.payload;
   call.deadline = request.deadline;
+  call.capture_result_sha256 = request.want_result_sha256;
   call.user_dir = open_user_dir(env.storage_fd, request.user);
   if (!call.user_dir.valid()) {
     spdlog::error("cannot open the storage directory of {}: {}", request.user,

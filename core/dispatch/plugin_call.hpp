@@ -30,6 +30,9 @@ struct CallOutcome {
   bool below_min_rate = false;       // ... because the payload fell below payload_min_rate
   std::uint64_t unread_payload = 0;  // request payload bytes left to discard
   std::uint64_t bytes = 0;           // payload bytes moved either way
+  std::uint64_t bytes_in = 0;        // ... of which request payload read (metrics, audit)
+  std::uint64_t bytes_out = 0;       // ... of which response payload written
+  std::string result_sha256;         // the result's "sha256", when asked for (audit log)
 };
 
 struct CallRequest {
@@ -40,6 +43,7 @@ struct CallRequest {
   std::uint64_t payload = 0;
   // §12: the request's deadline (time_point::max() when it has none).
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  bool want_result_sha256 = false;  // the audit log records the result's "sha256"
 };
 
 struct CallEnvironment {

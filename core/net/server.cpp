@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -27,9 +28,13 @@
 #include "auth/user_store.hpp"
 #include "dispatch/handler_pool.hpp"
 #include "dispatch/registry.hpp"
-#include "net/sd_notify.hpp"
+#include "metrics/admin_server.hpp"
+#include "metrics/audit_log.hpp"
+#include "metrics/metrics.hpp"
+#include "net/defender.hpp"
 #include "net/pid_file.hpp"
 #include "net/reload.hpp"
+#include "net/sd_notify.hpp"
 #include "net/server_context.hpp"
 #include "net/session.hpp"
 #include "net/tcp_transport.hpp"
@@ -75,6 +80,33 @@ void empty_directory(int dir_fd) {
   }
   ::closedir(dir);
   if (removed > 0) spdlog::info("removed {} orphaned temporary file(s)", removed);
+}
+
+// Resumable uploads open now: their metadata files (*.meta) in <scratch>/uploads and its
+// subdirectories, one level down. Read at scrape time only.
+std::size_t count_open_uploads(int scratch_fd) {
+  std::size_t count = 0;
+  auto count_in = [&count](int dir_fd, const char* name, int depth, auto& self) -> void {
+    int fd = ::openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return;
+    DIR* dir = ::fdopendir(fd);
+    if (dir == nullptr) {
+      ::close(fd);
+      return;
+    }
+    while (dirent* entry = ::readdir(dir)) {
+      std::string_view n = entry->d_name;
+      if (n == "." || n == "..") continue;
+      if (entry->d_type == DT_DIR && depth > 0) {
+        self(::dirfd(dir), entry->d_name, depth - 1, self);
+      } else if (n.size() > 5 && n.ends_with(".meta")) {
+        ++count;
+      }
+    }
+    ::closedir(dir);
+  };
+  count_in(scratch_fd, "uploads", 1, count_in);
+  return count;
 }
 
 bool is_inside(const fs::path& inner, const fs::path& outer) {
@@ -156,6 +188,24 @@ struct Server::Impl {
   bool pid_file_written = false;
   std::unique_ptr<UserServices> services;
   std::unique_ptr<ServerContext> context;
+  // Issue 15: metrics (always counted), the admin listener (when configured, on accept_io),
+  // the defender, the audit log (when configured; SIGUSR1 reopens it).
+  Metrics metrics;
+  std::unique_ptr<AdminServer> admin;
+  std::unique_ptr<Defender> defender;
+  std::unique_ptr<AuditLog> audit;
+  std::atomic<bool> ready{false};  // plugins loaded and listeners bound, accepting
+  asio::signal_set reopen_signal{io, SIGUSR1};
+  void wait_for_reopen() {
+    reopen_signal.async_wait([this](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      if (audit) {
+        spdlog::info("SIGUSR1: reopening the audit log");
+        audit->reopen();
+      }
+      wait_for_reopen();
+    });
+  }
 
   explicit Impl(Config c)
       : config(std::move(c)),
@@ -167,6 +217,8 @@ struct Server::Impl {
 
   // One loop per listener; `tls` chooses the transport made for each accepted socket.
   asio::awaitable<void> accept_loop(tcp::acceptor& from, bool tls);
+  // The defender's verdict at accept, for listeners whose peer is the client itself.
+  bool refuse_banned(const tcp::socket::native_handle_type fd, bool behind_proxy);
   asio::awaitable<void> housekeeping();
   asio::awaitable<void> stop_sequence();
   std::vector<std::shared_ptr<Session>> live_sessions();
@@ -181,8 +233,29 @@ std::vector<std::shared_ptr<Session>> Server::Impl::live_sessions() {
   return out;
 }
 
+bool Server::Impl::refuse_banned(const tcp::socket::native_handle_type fd, bool behind_proxy) {
+  // Behind a PROXY header the peer is the balancer: the session checks the client's
+  // address after the header instead (Session::handshake).
+  if (behind_proxy || !defender || !defender->enabled()) return false;
+  sockaddr_storage peer{};
+  socklen_t length = sizeof peer;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &length) != 0) return false;
+  Defender::Address address{};
+  if (peer.ss_family == AF_INET) {
+    // IPv4 as its IPv4-mapped IPv6 form, as the defender keeps it.
+    address[10] = address[11] = 0xFF;
+    std::memcpy(&address[12], &reinterpret_cast<const sockaddr_in&>(peer).sin_addr, 4);
+  } else if (peer.ss_family == AF_INET6) {
+    std::memcpy(address.data(), &reinterpret_cast<const sockaddr_in6&>(peer).sin6_addr, 16);
+  } else {
+    return false;
+  }
+  return defender->banned(address);
+}
+
 asio::awaitable<void> Server::Impl::accept_loop(tcp::acceptor& from, bool use_tls) {
   asio::steady_timer pause(accept_io);
+  const bool behind_proxy = use_tls ? tls->settings.proxy_protocol : config.proxy_protocol;
   for (;;) {
     auto [ec, socket] = co_await from.async_accept(asio::make_strand(io), kAwaitTuple);
     if (context->stopping) co_return;
@@ -195,6 +268,13 @@ asio::awaitable<void> Server::Impl::accept_loop(tcp::acceptor& from, bool use_tl
       co_await pause.async_wait(kAwaitTuple);
       continue;
     }
+    if (refuse_banned(socket.native_handle(), behind_proxy)) {
+      // Banned: closed before any work, no session, no TLS handshake.
+      boost::system::error_code ignored;
+      socket.close(ignored);
+      metrics.on_connection_refused_banned();
+      continue;
+    }
     const auto snapshot = context->snapshots.current();
     const RuntimeSettings& settings = snapshot->settings;
     if (context->unauthenticated.load() >= settings.max_unauthenticated ||
@@ -202,6 +282,7 @@ asio::awaitable<void> Server::Impl::accept_loop(tcp::acceptor& from, bool use_tl
       // §7: beyond the cap, closed at once.
       boost::system::error_code ignored;
       socket.close(ignored);
+      metrics.on_connection_refused_limit();
       if (context->refused_log.admit()) {
         spdlog::warn(
             "connection refused: too many {} connections",
@@ -304,6 +385,7 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
   impl->plugins = *loaded;  // a reload reuses the ones whose file has not changed
   auto registry = Registry::build(cfg, std::move(*loaded));
   if (!registry) return registry.error();
+  impl->metrics.on_plugin_load(true, true);
   auto first = std::make_shared<Snapshot>();
   first->settings = cfg;  // the RuntimeSettings part
   first->registry = std::shared_ptr<const Registry>(std::move(*registry));
@@ -334,6 +416,20 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
     impl->tls = std::move(*listener);
     impl->tls_context.store(impl->tls->context);
   }
+  if (cfg.admin_listen) {
+    Impl* raw = impl.get();
+    auto admin = AdminServer::open(
+        impl->accept_io, cfg.admin_listen->host, cfg.admin_listen->port, impl->metrics,
+        [raw] { return raw->ready.load() && !(raw->context && raw->context->stopping.load()); });
+    if (!admin) return admin.error();
+    impl->admin = std::move(*admin);
+  }
+  if (cfg.audit_log) {
+    auto audit = AuditLog::open(*cfg.audit_log, &impl->metrics);
+    if (!audit) return audit.error();
+    impl->audit = std::move(*audit);
+  }
+  impl->defender = std::make_unique<Defender>(cfg.defender, &impl->metrics);
 
   // Storage and state: created if missing; the key store never inside the storage root.
   std::error_code ec;
@@ -381,6 +477,22 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
                    cfg.default_upload_bytes_per_second, cfg.default_download_bytes_per_second,
                    cfg.payload_min_rate});
   impl->context->services = impl->services.get();
+  impl->context->metrics = &impl->metrics;
+  impl->context->defender = impl->defender.get();
+  impl->context->audit = impl->audit.get();
+  {
+    Impl* raw = impl.get();
+    impl->metrics.set_sampler([raw](ScrapeValues& v) {
+      v.connections_open = raw->context->connections.load();
+      v.connections_unauthenticated = raw->context->unauthenticated.load();
+      const HandlerPool::Load load = raw->workers.load();
+      v.handler_threads = load.threads;
+      v.handler_threads_busy = load.busy;
+      v.handler_queue_length = load.queued;
+      v.resumable_uploads_open = count_open_uploads(raw->scratch_dir.get());
+      v.defender_banned_addresses = raw->defender->banned_count();
+    });
+  }
   if (!cfg.pid_file.empty()) {
     if (Status st = write_pid_file(cfg.pid_file); !st) return st.error();
     impl->pid_file_written = true;
@@ -398,10 +510,24 @@ int Server::run() {
   for (const auto& [name, op] : s.snapshots->current()->registry->operations())
     ops += (ops.empty() ? "" : ", ") + name;
   spdlog::info("operations: describe{}{}", ops.empty() ? "" : ", ", ops);
+  if (s.admin) {
+    auto admin = s.admin->local_endpoint();
+    spdlog::info("admin listening on {}:{} (/metrics, /healthz, /readyz)",
+                 admin.address().to_string(), admin.port());
+    s.admin->start();
+  }
+  if (s.config.defender.enabled) {
+    spdlog::info("defender on: {} failed handshakes within {} s ban an address for {} s",
+                 s.config.defender.threshold, s.config.defender.observation.count(),
+                 s.config.defender.ban_time.count());
+  }
+
+  // Plugins are loaded and every listener is bound: connections from here on wait in the
+  // backlog at most until the accept loops below start.
+  s.ready = true;
   spdlog::info("opserver listening on {}:{}", local.address().to_string(), local.port());
 
   if (s.tls) spdlog::info("{}", tls_listening_line(*s.tls));
-
   asio::co_spawn(s.accept_io, s.accept_loop(s.acceptor, false), asio::detached);
   if (s.tls) asio::co_spawn(s.accept_io, s.accept_loop(*s.tls->acceptor, true), asio::detached);
   asio::co_spawn(s.io, s.housekeeping(), asio::detached);
@@ -419,10 +545,26 @@ int Server::run() {
         s.tls_context.store(std::move(context));
       };
     }
-    s.reloader =
-        std::make_unique<Reloader>(std::move(target), std::move(s.plugins), s.reload_hooks);
+    // The server's own listeners of a reload: systemd (Type=notify) and the metrics,
+    // chained before whatever a caller of reload_hooks() set.
+    ReloadHooks hooks = s.reload_hooks;
+    hooks.notify_reloading = [outer = hooks.notify_reloading] {
+      notify_reloading();
+      if (outer) outer();
+    };
+    hooks.notify_ready = [outer = hooks.notify_ready] {
+      notify_ready();
+      if (outer) outer();
+    };
+    hooks.finished = [&s, outer = hooks.finished](bool applied, std::uint64_t generation,
+                                                  const std::string& reason) {
+      s.metrics.on_reload(applied);
+      if (outer) outer(applied, generation, reason);
+    };
+    s.reloader = std::make_unique<Reloader>(std::move(target), std::move(s.plugins), hooks);
   }
   s.wait_for_hangup();
+  s.wait_for_reopen();
   s.signals.async_wait([&s](const boost::system::error_code& ec, int signal) {
     if (ec) return;
     spdlog::info("signal {}: stopping (grace {} ms)", signal, s.config.shutdown_grace.count());

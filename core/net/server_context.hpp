@@ -19,6 +19,9 @@ class Authenticator;
 class Session;
 class HandlerPool;
 class UserServices;
+class Metrics;
+class Defender;
+class AuditLog;
 
 struct ServerContext {
   const StartupSettings& startup;
@@ -45,6 +48,12 @@ struct ServerContext {
 
   // Users beyond keys: quotas and usage, sessions by user, bandwidth (set by Server).
   UserServices* services = nullptr;
+  // Issue 15 (set by Server; null in some tests): counters for /metrics, bans per source
+  // address, the audit log (null when audit_log is not configured).
+  Metrics* metrics = nullptr;
+  Defender* defender = nullptr;
+  AuditLog* audit = nullptr;
+  std::atomic<std::uint64_t> next_connection_id{1};
 };
 
 }  // namespace ops::core

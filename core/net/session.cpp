@@ -16,6 +16,10 @@
 #include "dispatch/dispatcher.hpp"
 #include "dispatch/plugin_call.hpp"
 #include "dispatch/registry.hpp"
+#include "metrics/audit_log.hpp"
+#include "metrics/metrics.hpp"
+#include "metrics/request_record.hpp"
+#include "net/defender.hpp"
 #include "opserver/frame.hpp"
 #include "opserver/proof.hpp"
 #include "opserver/strict_json.hpp"
@@ -29,11 +33,21 @@ namespace {
 
 constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
 
+// The metrics label of a request for `name`: only enabled operations (and describe) are
+// labels of their own; any other name a client sends is "unknown", so clients cannot add
+// series.
+std::string_view operation_label(const Snapshot& snapshot, std::string_view name) {
+  if (name == "describe") return name;
+  if (const Operation* op = snapshot.registry->find(name)) return op->name;
+  return kUnknownOperation;
+}
+
 }  // namespace
 
 Session::Session(ServerContext& context, std::unique_ptr<Transport> transport)
     : ctx_(context), connection_(std::move(transport)), timer_(connection_.executor()) {
   peer_ = connection_.peer();
+  id_ = ctx_.next_connection_id.fetch_add(1);
   // The accept loop has counted this connection in `connections` and `unauthenticated`.
   const std::size_t open = ctx_.connections.load();
   std::size_t peak = ctx_.connections_peak.load();
@@ -148,7 +162,8 @@ asio::awaitable<void> Session::run() {
       if (!header) {
         if (header.error().code == ErrorCode::bad_frame) {
           answer_error(std::nullopt, header.error());
-          log_request("-", std::nullopt, &header.error(), 0, Clock::now());
+          log_request(RequestRecord{"-", kUnknownOperation, std::nullopt, &header.error()},
+                      Clock::now());
           co_await flush(settings);
         } else if (timed_out_) {
           spdlog::info("conn {} user={} closed: idle timeout", peer_, user_);
@@ -178,9 +193,16 @@ asio::awaitable<bool> Session::handshake() {
       spdlog::info("conn {} closed in the transport handshake: {}", peer_,
                    timed_out_ ? "handshake timeout" : ec.message());
     }
+    if (ctx_.metrics) ctx_.metrics->on_handshake(HandshakeResult::transport_error);
     co_return false;
   }
   peer_ = connection_.peer();  // a PROXY header may have named the real client
+  // Behind a PROXY header the accept loop saw the balancer; the client's own address is
+  // only known now, so a ban is checked (again) here, before any OPS/1 work.
+  if (banned_peer()) {
+    if (ctx_.metrics) ctx_.metrics->on_connection_refused_banned();
+    co_return false;
+  }
   // §8: on TLS with channel binding the challenge offers hmac-sha256-plus only, and the
   // proofs cover the channel's tls-exporter value.
   const std::optional<ChannelBinding> binding = connection_.transport().channel_binding();
@@ -195,6 +217,7 @@ asio::awaitable<bool> Session::handshake() {
       spdlog::info("conn {} closed before authenticating{}", peer_,
                    timed_out_ ? ": handshake timeout" : "");
     }
+    if (ctx_.metrics) ctx_.metrics->on_handshake(HandshakeResult::abandoned);
     co_return false;
   }
   Result<Header> header = co_await read_frame(settings.max_auth_frame);
@@ -204,6 +227,7 @@ asio::awaitable<bool> Session::handshake() {
       spdlog::info("conn {} closed before authenticating{}", peer_,
                    timed_out_ ? ": handshake timeout" : "");
     }
+    if (ctx_.metrics) ctx_.metrics->on_handshake(HandshakeResult::abandoned);
     co_return false;
   }
   std::optional<Authenticator::Success> success;
@@ -218,6 +242,7 @@ asio::awaitable<bool> Session::handshake() {
     success.reset();
   }
   if (!success) {
+    login_failed(header ? &*header : nullptr);
     connection_.append(auth_failed_frame());
     co_await flush(settings);
     if (ctx_.preauth_log.admit()) spdlog::info("conn {} auth_failed", peer_);
@@ -225,6 +250,7 @@ asio::awaitable<bool> Session::handshake() {
   }
   user_ = std::move(success->user);
   authenticated_ = true;
+  if (ctx_.metrics) ctx_.metrics->on_handshake(HandshakeResult::ok);
   ctx_.unauthenticated.fetch_sub(1);
   connection_.append(success->welcome_frame);
   spdlog::info("conn {} authenticated as {}", peer_, user_);
@@ -235,11 +261,45 @@ void Session::answer_error(std::optional<std::uint64_t> id, const Error& error) 
   connection_.append(error_response_frame(id, error));
 }
 
-void Session::log_request(std::string_view op, std::optional<std::uint64_t> id, const Error* error,
-                          std::uint64_t bytes, Clock::time_point started) const {
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
-  spdlog::info("req user={} op={} id={} result={} bytes={} us={}", user_, printable(op),
-               id ? std::to_string(*id) : "null", error ? wire_name(error->code) : "ok", bytes, us);
+void Session::log_request(const RequestRecord& record, Clock::time_point started) const {
+  const auto took = Clock::now() - started;
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(took).count();
+  spdlog::info("req user={} op={} id={} result={} bytes={} us={}", user_,
+               printable(record.operation), record.id ? std::to_string(*record.id) : "null",
+               record.error ? wire_name(record.error->code) : "ok",
+               record.bytes_in + record.bytes_out, us);
+  if (ctx_.metrics) {
+    ctx_.metrics->on_request(
+        record.label, record.error ? std::optional(record.error->code) : std::nullopt,
+        record.bytes_in, record.bytes_out, std::chrono::duration<double>(took).count());
+  }
+  if (ctx_.audit) ctx_.audit->request(id_, peer_, user_, record, took);
+}
+
+bool Session::banned_peer() const {
+  if (!ctx_.defender || !ctx_.defender->enabled()) return false;
+  auto address = Defender::address_of_peer(peer_);
+  if (!address || !ctx_.defender->banned(*address)) return false;
+  if (ctx_.preauth_log.admit()) spdlog::info("conn {} closed: banned by the defender", peer_);
+  return true;
+}
+
+void Session::login_failed(const Header* auth_frame) {
+  if (ctx_.metrics) ctx_.metrics->on_handshake(HandshakeResult::auth_failed);
+  if (ctx_.defender && ctx_.defender->enabled()) {
+    if (auto address = Defender::address_of_peer(peer_)) ctx_.defender->on_failure(*address);
+  }
+  if (ctx_.audit) {
+    // Only the name tried: never the key, the proof or anything else of the frame.
+    std::string_view tried;
+    if (auth_frame && auth_frame->doc.IsObject()) {
+      auto it = auth_frame->doc.FindMember("user");
+      if (it != auth_frame->doc.MemberEnd() && it->value.IsString()) {
+        tried = std::string_view(it->value.GetString(), it->value.GetStringLength());
+      }
+    }
+    ctx_.audit->failed_login(id_, peer_, tried);
+  }
 }
 
 asio::awaitable<bool> Session::serve(Header& header, Clock::time_point arrived,
@@ -251,14 +311,16 @@ asio::awaitable<bool> Session::serve(Header& header, Clock::time_point arrived,
   auto interpreted = interpret_request(header);
   if (auto* bad = std::get_if<RequestError>(&interpreted)) {
     answer_error(bad->id, bad->error);
-    log_request("-", bad->id, &bad->error, 0, started);
+    log_request(RequestRecord{"-", kUnknownOperation, bad->id, &bad->error}, started);
     co_return co_await discard(header.payload, settings);
   }
   Request& request = std::get<Request>(interpreted);
 
   auto refuse = [&](const Error& error) -> asio::awaitable<bool> {
     answer_error(request.id, error);
-    log_request(request.operate, request.id, &error, 0, started);
+    log_request(RequestRecord{request.operate, operation_label(snapshot, request.operate),
+                              request.id, &error, 0, 0, request.args},
+                started);
     co_return co_await discard(request.payload, settings);
   };
 
@@ -278,7 +340,7 @@ asio::awaitable<bool> Session::serve(Header& header, Clock::time_point arrived,
 
   if (std::holds_alternative<DescribeDecision>(decision)) {
     connection_.append(ok_response_frame(request.id, snapshot.registry->describe_for(user_), 0));
-    log_request(request.operate, request.id, nullptr, 0, started);
+    log_request(RequestRecord{request.operate, "describe", request.id}, started);
     co_return true;
   }
   const CallDecision& call = std::get<CallDecision>(decision);
@@ -299,10 +361,12 @@ asio::awaitable<bool> Session::serve(Header& header, Clock::time_point arrived,
                   request.id,
                   call.args ? json::to_string(*call.args) : std::string("{}"),
                   request.payload,
-                  deadline};
+                  deadline,
+                  ctx_.audit != nullptr};
   CallOutcome outcome = co_await run_plugin_call(env, std::move(run));
   if (outcome.answer) answer_error(request.id, *outcome.error);
-  log_request(op.name, request.id, outcome.error ? &*outcome.error : nullptr, outcome.bytes,
+  log_request(RequestRecord{op.name, op.name, request.id, outcome.error ? &*outcome.error : nullptr,
+                            outcome.bytes_in, outcome.bytes_out, call.args, outcome.result_sha256},
               started);
   if (outcome.close) {
     spdlog::warn("conn {} user={} op={} id={}: connection closed mid-request{}", peer_, user_,

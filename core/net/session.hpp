@@ -21,6 +21,7 @@
 namespace ops::core {
 
 struct CallOutcome;
+struct RequestRecord;
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
@@ -49,8 +50,11 @@ class Session : public std::enable_shared_from_this<Session> {
   bool complete_frame_buffered() const;
   void answer_error(std::optional<std::uint64_t> id, const Error& error);
   void set_deadline(Clock::time_point deadline);
-  void log_request(std::string_view op, std::optional<std::uint64_t> id, const Error* error,
-                   std::uint64_t bytes, Clock::time_point started) const;
+  // Logs a finished request and counts it in the metrics and the audit log.
+  void log_request(const RequestRecord& record, Clock::time_point started) const;
+  // Issue 15: the defender's verdict once the peer's address is known; a failed login.
+  bool banned_peer() const;
+  void login_failed(const Header* auth_frame);
 
   ServerContext& ctx_;
   Connection connection_;
@@ -63,6 +67,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool idle_ = false;
   bool stop_requested_ = false;
   bool timed_out_ = false;
+  std::uint64_t id_ = 0;  // this connection's number, for the audit log
 };
 
 }  // namespace ops::core

@@ -137,6 +137,18 @@ int misuse(ops_call* call, const char* what) {
   return -1;
 }
 
+// The top-level "sha256" string of a (valid) result object, or empty.
+std::string result_sha256_of(std::string_view result) {
+  rapidjson::Document doc;
+  doc.Parse(result.data(), result.size());
+  if (!doc.IsObject()) return {};
+  auto it = doc.FindMember("sha256");
+  if (it == doc.MemberEnd() || !it->value.IsString() || it->value.GetStringLength() > 128) {
+    return {};
+  }
+  return std::string(it->value.GetString(), it->value.GetStringLength());
+}
+
 int host_send_result(ops_call* call, const char* json, size_t len, uint64_t payload) {
   // After a §12 deadline stopped the payload, the session answers `timeout` instead.
   if (call->broken || call->deadline_passed || !begin_io(call)) return -1;
@@ -156,6 +168,7 @@ int host_send_result(ops_call* call, const char* json, size_t len, uint64_t payl
   }
   call->result_sent = true;
   call->response_payload_remaining = payload;
+  if (call->capture_result_sha256) call->result_sha256 = result_sha256_of(result);
   call->connection->append(ok_response_frame(call->request_id, result, payload));
   // With a payload to follow, the header must be on the wire first.
   if (payload > 0 && !call->connection->flush_blocking(call->pace)) {

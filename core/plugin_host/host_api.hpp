@@ -65,6 +65,11 @@ struct ops_call {
   // this call's reservations and buckets, released when the call ends.
   ops::core::UserServices* services = nullptr;
   ops::core::CallUserState user_state;
+
+  // The audit log wants the result's "sha256" (download, upload): copied at send_result
+  // only when this is set, so calls pay nothing without an audit log.
+  bool capture_result_sha256 = false;
+  std::string result_sha256;
 };
 
 namespace ops::core {
