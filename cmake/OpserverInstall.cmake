@@ -36,7 +36,7 @@ function(ops_installed_config source output)
   endwhile()
   # No pid file when installed: systemd knows the main pid (ExecReload signals it), and
   # `opserver reload --pid-file` works wherever an operator sets one.
-  string(REPLACE "\"../var/opserver.pid\"" "\"\"" text "${text}")
+  string(REGEX REPLACE "\n *\"pid_file\": *\"[^\"]*\"," "" text "${text}")
   # configure_file's sibling for text in hand: rewrites the output only when it changes.
   file(CONFIGURE OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/${output} CONTENT "${text}" @ONLY)
 endfunction()
