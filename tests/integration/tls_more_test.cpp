@@ -115,8 +115,9 @@ class SplitTlsClient {
   bool connected() const { return fd_ >= 0; }
   int fd() const { return fd_; }
   SSL* ssl() const { return ssl_; }
-  // Bytes the server sent before the TLS handshake finished or failed (ciphertext).
+  // Ciphertext bytes received from the server, and send() calls made, so far.
   std::size_t received() const { return received_; }
+  std::size_t sends() const { return sends_; }
 
   bool handshake() {
     for (;;) {
@@ -199,6 +200,7 @@ class SplitTlsClient {
       if (config_.one_byte) {
         for (int i = 0; i < n; ++i) {
           if (::send(fd_, buf + i, 1, MSG_NOSIGNAL) != 1) return false;
+          ++sends_;
           std::this_thread::sleep_for(200us);
         }
       } else if (!send_all(buf, static_cast<std::size_t>(n))) {
@@ -210,6 +212,7 @@ class SplitTlsClient {
     while (n > 0) {
       ssize_t s = ::send(fd_, p, n, MSG_NOSIGNAL);
       if (s <= 0) return false;
+      ++sends_;
       p += s;
       n -= static_cast<std::size_t>(s);
     }
@@ -233,6 +236,7 @@ class SplitTlsClient {
   SSL* ssl_ = nullptr;
   BIO* network_ = nullptr;
   std::size_t received_ = 0;
+  std::size_t sends_ = 0;
 };
 
 // The auth frame of the -plus mechanism with the proof made for `cb` (or §2's proof with
@@ -547,8 +551,14 @@ TEST_F(TlsMoreTest, RecordsSplitAtEveryByteGiveIdenticalResponses) {
       frame_of(R"({"id":4,"operate":"upload","args":{"path":"s/two.txt"},"payload":700})") +
       payload + frame_of(R"({"id":5,"operate":"download","args":{"path":"s/missing"}})");
 
+  std::size_t sends = 0;
   auto run = [&](bool one_byte) -> std::string {
     SplitTlsClient c(tls_port_, split_config(one_byte));
+    struct Count {
+      SplitTlsClient& c;
+      std::size_t& out;
+      ~Count() { out = c.sends(); }
+    } count{c, sends};
     if (!c.handshake()) return "handshake failed";
     auto challenge = c.read_frame_bytes();
     if (!challenge) return "no challenge";
@@ -586,7 +596,12 @@ TEST_F(TlsMoreTest, RecordsSplitAtEveryByteGiveIdenticalResponses) {
     auto rm = (*c)->call("remove", R"({"path":"s/two.txt"})");
     ASSERT_TRUE(rm && rm->ok) << ok_result(rm);
   }
+  const std::size_t whole_sends = sends;
   const std::string split = run(true);
+  // Every ciphertext byte in its own send(): well over a thousand of them (ClientHello,
+  // Finished, the auth frame and about 1 KiB of requests, sealed).
+  EXPECT_GT(sends, 1000u);
+  EXPECT_LT(whole_sends, 20u);
   EXPECT_EQ(split.size(), whole.size());
   EXPECT_TRUE(split == whole) << "whole:\n" << whole << "\nsplit:\n" << split;
 }
