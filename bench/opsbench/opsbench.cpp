@@ -13,6 +13,8 @@
 //   describe   prints the describe result (for the gRPC peer's Describe)
 // With --server-pid, every mode reports the server's CPU seconds (/proc/<pid>/stat) beside
 // its own (getrusage), per operation or per GiB. Pinning is the caller's (taskset).
+// With --tls (and --ca FILE, the CA of the server's certificate) every mode runs over the
+// server's TLS listener (--port is then that listener's port), with the -plus login.
 #include <rapidjson/document.h>
 
 #include <openssl/evp.h>
@@ -72,6 +74,12 @@ Common parse_common(const Flags& flags) {
   }
   if (c.options.key.empty()) die("no key: --key-file FILE or --key KEY");
   c.options.timeout = std::chrono::milliseconds(static_cast<long>(flags.num("timeout-ms", 60000)));
+  // TLS: the SDK client does the handshake and the channel-bound login (§8).
+  c.options.tls = flags.has("tls") || flags.has("ca");
+  c.options.ca_file = flags.str("ca");
+  if (c.options.tls && flags.has("lean")) {
+    die("--lean reads the socket directly: it cannot be combined with --tls");
+  }
   c.server_pid = static_cast<long>(flags.size("server-pid", 0));
   c.json = flags.has("json");
   c.label = flags.str("label");
@@ -672,7 +680,7 @@ void usage() {
   std::fprintf(stderr,
                "usage: opsbench pingpong|pipeline|upload|download|idle|handshakes|describe\n"
                "  --port P --user U --key-file F [--host H] [--server-pid PID] [--json]\n"
-               "  [--label NAME]\n"
+               "  [--label NAME] [--tls --ca CA_FILE]\n"
                "  pingpong:   --op describe|list --duration S\n"
                "  pipeline:   --op describe|list --connections N --depth D --threads T "
                "--duration S [--lean]\n"
