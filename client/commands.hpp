@@ -30,6 +30,7 @@ struct UploadFlags {
   std::string remote;
   bool overwrite = false;
   bool resume = false;                              // --resume: continue an open upload
+  bool recursive = false;                           // -r: LOCAL is a directory tree
   std::uint64_t resumable_threshold = 64ull << 20;  // larger files go resumable (§11)
   std::uint64_t chunk = 8ull << 20;                 // bytes per upload_append
 };
@@ -38,8 +39,10 @@ int run_upload(const ConnectionFlags& conn, const UploadFlags& flags);
 struct DownloadFlags {
   std::string remote;
   std::string local;
-  bool resume = false;  // --continue
-  bool sha256 = false;  // --sha256: check the whole file against the server's SHA-256
+  bool resume = false;     // --continue
+  bool sha256 = false;     // --sha256: check the whole file against the server's SHA-256
+  bool force = false;      // --force: replace an existing LOCAL
+  bool recursive = false;  // -r: REMOTE is a directory tree
 };
 int run_download(const ConnectionFlags& conn, const DownloadFlags& flags);
 
@@ -47,6 +50,7 @@ struct LsFlags {
   std::string path;
   bool recursive = false;
   bool json = false;
+  bool human = false;       // -h: sizes as 1.5K, 20.0M
   std::uint64_t limit = 0;  // --limit: one page of at most this many (0: every page)
   std::string after;        // --after: start after this name
 };

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "exit_codes.hpp"
+#include "frame_trace.hpp"
 
 namespace ops::opclient {
 
@@ -133,6 +134,7 @@ Login resolve_login(const ConnectionFlags& flags) {
   o.cert_file = flags.cert_file;
   o.key_file = flags.tls_key_file;
   o.insecure_no_binding = flags.insecure_no_binding;
+  if (flags.verbose) o.on_frame = trace_frame;
   if (o.insecure_no_binding) {
     note(flags.output,
          "warning: --insecure-no-binding: a TLS server without channel binding is accepted");

@@ -17,6 +17,7 @@ struct ConnectionFlags {
   std::string key_file;                   // --key-file / OPS_KEY_FILE (OPS_KEY below it)
   double timeout_seconds = 60;            // --timeout
   OutputFlags output;                     // --quiet
+  bool verbose = false;                   // -v: trace frame headers on stderr
   // §8 TLS
   bool tls = false;                  // --tls
   std::string ca_file;               // --ca: trust these CAs instead of the system's

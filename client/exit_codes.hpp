@@ -17,6 +17,7 @@ inline constexpr int kUsage = 2;        // bad flags or arguments, no user, no k
 inline constexpr int kConnect = 3;      // cannot resolve or reach the server
 inline constexpr int kAuth = 4;         // login refused, or the server's proof was wrong
 inline constexpr int kConnection = 5;   // connection broken, timed out, or OPS/1 broken
+inline constexpr int kVerify = 6;       // a downloaded file's SHA-256 is not the server's
 inline constexpr int kServerBase = 10;  // + ops_code: 11 bad_frame ... 25 internal
 }  // namespace exit_code
 

@@ -211,14 +211,14 @@ bool list_args(const LsFlags& flags, const std::string& after, bool has_after, s
   return true;
 }
 
-void print_entries(const rapidjson::Value& entries) {
+void print_entries(const rapidjson::Value& entries, bool human) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& e : entries.GetArray()) {
     const bool dir = str_member(e, "type") == "dir";
     std::string size = "-";
     if (!dir && e.IsObject()) {
       if (auto s = e.FindMember("size"); s != e.MemberEnd() && s->value.IsUint64()) {
-        size = std::to_string(s->value.GetUint64());
+        size = human ? human_size(s->value.GetUint64()) : std::to_string(s->value.GetUint64());
       }
     }
     rows.push_back({size, format_mtime(e), str_member(e, "name") + (dir ? "/" : "")});
@@ -289,7 +289,7 @@ int run_ls(const ConnectionFlags& conn, const LsFlags& flags) {
       print_json(compact(merged), stdout);
     }
   } else {
-    print_entries(all);
+    print_entries(all, flags.human);
   }
   std::fflush(stdout);
   if (truncated && flags.limit > 0 && !next.empty()) {

@@ -260,6 +260,18 @@ bool Output::commit(int& exit_status) {
   return true;
 }
 
+void Output::keep_partial() {
+  keep_partial_ = true;
+  disarm_cleanup();
+}
+
+void Output::close_partial() {
+  done_ = true;
+  disarm_cleanup();
+  if (fd_ >= 0 && !stdout_) ::close(fd_);
+  fd_ = -1;
+}
+
 void Output::abandon() {
   done_ = true;
   disarm_cleanup();

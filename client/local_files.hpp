@@ -64,6 +64,12 @@ class Output {
   // Where the bytes go until then.
   const std::string& partial_path() const noexcept { return partial_; }
   bool keeps_partial() const noexcept { return keep_partial_; }
+  // From now on a failure or a signal leaves the partial file for --continue (called once
+  // the server has started sending, so that a refused request leaves nothing behind).
+  void keep_partial();
+  // Closes the partial file without giving it its final name (a download that failed
+  // its SHA-256 check stays LOCAL.part, to be looked at).
+  void close_partial();
   // Flushes to disk and gives the file its name.
   bool commit(int& exit_status);
   // Drops the partial file unless it is kept for --continue.

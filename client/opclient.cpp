@@ -2,9 +2,13 @@
 // *_command(s).cpp and all protocol work in the SDK's client library.
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
+
+#include "command_suggest.hpp"
 #include "commands.hpp"
 #include "exit_codes.hpp"
 #include "local_files.hpp"
+#include "remote_paths.hpp"
 
 #ifndef OPS_VERSION
 #define OPS_VERSION "0.0.0"
@@ -21,6 +25,7 @@ constexpr const char* kExitTable = R"(Exit status:
   3   cannot connect: unknown host, refused, timed out
   4   login failed (auth_failed), or the server's proof was wrong
   5   connection lost mid-request, timed out, or the server broke OPS/1
+  6   download: the file's SHA-256 differs from the server's (LOCAL.part is kept)
   10+ the server answered an OPS/1 error: 11 bad_frame, 12 bad_request,
       14 unknown_operation, 15 forbidden, 16 invalid_args, 17 not_found,
       18 already_exists, 19 conflict, 20 payload_too_large, 21 checksum_mismatch,
@@ -43,6 +48,10 @@ Examples:
   opclient --tls --ca my-ca.pem --server 10.0.0.5:9443 ls   a private CA
 
 )";
+
+// The options that take the next word as their value (unknown_command skips it).
+const std::vector<std::string> kOptionsWithValue = {
+    "-s", "--server", "-u", "--user", "-k", "--key-file", "--ca", "--cert", "--key", "--timeout"};
 
 struct Cli {
   ConnectionFlags conn;
@@ -99,6 +108,10 @@ void add_connection_options(CLI::App& app, Cli& cli) {
       ->group("Connection");
   app.add_flag("-q,--quiet", cli.conn.output.quiet, "No progress bar and no notes on stderr")
       ->group("Output");
+  app.add_flag("-v,--verbose", cli.conn.verbose,
+               "Print every frame header sent (>) and received (<) on stderr; proofs and "
+               "keys are redacted, payloads never shown")
+      ->group("Output");
 }
 
 void add_commands(CLI::App& app, Cli& cli, std::string& chosen) {
@@ -140,6 +153,8 @@ Examples:
   upload->add_option("REMOTE", cli.upload.remote,
                      "Remote path (default: LOCAL's name; ending in / means into that directory)");
   upload->add_flag("--overwrite", cli.upload.overwrite, "Replace an existing remote file");
+  upload->add_flag("-r,--recursive", cli.upload.recursive,
+                   "LOCAL is a directory: upload the whole tree into REMOTE");
   upload->add_flag("--resume", cli.upload.resume,
                    "Continue the open resumable upload to REMOTE from where the server is");
   upload
@@ -151,6 +166,8 @@ Examples:
       ->transform(CLI::AsSizeValue(false))
       ->capture_default_str();
   upload->footer(R"(
+With -r, every file below LOCAL goes to the same place below REMOTE (default: LOCAL's
+name) on one connection, several at a time; empty directories are created too.
 A file larger than --resumable-threshold (default 64 MiB) is sent as a resumable upload:
 in appends of --chunk bytes (default 8 MiB), each one durable on the server before it is
 acknowledged. If that is interrupted (Ctrl-C, a lost connection) the upload stays open on
@@ -163,6 +180,7 @@ Examples:
   pg_dump db | opclient upload - backups/db.sql
   opclient upload disk.img images/disk.img --chunk 16M
   opclient upload --resume disk.img images/disk.img
+  opclient upload -r photos/ albums/2024
 )");
 
   auto* download = app.add_subcommand("download", "Download a file");
@@ -170,17 +188,27 @@ Examples:
   download->add_option("LOCAL", cli.download.local,
                        "Local file or directory (default: REMOTE's name; - = stdout)");
   download->add_flag("-c,--continue", cli.download.resume,
-                     "Resume a partial LOCAL.part (or LOCAL), and keep it if interrupted");
+                     "Resume a partial LOCAL.part (or LOCAL) and verify the whole file's SHA-256");
   download->add_flag("--sha256", cli.download.sha256,
                      "Check the whole local file against the server's SHA-256 before keeping it");
+  download->add_flag("-f,--force", cli.download.force, "Replace an existing LOCAL file");
+  download->add_flag("-r,--recursive", cli.download.recursive,
+                     "REMOTE is a directory: download the whole tree into LOCAL");
   download->footer(R"(
-The file is written to LOCAL.part and renamed to LOCAL once complete. With --sha256 a
-file whose SHA-256 differs from the server's is removed (exit status 21).
+The file is written to LOCAL.part and renamed to LOCAL once complete. An existing LOCAL
+is not replaced without --force (exit status 18). If the download is interrupted (Ctrl-C,
+a lost connection) LOCAL.part is kept; --continue fetches the rest from its size and then
+checks the whole file against the server's SHA-256 (as --sha256 does). A file whose
+SHA-256 differs is left as LOCAL.part, nothing removed (exit status 6).
+With -r, REMOTE's whole tree goes below LOCAL (default: REMOTE's name), on one
+connection, several files at a time.
 
 Examples:
   opclient download albums/cover.jpg
   opclient download albums/cover.jpg /tmp/
-  opclient download backups/db.sql --continue --sha256
+  opclient download backups/db.sql --continue
+  opclient download albums/cover.jpg --force
+  opclient download -r albums/2024 ./photos
   opclient download backups/db.sql - | psql db
 )");
 
@@ -188,6 +216,8 @@ Examples:
   ls->add_option("PATH", cli.ls.path, "Remote directory (default: your root)");
   ls->add_flag("-R,--recursive", cli.ls.recursive, "List subdirectories too");
   ls->add_flag("--json", cli.ls.json, "Print the server's JSON");
+  ls->set_help_flag("--help", "Print this help message and exit");  // -h is ls -h
+  ls->add_flag("-h,--human-readable", cli.ls.human, "Sizes in K, M, G (1024s, one decimal)");
   ls->add_option("--limit", cli.ls.limit, "Show one page of at most N entries")
       ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 53));
   ls->add_option("--after", cli.ls.after,
@@ -200,6 +230,7 @@ value for the next one.
 Examples:
   opclient ls
   opclient ls albums -R
+  opclient ls -h albums/
   opclient ls --json | jq '.entries[].name'
   opclient ls big --limit 100 --after photo-0099.jpg
 )");
@@ -306,11 +337,23 @@ Examples:
   for (auto* sub : {call, describe, upload, download, ls, reg, rm, mv, mkdir, stat, usage,
                     set_quota, unregister, rekey}) {
     sub->footer(sub->get_footer() +
-                "\nConnection options (--server, --user, --key-file, --timeout, --quiet), TLS\n"
+                "\nConnection options (--server, --user, --key-file, --timeout, --quiet, -v), TLS\n"
                 "options (--tls, --ca, --cert, --key, --insecure-no-binding) and\n"
                 "exit statuses: see opclient --help.\n");
     sub->callback([&chosen, sub] { chosen = sub->get_name(); });
   }
+}
+
+// "docs/" as ls prints it means "docs" in every command. upload's REMOTE keeps its slash:
+// there it says "into this directory".
+void normalize_remote_paths(Cli& cli) {
+  cli.download.remote = trim_trailing_slashes(cli.download.remote);
+  cli.ls.path = directory_path(cli.ls.path);
+  cli.stat.path = directory_path(cli.stat.path);
+  cli.rm.path = trim_trailing_slashes(cli.rm.path);
+  cli.mv.from = trim_trailing_slashes(cli.mv.from);
+  cli.mv.to = trim_trailing_slashes(cli.mv.to);
+  cli.mkdir.path = trim_trailing_slashes(cli.mkdir.path);
 }
 
 int dispatch(const Cli& cli, const std::string& chosen) {
@@ -346,12 +389,23 @@ int main(int argc, char** argv) {
   add_connection_options(app, cli);
   add_commands(app, cli, chosen);
 
+  // Before CLI11, which would only say "A subcommand is required" for a typo.
+  std::vector<std::string> commands;
+  for (const auto* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    commands.push_back(sub->get_name());
+  }
+  if (auto word = unknown_command(argc, argv, commands, kOptionsWithValue)) {
+    std::fprintf(stderr, "opclient: %s\n", unknown_command_message(*word, commands).c_str());
+    return exit_code::kUsage;
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);  // prints help, version, or the error and a hint
     return code == 0 ? exit_code::kOk : exit_code::kUsage;
   }
+  normalize_remote_paths(cli);
   install_signal_cleanup();
   return dispatch(cli, chosen);
 }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cinttypes>
+#include <cmath>
 
 #include "exit_codes.hpp"
 
@@ -152,6 +153,21 @@ void ProgressBar::draw(bool final) {
                final ? "in" : "ETA", eta);
   std::fflush(stderr);
   drawn_ = true;
+}
+
+std::string human_size(std::uint64_t bytes) {
+  if (bytes < 1024) return std::to_string(bytes);
+  static constexpr const char* kUnits = "KMGTPE";
+  double value = static_cast<double>(bytes) / 1024.0;
+  std::size_t unit = 0;
+  // Round first, so that 1048575 bytes reads "1.0M" rather than "1024.0K".
+  while (unit + 1 < 6 && std::round(value * 10.0) / 10.0 >= 1024.0) {
+    value /= 1024.0;
+    ++unit;
+  }
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f%c", value, kUnits[unit]);
+  return text;
 }
 
 }  // namespace ops::opclient

@@ -68,4 +68,8 @@ class ProgressBar {
   std::chrono::steady_clock::time_point last_draw_;
 };
 
+// A size for people, as ls -h: bytes below 1 KiB as they are, else K, M, G, T (powers of
+// 1024) with one decimal ("1.5K", "20.0M").
+std::string human_size(std::uint64_t bytes);
+
 }  // namespace ops::opclient

@@ -4,6 +4,7 @@
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -14,6 +15,7 @@
 #include "json_args.hpp"
 #include "local_files.hpp"
 #include "resumable_upload.hpp"
+#include "tree_transfer.hpp"
 
 namespace ops::opclient {
 
@@ -33,16 +35,17 @@ int protocol_error(const std::string& message) {
   return exit_code::kConnection;
 }
 
-// --sha256: the complete local file (resumed or not) against the server's SHA-256 of the
-// whole remote file. A file that differs is removed: resuming it again cannot mend it.
-int check_whole_file(const rapidjson::Document& result, Output& output) {
+// --sha256 and --continue: the complete local file (resumed or not) against the server's
+// SHA-256 of the whole remote file. A file that differs is left where it is, as
+// LOCAL.part: nothing is removed, the status says it (kVerify).
+int check_whole_file(const rapidjson::Document& result, Output& output, const OutputFlags& flags) {
   std::string expected;
   if (result.IsObject()) {
     auto it = result.FindMember("sha256");
     if (it != result.MemberEnd() && it->value.IsString()) expected = it->value.GetString();
   }
   if (expected.empty()) {
-    output.abandon();
+    output.close_partial();
     return protocol_error("the server sent no sha256 (does it support it?)");
   }
   int fd = ::open(output.partial_path().c_str(), O_RDONLY | O_CLOEXEC);
@@ -59,19 +62,25 @@ int check_whole_file(const rapidjson::Document& result, Output& output) {
     return exit_code::kLocal;
   }
   if (*actual != expected) {
-    ::unlink(output.partial_path().c_str());
-    output.abandon();
+    output.close_partial();
     print_error(wire_name(ErrorCode::checksum_mismatch),
                 "the downloaded file's sha256 is " + *actual + ", the server's is " + expected +
-                    "; the local file was removed");
-    return exit_for(ErrorCode::checksum_mismatch);
+                    "; nothing was removed: the file stays " + output.partial_path());
+    return exit_code::kVerify;
   }
+  note(flags, "verified sha256 " + *actual);
   return exit_code::kOk;
+}
+
+bool path_exists(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
 }
 
 }  // namespace
 
 int run_upload(const ConnectionFlags& conn, const UploadFlags& flags) {
+  if (flags.recursive) return run_upload_tree(conn, flags);
   std::string remote = flags.remote;
   if (remote.empty() || remote.back() == '/') {
     if (flags.local == "-") {
@@ -161,6 +170,13 @@ int run_upload(const ConnectionFlags& conn, const UploadFlags& flags) {
 }
 
 int run_download(const ConnectionFlags& conn, const DownloadFlags& flags) {
+  if (flags.recursive) {
+    if (flags.resume || flags.sha256) {
+      print_error("usage", "download -r takes neither --continue nor --sha256");
+      return exit_code::kUsage;
+    }
+    return run_download_tree(conn, flags);
+  }
   std::string local = flags.local;
   const std::string remote_name = base_name(flags.remote);
   if (local.empty()) {
@@ -182,6 +198,15 @@ int run_download(const ConnectionFlags& conn, const DownloadFlags& flags) {
     return exit_code::kUsage;
   }
 
+  // Like upload, which the server refuses over an existing file without --overwrite.
+  if (local != "-" && !flags.resume && !flags.force && path_exists(local)) {
+    print_error(wire_name(ErrorCode::already_exists),
+                "the local file " + local + " exists; use --force to replace it");
+    return exit_for(ErrorCode::already_exists);
+  }
+  // A resumed file is checked whole at the end: its first part came from another run.
+  const bool verify = flags.sha256 || flags.resume;
+
   int status = 0;
   Output output;
   std::uint64_t offset = 0;
@@ -199,8 +224,8 @@ int run_download(const ConnectionFlags& conn, const DownloadFlags& flags) {
     w.Key("offset");
     w.Uint64(offset);
   }
-  if (flags.sha256) {
-    w.Key("sha256");
+  if (verify) {
+    w.Key("sha256");  // asked on the request that fetches the last range
     w.Bool(true);
   }
   w.EndObject();
@@ -228,25 +253,28 @@ int run_download(const ConnectionFlags& conn, const DownloadFlags& flags) {
     return protocol_error("the server announced " + std::to_string(length) + " bytes but sends " +
                           std::to_string(response->payload_size));
   }
+  std::string resume_hint;
+  if (!output.is_stdout()) {
+    // Bytes are coming: from here on they are kept, whatever stops us.
+    output.keep_partial();
+    resume_hint = "partial download kept in " + output.partial_path() +
+                  "; resume it with: opclient download --continue " + flags.remote + " " + local;
+    arm_interrupt_note("opclient: interrupted; " + resume_hint);
+  }
   ProgressBar bar("download", offset + response->payload_size, conn.output, offset);
   Status s = client->read_payload_to_fd(output.fd(), response->payload_size,
                                         bar.enabled() ? bar.callback() : client::Progress{});
   if (!s) {
     bar.stop();
     int code = report(s.error(), client->last_failure());
-    if (!output.is_stdout()) {
-      if (output.keeps_partial()) {
-        note(conn.output, "partial download kept in " + output.partial_path() +
-                              "; run the same command again to resume");
-      } else {
-        note(conn.output, "partial download removed (use --continue to keep and resume it)");
-      }
-    }
+    if (!output.is_stdout()) note(conn.output, resume_hint);
+    disarm_interrupt_note();
     return code;
   }
   bar.finish();
-  if (flags.sha256) {
-    if (int code = check_whole_file(result, output); code != exit_code::kOk) {
+  disarm_interrupt_note();
+  if (verify) {
+    if (int code = check_whole_file(result, output, conn.output); code != exit_code::kOk) {
       return code;
     }
   }

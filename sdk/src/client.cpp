@@ -638,9 +638,24 @@ Result<std::unique_ptr<Client>> Client::connect(const Options& options, Failure*
   return client;
 }
 
+// The first frame, read so that a peer that is not an opserver fails fast and says so: at
+// most kChallengeWait of silence (less with a shorter --timeout), and a length prefix
+// that no challenge would have (e.g. "SSH-", "HTTP") refused at once, before reading on.
+Result<std::string> Client::read_challenge() {
+  constexpr std::chrono::milliseconds kChallengeWait{10000};
+  constexpr std::uint32_t kMaxChallengeFrame = 64 * 1024;
+  const auto saved = options_.timeout;
+  if (options_.timeout.count() <= 0 || options_.timeout > kChallengeWait) {
+    options_.timeout = kChallengeWait;
+  }
+  auto text = read_frame_header(kMaxChallengeFrame);
+  options_.timeout = saved;
+  return text;
+}
+
 Status Client::handshake() {
   // §2.1: the challenge.
-  auto challenge_text = read_frame_header();
+  auto challenge_text = read_challenge();
   if (!challenge_text) {
     if (failure_ == Failure::io && ssl_ != nullptr) {
       // Under TLS 1.3 the server checks a client certificate after our side of the
@@ -650,9 +665,10 @@ Status Client::handshake() {
                     "require a client certificate?): " +
                         challenge_text.error().message);
     }
-    if (failure_ == Failure::io) {
-      return failed(Failure::io, challenge_text.error().code,
-                    "no challenge from the server: " + challenge_text.error().message);
+    if (failure_ == Failure::io || failure_ == Failure::protocol) {
+      return failed(
+          failure_, challenge_text.error().code,
+          "no OPS/1 challenge: is this an opserver? (" + challenge_text.error().message + ")");
     }
     return std::move(challenge_text).error();
   }
@@ -660,7 +676,8 @@ Status Client::handshake() {
   challenge.Parse<rapidjson::kParseValidateEncodingFlag>(challenge_text->data(),
                                                          challenge_text->size());
   auto protocol_error = [&](const std::string& what) {
-    return failed(Failure::protocol, ErrorCode::bad_frame, "not an OPS/1 server (" + what + ")");
+    return failed(Failure::protocol, ErrorCode::bad_frame,
+                  "no OPS/1 challenge: is this an opserver? (" + what + ")");
   };
   if (challenge.HasParseError() || !challenge.IsObject()) {
     return protocol_error("the challenge is not a JSON object");
@@ -733,6 +750,7 @@ Status Client::handshake() {
   w.Key("proof");
   w.String(proof::to_hex(client_proof));
   w.EndObject();
+  if (options_.on_frame) options_.on_frame(true, {buf.GetString(), buf.GetSize()});
   const std::string auth_frame = frame::encode({buf.GetString(), buf.GetSize()});
   if (Status s = write_all(auth_frame.data(), auth_frame.size()); !s) return s;
 
@@ -886,17 +904,19 @@ Status Client::read_exact(void* data, std::size_t size) {
   return ok_status();
 }
 
-Result<std::string> Client::read_frame_header() {
+Result<std::string> Client::read_frame_header(std::uint32_t max_len) {
+  if (max_len == 0) max_len = kMaxResponseFrame;
   unsigned char prefix[4];
   if (Status s = read_exact(prefix, sizeof prefix); !s) return std::move(s).error();
   const std::uint32_t len = frame::decode_length(prefix);
-  if (len < 2 || len > kMaxResponseFrame) {
+  if (len < 2 || len > max_len) {
     return failed(Failure::protocol, ErrorCode::bad_frame,
                   "the server sent a frame of " + std::to_string(len) + " bytes (allowed: 2 to " +
-                      std::to_string(kMaxResponseFrame) + ")");
+                      std::to_string(max_len) + ")");
   }
   std::string header(len, '\0');
   if (Status s = read_exact(header.data(), len); !s) return std::move(s).error();
+  if (options_.on_frame) options_.on_frame(false, header);
   return header;
 }
 
@@ -938,6 +958,7 @@ Result<std::uint64_t> Client::send_request(std::string_view operate, std::string
   }
   w.EndObject();
   if (buf.GetSize() > 0xffffffffu) return fail(ErrorCode::payload_too_large, "header too large");
+  if (options_.on_frame) options_.on_frame(true, {buf.GetString(), buf.GetSize()});
   const std::string request = frame::encode({buf.GetString(), buf.GetSize()});
   if (Status s = write_all(request.data(), request.size()); !s) {
     return std::move(s).error();

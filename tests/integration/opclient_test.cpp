@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <csignal>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -425,7 +427,7 @@ TEST_F(OpclientTest, EveryServerErrorCodeHasItsExitStatus) {
   }
 }
 
-TEST_F(OpclientTest, BrokenDownloadExitsFiveAndKeepsPartialOnlyWithContinue) {
+TEST_F(OpclientTest, BrokenDownloadExitsFiveAndKeepsPartial) {
   for (bool resume : {false, true}) {
     SCOPED_TRACE(resume ? "--continue" : "plain");
     FakeServer fake([](int fd) {
@@ -442,12 +444,10 @@ TEST_F(OpclientTest, BrokenDownloadExitsFiveAndKeepsPartialOnlyWithContinue) {
     EXPECT_EXIT_STATUS(r, 5);
     EXPECT_NE(r.err.find("opclient: connection_lost:"), std::string::npos) << r.err;
     EXPECT_FALSE(fs::exists(local("f.bin")));
-    if (resume) {
-      EXPECT_EQ(fs::file_size(local("f.bin.part")), 300000u);
-      EXPECT_NE(r.err.find("partial download kept"), std::string::npos);
-    } else {
-      EXPECT_FALSE(fs::exists(local("f.bin.part")));
-    }
+    EXPECT_EQ(fs::file_size(local("f.bin.part")), 300000u);
+    EXPECT_NE(r.err.find("partial download kept"), std::string::npos);
+    EXPECT_NE(r.err.find("opclient download --continue f f.bin"), std::string::npos) << r.err;
+    fs::remove(local("f.bin.part"));
   }
 }
 
@@ -516,7 +516,9 @@ TEST_F(OpclientTest, UploadLsDownload) {
   EXPECT_TRUE(json(ls_json.out).HasMember("entries"));
   EXPECT_EXIT_STATUS(alice({"ls", "no/such/dir"}), 17);
 
-  CliRun down = alice({"download", "docs/hello.txt"});
+  // hello.txt, the uploaded original, is here: replaced only with --force.
+  EXPECT_EXIT_STATUS(alice({"download", "docs/hello.txt"}), 18);
+  CliRun down = alice({"download", "docs/hello.txt", "--force"});
   EXPECT_EXIT_STATUS(down, 0);
   EXPECT_EQ(read_file(local("hello.txt")), "hello, world\n");
   fs::create_directory(local("into"));
@@ -874,15 +876,16 @@ TEST_F(OpclientTest, DownloadSha256ChecksTheWholeFile) {
   EXPECT_EQ(std::string(json(ok.out)["sha256"].GetString()), proof::sha256_hex(data));
   EXPECT_TRUE(read_file(local("file.bin")) == data);
 
-  // A resumed download whose first part is corrupt: caught, and the local file removed.
+  // A resumed download whose first part is corrupt: caught, said so (status 6), and the
+  // file left as resumed.bin.part, not renamed and not removed.
   std::string bad = data.substr(0, 1000);
   bad[10] ^= 1;
   write_file(local("resumed.bin.part"), bad);
   CliRun mismatch = alice({"download", "sha/file.bin", "resumed.bin", "-c", "--sha256"});
-  EXPECT_EXIT_STATUS(mismatch, 21);
+  EXPECT_EXIT_STATUS(mismatch, 6);
   EXPECT_NE(mismatch.err.find("checksum_mismatch"), std::string::npos);
   EXPECT_FALSE(fs::exists(local("resumed.bin")));
-  EXPECT_FALSE(fs::exists(local("resumed.bin.part")));
+  EXPECT_EQ(fs::file_size(local("resumed.bin.part")), data.size());
 
   // A good partial resumes and checks out.
   write_file(local("good.bin.part"), data.substr(0, 1000));
@@ -890,6 +893,311 @@ TEST_F(OpclientTest, DownloadSha256ChecksTheWholeFile) {
   EXPECT_TRUE(read_file(local("good.bin")) == data);
 
   EXPECT_EXIT_STATUS(alice({"download", "sha/file.bin", "-", "--sha256"}), 2);
+}
+
+// --- the command line as people type it ---
+
+TEST_F(OpclientTest, MistypedCommandSuggestsTheNearest) {
+  CliRun r = alice({"describ"});
+  EXPECT_EXIT_STATUS(r, 2);
+  EXPECT_EQ(r.err, "opclient: unknown command 'describ'; did you mean 'describe'?\n");
+  // Connection options and their values before the command are skipped.
+  CliRun after_options = alice({"--timeout", "5", "-q", "dowload", "x"});
+  EXPECT_EXIT_STATUS(after_options, 2);
+  EXPECT_NE(after_options.err.find("did you mean 'download'?"), std::string::npos)
+      << after_options.err;
+  CliRun far = alice({"frobnicate"});
+  EXPECT_EXIT_STATUS(far, 2);
+  EXPECT_EQ(far.err, "opclient: unknown command 'frobnicate'; see opclient --help\n");
+  // A known command is untouched.
+  EXPECT_EXIT_STATUS(alice({"--timeout", "5", "ls"}), 0);
+}
+
+TEST_F(OpclientTest, TrailingSlashOnRemotePathsIsAccepted) {
+  ASSERT_EQ(alice({"upload", "-", "slash/dir/f.txt"}, "slashed").status, 0);
+  CliRun ls = alice({"ls", "slash/dir/"});
+  EXPECT_EXIT_STATUS(ls, 0);
+  EXPECT_NE(ls.out.find("f.txt"), std::string::npos) << ls.out;
+  EXPECT_EXIT_STATUS(alice({"ls", "slash//"}), 0);
+  CliRun root = alice({"ls", "/"});
+  EXPECT_EXIT_STATUS(root, 0);
+  EXPECT_NE(root.out.find("slash/"), std::string::npos) << root.out;
+  EXPECT_EXIT_STATUS(alice({"stat", "slash/dir/"}), 0);
+  EXPECT_EXIT_STATUS(alice({"mkdir", "slash/new/"}), 0);
+  EXPECT_EXIT_STATUS(alice({"mv", "slash/new/", "slash/moved/"}), 0);
+  EXPECT_EXIT_STATUS(alice({"stat", "slash/moved"}), 0);
+  EXPECT_EXIT_STATUS(alice({"rm", "slash/moved/"}), 0);
+  EXPECT_EXIT_STATUS(alice({"stat", "slash/moved"}), 17);
+  EXPECT_EXIT_STATUS(alice({"download", "slash/dir/f.txt/", "f.txt"}), 0);
+  EXPECT_EQ(read_file(local("f.txt")), "slashed");
+}
+
+TEST_F(OpclientTest, DownloadRefusesToReplaceALocalFileWithoutForce) {
+  ASSERT_EQ(alice({"upload", "-", "force/f.txt"}, "new contents").status, 0);
+  write_file(local("f.txt"), "precious");
+  CliRun refused = alice({"download", "force/f.txt"});
+  EXPECT_EXIT_STATUS(refused, 18);
+  EXPECT_NE(refused.err.find("opclient: already_exists:"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("--force"), std::string::npos) << refused.err;
+  EXPECT_EQ(read_file(local("f.txt")), "precious");
+  EXPECT_FALSE(fs::exists(local("f.txt.part")));
+
+  EXPECT_EXIT_STATUS(alice({"download", "force/f.txt", "--force"}), 0);
+  EXPECT_EQ(read_file(local("f.txt")), "new contents");
+  EXPECT_EXIT_STATUS(alice({"download", "force/f.txt", "-", "-f"}), 0);  // stdout: never refused
+}
+
+TEST_F(OpclientTest, InterruptedDownloadKeepsPartAndContinueVerifiesSha256) {
+  std::string data(3 * 1024 * 1024, '\0');
+  std::mt19937 rng(17);
+  for (auto& c : data) c = static_cast<char>(rng());
+  ASSERT_EQ(alice({"upload", "-", "cont/file.bin"}, data).status, 0);
+
+  // A refused download leaves nothing behind.
+  CliRun missing = alice({"download", "cont/none.bin"});
+  EXPECT_EXIT_STATUS(missing, 17);
+  EXPECT_FALSE(fs::exists(local("none.bin.part")));
+
+  // What Ctrl-C leaves: the first bytes in LOCAL.part.
+  write_file(local("file.bin.part"), data.substr(0, 1234567));
+  CliRun resumed = alice({"download", "--continue", "cont/file.bin"});
+  EXPECT_EXIT_STATUS(resumed, 0);
+  EXPECT_EQ(json(resumed.out)["offset"].GetUint64(), 1234567u);
+  EXPECT_NE(resumed.err.find("verified sha256 " + proof::sha256_hex(data)), std::string::npos)
+      << resumed.err;
+  EXPECT_TRUE(read_file(local("file.bin")) == data);
+  EXPECT_FALSE(fs::exists(local("file.bin.part")));
+
+  // A corrupt first part: said so, status 6, nothing removed nor renamed.
+  std::string bad = data.substr(0, 5000);
+  bad[100] ^= 1;
+  write_file(local("bad.bin.part"), bad);
+  CliRun mismatch = alice({"download", "cont/file.bin", "bad.bin", "--continue"});
+  EXPECT_EXIT_STATUS(mismatch, 6);
+  EXPECT_NE(mismatch.err.find("nothing was removed"), std::string::npos) << mismatch.err;
+  EXPECT_EQ(fs::file_size(local("bad.bin.part")), data.size());
+  EXPECT_FALSE(fs::exists(local("bad.bin")));
+}
+
+TEST_F(OpclientTest, CtrlCInADownloadKeepsThePartAndSaysHowToResume) {
+  // A server that sends part of the payload and then stalls, so that opclient is
+  // mid-download when SIGINT comes.
+  FakeServer fake([](int fd) {
+    if (!fake_handshake(fd)) return;
+    auto req = json(fake_read_frame(fd));
+    send_all(fd, frame::encode(R"({"id":)" + std::to_string(req["id"].GetUint64()) +
+                               R"(,"ok":true,"result":{"path":"f","size":1000000,"offset":0,)"
+                               R"("length":1000000},"payload":1000000})"));
+    send_all(fd, std::string(200000, 'p'));
+    char byte;
+    pollfd pfd{fd, POLLIN, 0};
+    ::poll(&pfd, 1, 20000);  // until the client goes away
+    (void)::recv(fd, &byte, 1, 0);
+  });
+  int err_pipe[2];
+  ASSERT_EQ(::pipe2(err_pipe, O_CLOEXEC), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::chdir(work_.path().c_str());
+    ::dup2(err_pipe[1], STDERR_FILENO);
+    int null_fd = ::open("/dev/null", O_RDWR);
+    ::dup2(null_fd, STDOUT_FILENO);
+    ::setenv("OPS_SERVER", fake.address().c_str(), 1);
+    ::setenv("OPS_USER", "alice", 1);
+    ::setenv("OPS_KEY", kFakeKey, 1);
+    ::unsetenv("OPS_KEY_FILE");
+    ::execl(OPS_CLIENT_BIN, OPS_CLIENT_BIN, "-q", "download", "f", "f.bin", nullptr);
+    ::_exit(127);
+  }
+  ::close(err_pipe[1]);
+  for (int i = 0; i < 200; ++i) {  // until the 200000 bytes are on disk
+    std::error_code ec;
+    if (fs::exists(local("f.bin.part"), ec) && fs::file_size(local("f.bin.part"), ec) == 200000)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ::kill(pid, SIGINT);
+  int wstatus = 0;
+  ::waitpid(pid, &wstatus, 0);
+  const std::string err = drain(err_pipe[0]);
+  ::close(err_pipe[0]);
+  EXPECT_TRUE(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGINT) << err;
+  EXPECT_EQ(fs::file_size(local("f.bin.part")), 200000u);
+  EXPECT_FALSE(fs::exists(local("f.bin")));
+  EXPECT_NE(err.find("opclient download --continue f f.bin"), std::string::npos) << err;
+}
+
+TEST_F(OpclientTest, VerboseTracesFrameHeadersWithoutSecrets) {
+  CliRun r = alice({"-v", "ls"});
+  EXPECT_EXIT_STATUS(r, 0);
+  EXPECT_NE(r.err.find("< {\"type\":\"challenge\""), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("> {\"type\":\"auth\""), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("\"cnonce\":\""), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("< {\"type\":\"welcome\""), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("> {\"id\":1,\"operate\":\"list\""), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("\"proof\":\"<redacted>\""), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find(*alice_key_), std::string::npos);
+  // Only redacted proofs: no 64-hex proof value anywhere after "proof".
+  EXPECT_FALSE(std::regex_search(r.err, std::regex("\"proof\":\"[0-9a-f]{64}\""))) << r.err;
+
+  // A key in a result (rekey) is redacted too; the new key still reaches stdout.
+  EXPECT_EQ(admin({"register", "vera", "--key-file-out", local("vera.key").string()}).status, 0);
+  CliRun rekey =
+      run_opclient({{"-v", "--user", "admin", "rekey", "vera"}, admin_env(), {}, {}, work_.path()});
+  EXPECT_EXIT_STATUS(rekey, 0);
+  const std::string new_key = rekey.out.substr(0, rekey.out.find('\n'));
+  ASSERT_FALSE(new_key.empty());
+  EXPECT_EQ(rekey.err.find(new_key), std::string::npos) << rekey.err;
+  EXPECT_NE(rekey.err.find("\"key\":\"<redacted>\""), std::string::npos) << rekey.err;
+}
+
+TEST_F(OpclientTest, LsHumanSizes) {
+  ASSERT_EQ(alice({"upload", "-", "human/small.txt"}, std::string(500, 'a')).status, 0);
+  ASSERT_EQ(alice({"upload", "-", "human/mid.bin"}, std::string(1536, 'b')).status, 0);
+  ASSERT_EQ(alice({"upload", "-", "human/big.bin"}, std::string(5 * 1024 * 1024 / 2, 'c')).status,
+            0);
+  CliRun r = alice({"ls", "-h", "human"});
+  EXPECT_EXIT_STATUS(r, 0);
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(\b500 .*small\.txt)"))) << r.out;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(1\.5K .*mid\.bin)"))) << r.out;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(2\.5M .*big\.bin)"))) << r.out;
+  CliRun plain = alice({"ls", "human"});
+  EXPECT_NE(plain.out.find("2621440"), std::string::npos) << plain.out;
+  CliRun help = alice({"ls", "--help"});
+  EXPECT_EXIT_STATUS(help, 0);
+  EXPECT_NE(help.out.find("--human-readable"), std::string::npos);
+}
+
+// A listener that accepts and then says nothing, or speaks another protocol.
+TEST_F(OpclientTest, NotAnOpserverFailsFastAndSaysSo) {
+  {
+    FakeServer silent([](int fd) {
+      pollfd pfd{fd, POLLIN, 0};
+      ::poll(&pfd, 1, 15000);  // say nothing until the client gives up
+    });
+    const auto start = std::chrono::steady_clock::now();
+    CliRun r = run_opclient({{"--timeout", "2", "ls"}, fake_env(silent)});
+    const auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_EXIT_STATUS(r, 5);
+    EXPECT_NE(r.err.find("no OPS/1 challenge: is this an opserver?"), std::string::npos) << r.err;
+    EXPECT_LT(took, std::chrono::seconds(6));
+  }
+  {
+    FakeServer ssh([](int fd) {
+      send_all(fd, "SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n");
+      pollfd pfd{fd, POLLIN, 0};
+      ::poll(&pfd, 1, 15000);
+    });
+    const auto start = std::chrono::steady_clock::now();
+    CliRun r = run_opclient({{"ls"}, fake_env(ssh)});  // the default 60 s --timeout
+    const auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_EXIT_STATUS(r, 5);
+    EXPECT_NE(r.err.find("no OPS/1 challenge: is this an opserver?"), std::string::npos) << r.err;
+    EXPECT_LT(took, std::chrono::seconds(3));
+  }
+  {
+    // Silence with the default 60 s --timeout: given up after 10 s, not 60.
+    FakeServer silent([](int fd) {
+      pollfd pfd{fd, POLLIN, 0};
+      ::poll(&pfd, 1, 20000);
+    });
+    const auto start = std::chrono::steady_clock::now();
+    CliRun r = run_opclient({{"ls"}, fake_env(silent)});
+    const auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_EXIT_STATUS(r, 5);
+    EXPECT_NE(r.err.find("no OPS/1 challenge: is this an opserver?"), std::string::npos) << r.err;
+    EXPECT_GE(took, std::chrono::seconds(9));
+    EXPECT_LT(took, std::chrono::seconds(14));
+  }
+}
+
+TEST_F(OpclientTest, RecursiveUploadAndDownloadOfATree) {
+  fs::create_directories(local("tree/a/b"));
+  fs::create_directories(local("tree/empty"));
+  fs::create_directories(local("tree/a/empty2"));
+  std::map<std::string, std::string> contents;
+  std::mt19937 rng(23);
+  for (int i = 0; i < 30; ++i) {  // more files than requests in flight
+    const std::string name = (i % 3 == 0   ? "a/b/"
+                              : i % 3 == 1 ? "a/"
+                                           : "") +
+                             std::string("f") + std::to_string(i) + ".bin";
+    std::string data(static_cast<std::size_t>(rng() % 70000), '\0');
+    for (auto& c : data) c = static_cast<char>(rng());
+    write_file(local("tree/" + name), data);
+    contents[name] = data;
+  }
+  std::uint64_t total = 0;
+  for (const auto& [name, data] : contents) total += data.size();
+
+  CliRun up = alice({"upload", "-r", "tree", "rtree/up"});
+  EXPECT_EXIT_STATUS(up, 0);
+  auto summary = json(up.out);
+  EXPECT_EQ(summary["files"].GetUint64(), 30u);
+  EXPECT_EQ(summary["bytes"].GetUint64(), total);
+  const fs::path stored = server_->storage_dir() / "alice" / "rtree" / "up";
+  for (const auto& [name, data] : contents) EXPECT_TRUE(read_file(stored / name) == data) << name;
+  EXPECT_TRUE(fs::is_directory(stored / "empty"));
+  EXPECT_TRUE(fs::is_directory(stored / "a" / "empty2"));
+
+  // Again without --overwrite: the server refuses each file, and says which.
+  CliRun again = alice({"upload", "-r", "tree", "rtree/up"});
+  EXPECT_EXIT_STATUS(again, 18);
+  EXPECT_NE(again.err.find("rtree/up/"), std::string::npos) << again.err;
+  EXPECT_EXIT_STATUS(alice({"upload", "-r", "tree", "rtree/up", "--overwrite"}), 0);
+
+  // Down again, into a new directory, through a listing paged by the server.
+  CliRun down = alice({"download", "-r", "rtree/up/", "copy"});
+  EXPECT_EXIT_STATUS(down, 0);
+  EXPECT_EQ(json(down.out)["bytes"].GetUint64(), total);
+  for (const auto& [name, data] : contents) {
+    EXPECT_TRUE(read_file(local("copy/" + name)) == data) << name;
+    EXPECT_FALSE(fs::exists(local("copy/" + name + ".part")));
+  }
+  EXPECT_TRUE(fs::is_directory(local("copy/empty")));
+  EXPECT_TRUE(fs::is_directory(local("copy/a/empty2")));
+
+  // An existing local file is not replaced without --force; nothing is written.
+  write_file(local("copy/a/f1.bin"), "mine");
+  CliRun refused = alice({"download", "-r", "rtree/up", "copy"});
+  EXPECT_EXIT_STATUS(refused, 18);
+  EXPECT_EQ(read_file(local("copy/a/f1.bin")), "mine");
+  EXPECT_EXIT_STATUS(alice({"download", "-r", "rtree/up", "copy", "--force"}), 0);
+  EXPECT_TRUE(read_file(local("copy/a/f1.bin")) == contents["a/f1.bin"]);
+
+  EXPECT_EXIT_STATUS(alice({"upload", "-r", "tree/a/f1.bin", "x"}), 2);  // not a directory
+}
+
+TEST(OpclientPagedListing, DownloadRecursiveFollowsPages) {
+  // A server whose list pages hold 2 entries: download -r must follow "next".
+  ServerOptions options;
+  options.ops_json = ops_json_with("", R"(, "settings": {"max_list_entries": 2})");
+  ServerProcess server(options);
+  TempDir keys, work;
+  const std::string key = server.add_user("pat");
+  write_file(keys.path() / "pat.key", key + "\n", 0600);
+  std::map<std::string, std::string> env{
+      {"OPS_SERVER", "127.0.0.1:" + std::to_string(server.port())},
+      {"OPS_USER", "pat"},
+      {"OPS_KEY_FILE", (keys.path() / "pat.key").string()}};
+  auto numbered = [](const char* prefix, int n) {
+    std::string text = prefix;
+    text += std::to_string(n);
+    return text;
+  };
+  for (int i = 0; i < 7; ++i) {
+    const std::string remote = numbered("p/d", i % 2) + numbered("/f", i);
+    ASSERT_EQ(
+        run_opclient({{"upload", "-", remote}, env, numbered("data", i), {}, work.path()}).status,
+        0);
+  }
+  CliRun down = run_opclient({{"download", "-r", "p", "out"}, env, {}, {}, work.path()});
+  EXPECT_EXIT_STATUS(down, 0);
+  EXPECT_EQ(json(down.out)["files"].GetUint64(), 7u);
+  for (int i = 0; i < 7; ++i) {
+    EXPECT_EQ(read_file(work.path() / "out" / numbered("d", i % 2) / numbered("f", i)),
+              numbered("data", i));
+  }
 }
 
 }  // namespace

@@ -49,6 +49,11 @@ struct Options {
   // operator turned channel binding off). Without the binding, a relay that holds a
   // certificate we trust could pass our login on.
   bool insecure_no_binding = false;
+
+  // Called with every frame header sent (`sent` true) or received, as JSON text, before
+  // any payload; for tracing (opclient -v). Headers carry the login's proofs and may
+  // carry keys in results: a tracer must redact them before showing them.
+  std::function<void(bool sent, std::string_view header_json)> on_frame;
 };
 
 // Parses "HOST:PORT", "[v6]:PORT", "HOST" or "[v6]" (port stays as given). A bare IPv6
@@ -161,7 +166,9 @@ class Client {
   Status read_exact(void* data, std::size_t size);
   Result<std::size_t> read_some(void* data, std::size_t size);
   Status wait_readable();
-  Result<std::string> read_frame_header();
+  // A frame header of at most `max_len` bytes (a challenge is far below the default).
+  Result<std::string> read_frame_header(std::uint32_t max_len = 0);
+  Result<std::string> read_challenge();
   Error failed(Failure failure, ErrorCode code, std::string message);
   Error refuse_broken() const;
   char* buffer();

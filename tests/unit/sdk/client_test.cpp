@@ -7,10 +7,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "opserver/client.hpp"
 #include "opserver/frame.hpp"
@@ -293,6 +296,60 @@ TEST(ClientHandshake, SilentServerTimesOut) {
   ASSERT_FALSE(c);
   EXPECT_EQ(why, Failure::io);
   EXPECT_EQ(c.error().code, ErrorCode::timeout);
+}
+
+TEST(ClientHandshake, AnotherProtocolsBannerFailsAtOnce) {
+  // An SSH server speaks first too; its banner cannot start a challenge frame.
+  FakeServer server([](int fd) {
+    write_n(fd, "SSH-2.0-OpenSSH_9.2p1\r\n");
+    char c;
+    ::recv(fd, &c, 1, 0);
+  });
+  const auto start = std::chrono::steady_clock::now();
+  Failure why = Failure::none;
+  auto c = Client::connect(options_for(server), &why);
+  ASSERT_FALSE(c);
+  EXPECT_EQ(why, Failure::protocol);
+  EXPECT_NE(c.error().message.find("no OPS/1 challenge: is this an opserver?"), std::string::npos)
+      << c.error().message;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+}
+
+TEST(ClientHandshake, SilentServerNamesTheLikelyCause) {
+  FakeServer server([](int fd) {
+    char c;
+    ::recv(fd, &c, 1, 0);
+  });
+  auto o = options_for(server);
+  o.timeout = std::chrono::milliseconds(200);
+  auto c = Client::connect(o);
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("no OPS/1 challenge: is this an opserver?"), std::string::npos)
+      << c.error().message;
+}
+
+TEST(ClientRequests, OnFrameSeesEveryHeaderBothWays) {
+  FakeServer server([](int fd) {
+    ASSERT_TRUE(serve_handshake(fd));
+    read_frame(fd);
+    write_frame(fd, R"({"id":1,"ok":true,"result":{}})");
+  });
+  auto o = options_for(server);
+  std::vector<std::pair<bool, std::string>> seen;
+  o.on_frame = [&](bool sent, std::string_view header) { seen.emplace_back(sent, header); };
+  auto c = Client::connect(o);
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_TRUE((*c)->call("describe"));
+  ASSERT_EQ(seen.size(), 5u);  // challenge, auth, welcome, request, response
+  EXPECT_FALSE(seen[0].first);
+  EXPECT_NE(seen[0].second.find("\"challenge\""), std::string::npos);
+  EXPECT_TRUE(seen[1].first);
+  EXPECT_NE(seen[1].second.find("\"auth\""), std::string::npos);
+  EXPECT_FALSE(seen[2].first);
+  EXPECT_TRUE(seen[3].first);
+  EXPECT_NE(seen[3].second.find("\"describe\""), std::string::npos);
+  EXPECT_FALSE(seen[4].first);
+  EXPECT_NE(seen[4].second.find("\"ok\":true"), std::string::npos);
 }
 
 TEST(ClientHandshake, ServerClosingIsIo) {
