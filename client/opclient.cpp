@@ -297,6 +297,7 @@ Examples:
 )");
 
   auto* set_quota = app.add_subcommand("set-quota", "Set or clear a user's quotas (admin)");
+  set_quota->alias("quota");
   set_quota->add_option("USER", cli.set_quota.user, "The user")->required();
   set_quota->add_option("--bytes", cli.set_quota.bytes,
                         "Byte quota: a count, or none for no limit (default: unchanged)");
@@ -393,6 +394,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> commands;
   for (const auto* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
     commands.push_back(sub->get_name());
+    for (const std::string& alias : sub->get_aliases()) commands.push_back(alias);
   }
   if (auto word = unknown_command(argc, argv, commands, kOptionsWithValue)) {
     std::fprintf(stderr, "opclient: %s\n", unknown_command_message(*word, commands).c_str());

@@ -21,24 +21,6 @@ using StrictWriter =
     rapidjson::Writer<rapidjson::StringBuffer, rapidjson::UTF8<>, rapidjson::UTF8<>,
                       rapidjson::CrtAllocator, rapidjson::kWriteValidateEncodingFlag>;
 
-// One request without payload; prints errors and sets `status` on failure.
-bool user_call(const ConnectionFlags& conn, const char* operate, const std::string& args,
-               std::string& result_json, int& status) {
-  auto client = open_client(conn, status);
-  if (!client) return false;
-  auto response = client->call(operate, args);
-  if (!response) {
-    status = report(response.error(), client->last_failure());
-    return false;
-  }
-  if (!response->ok) {
-    status = report(response->error, client::Failure::none);
-    return false;
-  }
-  result_json = std::move(response->result_json);
-  return true;
-}
-
 std::string str_member(const rapidjson::Value& obj, const char* name) {
   if (!obj.IsObject()) return {};
   auto it = obj.FindMember(name);
@@ -81,7 +63,7 @@ bool write_limit(StrictWriter& w, const char* key, const std::string& text) {
 int run_usage(const ConnectionFlags& conn, const UsageFlags& flags) {
   int status = 0;
   std::string result;
-  if (!user_call(conn, "usage", "{}", result, status)) return status;
+  if (!simple_call(conn, "usage", "{}", result, status)) return status;
   if (flags.json) {
     print_json(result, stdout);
     return exit_code::kOk;
@@ -120,7 +102,7 @@ int run_set_quota(const ConnectionFlags& conn, const SetQuotaFlags& flags) {
   w.EndObject();
   int status = 0;
   std::string result;
-  if (!user_call(conn, "set_quota", {buffer.GetString(), buffer.GetSize()}, result, status)) {
+  if (!simple_call(conn, "set_quota", {buffer.GetString(), buffer.GetSize()}, result, status)) {
     return status;
   }
   if (flags.json) {
@@ -148,7 +130,7 @@ int run_unregister(const ConnectionFlags& conn, const UnregisterFlags& flags) {
   w.EndObject();
   int status = 0;
   std::string result;
-  if (!user_call(conn, "unregister", {buffer.GetString(), buffer.GetSize()}, result, status)) {
+  if (!simple_call(conn, "unregister", {buffer.GetString(), buffer.GetSize()}, result, status)) {
     return status;
   }
   if (flags.json) print_json(result, stdout);
@@ -185,7 +167,7 @@ int run_rekey(const ConnectionFlags& conn, const RekeyFlags& flags) {
   w.EndObject();
   int status = 0;
   std::string result;
-  if (!user_call(conn, "rekey", {buffer.GetString(), buffer.GetSize()}, result, status)) {
+  if (!simple_call(conn, "rekey", {buffer.GetString(), buffer.GetSize()}, result, status)) {
     drop_key_file();
     return status;
   }

@@ -681,6 +681,10 @@ TEST_F(OpclientTest, UsageSetQuotaRekeyUnregister) {
   EXPECT_EXIT_STATUS(admin({"set-quota", "erin", "--bytes", "-1"}), 2);
   EXPECT_EXIT_STATUS(admin({"set-quota", "nobody", "--bytes", "1"}), 17);
   EXPECT_EXIT_STATUS(erin({"set-quota", "erin", "--bytes", "none"}), 15);
+  // `quota` is the same command.
+  CliRun again = admin({"quota", "erin", "--bytes", "2048"});
+  EXPECT_EXIT_STATUS(again, 0);
+  EXPECT_EQ(again.out, "quota of erin: 2.0 KiB (2048 bytes), no limit\n");
   CliRun json = erin({"usage", "--json"});
   EXPECT_EXIT_STATUS(json, 0);
   EXPECT_NE(json.out.find(R"("quota_bytes":2048)"), std::string::npos) << json.out;
