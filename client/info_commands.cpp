@@ -17,17 +17,11 @@
 #include "exit_codes.hpp"
 #include "json_args.hpp"
 #include "local_files.hpp"
+#include "new_key.hpp"
 
 namespace ops::opclient {
 
 namespace {
-
-std::string str_member(const rapidjson::Value& obj, const char* name) {
-  if (!obj.IsObject()) return {};
-  auto it = obj.FindMember(name);
-  if (it == obj.MemberEnd() || !it->value.IsString()) return {};
-  return {it->value.GetString(), it->value.GetStringLength()};
-}
 
 std::string compact(const rapidjson::Value& value) {
   rapidjson::StringBuffer buffer;
@@ -303,71 +297,33 @@ int run_ls(const ConnectionFlags& conn, const LsFlags& flags) {
 }
 
 int run_register(const ConnectionFlags& conn, const RegisterFlags& flags) {
-  // The key file first: failing after the user exists would lose the only copy of its key.
-  int key_fd = -1;
-  if (!flags.key_file_out.empty()) {
-    key_fd = ::open(flags.key_file_out.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (key_fd < 0) {
-      print_error(label_for(client::Failure::local),
-                  "cannot create " + flags.key_file_out + ": " + std::strerror(errno));
-      return exit_code::kLocal;
-    }
-  }
-  auto drop_key_file = [&] {
-    if (key_fd >= 0) {
-      ::close(key_fd);
-      ::unlink(flags.key_file_out.c_str());
-      key_fd = -1;
-    }
-  };
   rapidjson::StringBuffer buffer;
   StrictWriter w(buffer);
   w.StartObject();
   w.Key("user");
-  if (!w.String(flags.name.data(), static_cast<rapidjson::SizeType>(flags.name.size()))) {
-    drop_key_file();
+  if (!write_string(w, flags.name)) {
     print_error("usage", "the user name is not valid UTF-8");
     return exit_code::kUsage;
   }
   w.EndObject();
-  int status = 0;
-  std::string result;
-  if (!simple_call(conn, "register", {buffer.GetString(), buffer.GetSize()}, result, status)) {
-    drop_key_file();
+  NewKey made;
+  if (int status = call_for_new_key(conn, "register", {buffer.GetString(), buffer.GetSize()},
+                                    flags.key_file_out, made);
+      status != exit_code::kOk) {
     return status;
   }
-  rapidjson::Document doc;
-  doc.Parse(result.c_str());
-  const std::string key = str_member(doc, "key");
-  const std::string user = str_member(doc, "user");
-  if (key.empty()) {
-    drop_key_file();
-    print_error(label_for(client::Failure::protocol), "register returned no key");
-    return exit_code::kConnection;
-  }
-  if (key_fd >= 0) {
-    std::string line = key + "\n";
-    bool written = ::write(key_fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
-                   ::fsync(key_fd) == 0;
-    ::close(key_fd);
-    if (written) {
-      if (flags.json) print_json(result, stdout);
-      note(conn.output, "user " + user + " created; key written to " + flags.key_file_out);
-      return exit_code::kOk;
-    }
-    ::unlink(flags.key_file_out.c_str());
-    print_error(label_for(client::Failure::local),
-                "cannot write " + flags.key_file_out + "; the key follows on stdout");
-    std::printf("%s\n", key.c_str());
-    return exit_code::kLocal;
+  if (made.in_file) {
+    if (flags.json) print_json(made.result_json, stdout);
+    note(conn.output, "user " + made.user + " created; key written to " + flags.key_file_out);
+    return exit_code::kOk;
   }
   if (flags.json) {
-    print_json(result, stdout);
+    print_json(made.result_json, stdout);
   } else {
-    std::printf("%s\n", key.c_str());
+    std::printf("%s\n", made.key.c_str());
     std::fflush(stdout);
   }
-  note(conn.output, "user " + user + " created; this is the only time its key is shown");
+  note(conn.output, "user " + made.user + " created; this is the only time its key is shown");
   return exit_code::kOk;
 }
 

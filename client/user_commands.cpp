@@ -12,21 +12,12 @@
 
 #include "commands.hpp"
 #include "exit_codes.hpp"
+#include "json_args.hpp"
+#include "new_key.hpp"
 
 namespace ops::opclient {
 
 namespace {
-
-using StrictWriter =
-    rapidjson::Writer<rapidjson::StringBuffer, rapidjson::UTF8<>, rapidjson::UTF8<>,
-                      rapidjson::CrtAllocator, rapidjson::kWriteValidateEncodingFlag>;
-
-std::string str_member(const rapidjson::Value& obj, const char* name) {
-  if (!obj.IsObject()) return {};
-  auto it = obj.FindMember(name);
-  if (it == obj.MemberEnd() || !it->value.IsString()) return {};
-  return {it->value.GetString(), it->value.GetStringLength()};
-}
 
 // A quota for people: "10 MiB" / "3 files", or "no limit" for null.
 std::string limit_text(const rapidjson::Value& obj, const char* name, bool bytes) {
@@ -139,66 +130,26 @@ int run_unregister(const ConnectionFlags& conn, const UnregisterFlags& flags) {
 }
 
 int run_rekey(const ConnectionFlags& conn, const RekeyFlags& flags) {
-  // The key file first, as register does: the new key must not be lost once set.
-  int key_fd = -1;
-  if (!flags.key_file_out.empty()) {
-    key_fd = ::open(flags.key_file_out.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (key_fd < 0) {
-      print_error(label_for(client::Failure::local),
-                  "cannot create " + flags.key_file_out + ": " + std::strerror(errno));
-      return exit_code::kLocal;
-    }
-  }
-  auto drop_key_file = [&] {
-    if (key_fd >= 0) {
-      ::close(key_fd);
-      ::unlink(flags.key_file_out.c_str());
-      key_fd = -1;
-    }
-  };
   rapidjson::StringBuffer buffer;
   StrictWriter w(buffer);
   w.StartObject();
   if (!flags.user.empty() && !write_name(w, "user", flags.user)) {
-    drop_key_file();
     print_error("usage", "the user name is not valid UTF-8");
     return exit_code::kUsage;
   }
   w.EndObject();
-  int status = 0;
-  std::string result;
-  if (!simple_call(conn, "rekey", {buffer.GetString(), buffer.GetSize()}, result, status)) {
-    drop_key_file();
+  NewKey made;
+  if (int status = call_for_new_key(conn, "rekey", {buffer.GetString(), buffer.GetSize()},
+                                    flags.key_file_out, made);
+      status != exit_code::kOk) {
     return status;
   }
-  rapidjson::Document doc;
-  doc.Parse(result.c_str());
-  const std::string key = str_member(doc, "key");
-  const std::string user = str_member(doc, "user");
-  if (key.empty()) {
-    drop_key_file();
-    print_error(label_for(client::Failure::protocol), "rekey returned no key");
-    return exit_code::kConnection;
-  }
-  if (key_fd >= 0) {
-    std::string line = key + "\n";
-    bool written = ::write(key_fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
-                   ::fsync(key_fd) == 0;
-    ::close(key_fd);
-    if (written) {
-      note(conn.output, "new key of " + user + " written to " + flags.key_file_out);
-      return exit_code::kOk;
-    }
-    ::unlink(flags.key_file_out.c_str());
-    print_error(label_for(client::Failure::local),
-                "cannot write " + flags.key_file_out + "; the key follows on stdout");
-    std::printf("%s\n", key.c_str());
-    return exit_code::kLocal;
-  }
-  if (flags.json) {
-    print_json(result, stdout);
+  if (made.in_file) {
+    note(conn.output, "new key of " + made.user + " written to " + flags.key_file_out);
+  } else if (flags.json) {
+    print_json(made.result_json, stdout);
   } else {
-    std::printf("%s\n", key.c_str());
+    std::printf("%s\n", made.key.c_str());
   }
   return exit_code::kOk;
 }

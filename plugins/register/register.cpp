@@ -15,12 +15,11 @@
 //    no limit whatever the server's default; left out, the server's default applies.
 //    They are stored with the user in the same atomic write, so the user never exists
 //    without them.
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
 
 #include <cstdint>
 #include <string>
 
+#include "opserver/json_result.hpp"
 #include "opserver/plugin.hpp"
 #include "opserver/proof.hpp"
 #include "opserver/user_keys.hpp"
@@ -92,15 +91,7 @@ Status handle_register(Call& call, const rapidjson::Value& args) {
     return created;
   }
 
-  rapidjson::StringBuffer out;
-  rapidjson::Writer<rapidjson::StringBuffer> w(out);
-  w.StartObject();
-  w.Key("user");
-  w.String(user.data(), static_cast<rapidjson::SizeType>(user.size()));
-  w.Key("key");
-  w.String(key.data(), static_cast<rapidjson::SizeType>(key.size()));
-  w.EndObject();
-  return call.send_result(std::string_view(out.GetString(), out.GetSize()));
+  return call.send_result(ops::sdk::JsonResult().str("user", user).str("key", key).done());
 }
 
 }  // namespace

@@ -12,11 +12,10 @@
 //  - The host (ops_host_v1::rekey_user) writes the store atomically and durably, so the
 //    old key stops working at once, and closes every connection of that user except the
 //    one that asked, which stays authenticated and gets this answer.
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
 
 #include <string>
 
+#include "opserver/json_result.hpp"
 #include "opserver/plugin.hpp"
 #include "opserver/proof.hpp"
 #include "opserver/user_keys.hpp"
@@ -68,15 +67,7 @@ Status handle_rekey(Call& call, const rapidjson::Value& args) {
 
   if (Status changed = call.rekey_user(user, key); !changed) return changed;
 
-  rapidjson::StringBuffer out;
-  rapidjson::Writer<rapidjson::StringBuffer> w(out);
-  w.StartObject();
-  w.Key("user");
-  w.String(user.data(), static_cast<rapidjson::SizeType>(user.size()));
-  w.Key("key");
-  w.String(key.data(), static_cast<rapidjson::SizeType>(key.size()));
-  w.EndObject();
-  return call.send_result(std::string_view(out.GetString(), out.GetSize()));
+  return call.send_result(ops::sdk::JsonResult().str("user", user).str("key", key).done());
 }
 
 }  // namespace
