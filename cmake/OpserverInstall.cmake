@@ -4,7 +4,8 @@
 include(CMakePackageConfigHelpers)
 
 # bin/ and the plugins (ops_add_plugin installs each plugin into OPS_INSTALL_PLUGINDIR).
-install(TARGETS opserver opclient RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+# opserver-plugin-host beside opserver: the server finds its worker host next to itself.
+install(TARGETS opserver opserver-plugin-host opclient RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 
 # Paths the installed configuration points at, fixed when configuring (the prefix given to
 # `cmake --install --prefix` later cannot change a file's contents). With the prefix /usr

@@ -174,6 +174,89 @@ class ObjectReader {
   std::string pointer_;
 };
 
+// "isolation", "plugin", "exec", "limits" and "run_as" of one operation.
+Status load_isolation(const ConfigFile& file, const ObjectReader& op, const std::string& name,
+                      OperationPolicy& policy) {
+  std::string mode = "in_process";
+  if (Status st = op.string("isolation", mode); !st) return st;
+  if (mode != "in_process" && mode != "process") {
+    return op.bad("isolation", "must be \"in_process\" (the default) or \"process\"");
+  }
+  const rapidjson::Value* exec = op.find("exec");
+  const bool isolated = mode == "process" || exec != nullptr;
+  if (!isolated) {
+    for (const char* key : {"plugin", "limits", "run_as"}) {
+      if (op.find(key)) {
+        return op.bad(key,
+                      "applies only to an isolated operation (\"isolation\": \"process\" "
+                      "or \"exec\")");
+      }
+    }
+    return ok_status();
+  }
+  if (op.find("isolation") && mode == "in_process") {
+    return op.bad("isolation", "cannot be \"in_process\" for an \"exec\" operation");
+  }
+  IsolationSpec spec;
+  spec.working_dir = fs::absolute(file.path()).parent_path();
+  if (exec != nullptr) {
+    if (op.find("plugin")) return op.bad("plugin", "cannot be combined with \"exec\"");
+    if (!exec->IsArray() || exec->Empty()) {
+      return op.bad("exec", "must be a non-empty array: the program and its arguments");
+    }
+    for (rapidjson::SizeType i = 0; i < exec->Size(); ++i) {
+      const rapidjson::Value& arg = (*exec)[i];
+      if (!arg.IsString() || (i == 0 && arg.GetStringLength() == 0) ||
+          std::string_view(arg.GetString(), arg.GetStringLength()).find('\0') !=
+              std::string_view::npos) {
+        return file.error_at(op.member_pointer("exec") + "/" + std::to_string(i),
+                             "each \"exec\" entry must be a string without NUL bytes");
+      }
+      spec.exec.emplace_back(arg.GetString(), arg.GetStringLength());
+    }
+    if (spec.exec[0].find('/') != std::string::npos) {
+      spec.exec[0] = (spec.working_dir / spec.exec[0]).lexically_normal().string();
+    }
+  } else {
+    if (Status st = op.path("plugin", spec.plugin); !st) return st;
+    if (spec.plugin.empty()) {
+      return file.error_at(op.member_pointer("isolation"),
+                           "operation \"" + name +
+                               "\" runs isolated, so it needs \"plugin\": the .so file (in "
+                               "plugin_dir) that provides it");
+    }
+  }
+  if (Status st = op.string("run_as", spec.run_as); !st) return st;
+  if (const rapidjson::Value* limits = op.find("limits")) {
+    if (!limits->IsObject()) return op.bad("limits", "must be an object");
+    ObjectReader l(file, *limits, op.member_pointer("limits"));
+    if (Status st = l.check_known(
+            {"memory_mb", "cpu_seconds", "open_files", "max_concurrent", "max_calls"});
+        !st) {
+      return st;
+    }
+    std::uint64_t value = 0;
+    if (l.find("memory_mb")) {
+      if (Status st = l.integer("memory_mb", value, 16, 1u << 24); !st) return st;
+      spec.limits.memory_bytes = value << 20;
+    }
+    if (l.find("cpu_seconds")) {
+      if (Status st = l.integer("cpu_seconds", value, 1, 7 * 24 * 3600); !st) return st;
+      spec.limits.cpu_seconds = value;
+    }
+    if (l.find("open_files")) {
+      if (Status st = l.integer("open_files", value, 16, 1u << 20); !st) return st;
+      spec.limits.open_files = value;
+    }
+    if (Status st = l.integer("max_concurrent", spec.limits.max_concurrent, 1, 1024); !st) {
+      return st;
+    }
+    if (Status st = l.integer("max_calls", spec.limits.max_calls, 0, 1ull << 53); !st) return st;
+  }
+  policy.isolation = std::move(spec);
+  return ok_status();
+}
+
 Status load_operations(const ConfigFile& file, Config& config) {
   ObjectReader top(file, file.doc(), "");
   if (Status st = top.check_known({"plugin_dir", "operations"}); !st) return st;
@@ -195,7 +278,9 @@ Status load_operations(const ConfigFile& file, Config& config) {
       return file.error_at(pointer, "operation \"" + name + "\" must be an object");
     }
     ObjectReader op(file, it->value, pointer);
-    if (Status st = op.check_known({"allow", "max_payload", "timeout_ms", "settings"}); !st) {
+    if (Status st = op.check_known({"allow", "max_payload", "timeout_ms", "settings", "isolation",
+                                    "plugin", "exec", "limits", "run_as"});
+        !st) {
       return st;
     }
     OperationPolicy policy;
@@ -230,6 +315,7 @@ Status load_operations(const ConfigFile& file, Config& config) {
       if (!settings->IsObject()) return op.bad("settings", "must be an object");
       policy.settings_json = json::to_string(*settings);
     }
+    if (Status st = load_isolation(file, op, name, policy); !st) return st;
     config.operations.emplace(std::move(name), std::move(policy));
   }
   return ok_status();
@@ -395,6 +481,21 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
   if (overrides.plugin_dir) config.plugin_dir = *overrides.plugin_dir;
   if (overrides.pid_file) config.pid_file = *overrides.pid_file;
   return config;
+}
+
+std::set<std::string> isolated_plugin_files(const Config& config) {
+  std::set<std::string> files;
+  for (const auto& [name, policy] : config.operations) {
+    if (!policy.isolation || policy.isolation->plugin.empty()) continue;
+    const fs::path plugin = policy.isolation->plugin.is_absolute()
+                                ? policy.isolation->plugin
+                                : config.plugin_dir / policy.isolation->plugin;
+    std::error_code ec;
+    if (fs::equivalent(plugin.parent_path(), config.plugin_dir, ec)) {
+      files.insert(plugin.filename().string());
+    }
+  }
+  return files;
 }
 
 }  // namespace ops::core

@@ -9,9 +9,11 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "config/isolation_config.hpp"
 #include "config/operating_config.hpp"
 #include "config/tls_config.hpp"
 #include "opserver/error.hpp"
@@ -25,6 +27,8 @@ struct OperationPolicy {
   // How long a handler may run before it has touched the connection; then the request
   // is answered `timeout`. Unset: the server's operation_timeout.
   std::optional<std::chrono::milliseconds> timeout;
+  // Set when the operation runs in worker processes instead of in the server.
+  std::optional<IsolationSpec> isolation;
 
   bool allows(std::string_view user) const;
 };
@@ -113,6 +117,10 @@ struct ConfigOverrides {
 // "file:line:col: reason", and a file that cannot be opened is named by its absolute path.
 Result<Config> load_config(const std::filesystem::path& server_json,
                            const ConfigOverrides& overrides = {});
+
+// The file names in plugin_dir of plugins that run isolated: the server must not load
+// them into its own process (plugin_loader.hpp's `skip`).
+std::set<std::string> isolated_plugin_files(const Config& config);
 
 // "HOST:PORT" or "[V6]:PORT".
 Status parse_listen(std::string_view text, std::string& host, std::uint16_t& port);

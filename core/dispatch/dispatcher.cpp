@@ -23,6 +23,10 @@ Decision dispatch(const Snapshot& snapshot, std::string_view user, const Request
   if (!op->policy.allows(user)) {
     return Error{ErrorCode::forbidden, "not allowed to call " + op->name};
   }
+  if (!op->backend->available()) {
+    return Error{ErrorCode::unavailable,
+                 op->name + " is down (its plugin failed to start); the server log says why"};
+  }
   if (request.args != nullptr && !request.args->IsObject()) {
     return Error{ErrorCode::invalid_args, "\"args\" must be an object"};
   }

@@ -131,6 +131,8 @@ asio::awaitable<CallOutcome> run_plugin_call(const CallEnvironment& env, CallReq
 
   const auto op_timeout = op.policy.timeout.value_or(env.settings.operation_timeout);
   const auto op_deadline = std::min(Clock::now() + op_timeout, request.deadline);
+  call.op_deadline = op_deadline;
+  call.stall_timeout = env.settings.payload_timeout;
   pending->timer.expires_at(op_deadline);
   env.workers.submit([pending, strand = env.strand] {
     bool abandoned;

@@ -1,10 +1,23 @@
 #include "dispatch/registry.hpp"
 
+#include <filesystem>
+
+#include "isolation/isolated_operation.hpp"
+
 #include <rapidjson/pointer.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
 namespace ops::core {
+namespace {
+
+// The program an exec operation runs, for describe's "plugin".
+std::string fs_name(const std::vector<std::string>& argv) {
+  const std::string& program = argv.size() > 1 ? argv[1] : argv[0];
+  return std::filesystem::path(program).filename().string();
+}
+
+}  // namespace
 
 std::string_view payload_name(ops_payload_dir dir) noexcept {
   switch (dir) {
@@ -24,6 +37,10 @@ Result<std::unique_ptr<Registry>> Registry::build(const Config& config,
   for (LoadedOperation& op : loaded) by_name.emplace(op.op->name, &op);
 
   for (const auto& [name, policy] : config.operations) {
+    if (policy.isolation) {
+      if (Status st = registry->add_isolated(name, policy, config); !st) return st.error();
+      continue;
+    }
     auto it = by_name.find(name);
     if (it == by_name.end()) {
       std::string provided;
@@ -57,6 +74,33 @@ Result<std::unique_ptr<Registry>> Registry::build(const Config& config,
   return registry;
 }
 
+Status Registry::add_isolated(const std::string& name, const OperationPolicy& policy,
+                              const Config& config) {
+  isolation::IsolatedOperation isolated = isolation::start_isolated_operation(name, policy, config);
+  Operation op;
+  op.name = name;
+  op.policy = policy;
+  op.plugin = policy.isolation->exec.empty() ? policy.isolation->plugin.filename().string()
+                                             : fs_name(policy.isolation->exec);
+  op.backend = isolated.backend;
+  op.schema_doc = std::make_shared<rapidjson::Document>();
+  const std::string schema = isolated.ready ? isolated.ready->args_schema : "{}";
+  if (isolated.ready) {
+    op.summary = isolated.ready->summary;
+    op.version = isolated.ready->version;
+    op.payload = isolated.ready->payload == "in"    ? OPS_PAYLOAD_IN
+                 : isolated.ready->payload == "out" ? OPS_PAYLOAD_OUT
+                                                    : OPS_PAYLOAD_NONE;
+  }
+  if (op.schema_doc->Parse(schema.c_str()).HasParseError() || !op.schema_doc->IsObject()) {
+    return Error{ErrorCode::internal,
+                 "operation \"" + name + "\": its worker sent an args schema that is not valid"};
+  }
+  op.schema = std::make_shared<rapidjson::SchemaDocument>(*op.schema_doc);
+  ops_.emplace(name, std::move(op));
+  return ok_status();
+}
+
 const Operation* Registry::find(std::string_view name) const {
   auto it = ops_.find(name);
   return it == ops_.end() ? nullptr : &it->second;
@@ -69,7 +113,7 @@ std::string Registry::describe_for(std::string_view user) const {
   w.Key("operations");
   w.StartArray();
   for (const auto& [name, op] : ops_) {
-    if (!op.policy.allows(user)) continue;
+    if (!op.policy.allows(user) || !op.backend->available()) continue;
     w.StartObject();
     w.Key("name");
     w.String(op.name);

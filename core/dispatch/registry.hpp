@@ -51,6 +51,10 @@ class Registry {
   std::string describe_for(std::string_view user) const;
 
  private:
+  // An operation that runs in worker processes (isolation/): its first worker tells what
+  // it is; one that cannot start is added down (absent from describe, calls unavailable).
+  Status add_isolated(const std::string& name, const OperationPolicy& policy, const Config& config);
+
   std::map<std::string, Operation, std::less<>> ops_;
 };
 

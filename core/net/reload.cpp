@@ -110,7 +110,7 @@ Status Reloader::reload_once() {
     tls_context = std::move(*built);
   }
 
-  PluginReload how{&plugins_};
+  PluginReload how{&plugins_, isolated_plugin_files(*next)};
   auto loaded = load_plugins(next->plugin_dir, how);
   if (!loaded) return loaded.error();
   auto registry = Registry::build(*next, *loaded);

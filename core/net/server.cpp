@@ -380,7 +380,7 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
   Config& cfg = impl->config;
 
   // Plugins and the listener first: a start that fails on them changes nothing on disk.
-  auto loaded = load_plugins(cfg.plugin_dir);
+  auto loaded = load_plugins(cfg.plugin_dir, isolated_plugin_files(cfg));
   if (!loaded) return loaded.error();
   impl->plugins = *loaded;  // a reload reuses the ones whose file has not changed
   auto registry = Registry::build(cfg, std::move(*loaded));
@@ -615,7 +615,7 @@ const ReloadCounters* Server::reload_counters() const {
 }
 
 Status check_config(const Config& config) {
-  auto loaded = load_plugins(config.plugin_dir);
+  auto loaded = load_plugins(config.plugin_dir, isolated_plugin_files(config));
   if (!loaded) return loaded.error();
   auto registry = Registry::build(config, std::move(*loaded));
   if (!registry) return registry.error();

@@ -40,6 +40,11 @@ struct ops_call {
   // answers `timeout`); once a result is sent it no longer applies.
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   bool deadline_passed = false;  // a payload read stopped at `deadline`
+  // When the session gives up on a handler that has not touched the connection (the
+  // operation timeout, or the request's deadline if sooner), and how long a transfer may
+  // stall: an isolated call (isolation/process_backend.cpp) bounds its worker by them.
+  std::chrono::steady_clock::time_point op_deadline = std::chrono::steady_clock::time_point::max();
+  std::chrono::milliseconds stall_timeout{60000};
 
   std::uint64_t payload_total = 0;
   std::uint64_t payload_remaining = 0;  // request payload bytes not yet read

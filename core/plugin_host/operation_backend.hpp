@@ -1,6 +1,6 @@
 // Where a call leaves the core: the interface between dispatch and plugin code. The first
-// implementation runs an in-process .so's handler on the calling handler thread; an
-// isolated implementation (a plugin in a worker process) fits behind the same call.
+// implementation runs an in-process .so's handler on the calling handler thread; the
+// second (isolation/process_backend.hpp) runs it in a worker process.
 #pragma once
 
 #include <memory>
@@ -17,6 +17,9 @@ class OperationBackend {
   // Runs the operation for one request on the calling handler thread, with `call` as the
   // ABI's call state (owned by the caller, valid until this returns). Returns an ops_code.
   virtual int invoke(const ops_host_v1* host, ops_call* call, std::string_view args_json) const = 0;
+  // False while the operation cannot be called at all (an isolated plugin marked down):
+  // describe leaves it out and calls are answered `unavailable` before anything runs.
+  virtual bool available() const { return true; }
 };
 
 // A handler in a .so loaded into this process. Holds the library, so the code stays mapped

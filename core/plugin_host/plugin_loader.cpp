@@ -347,8 +347,8 @@ Result<LoadFrom> fresh_copy(const fs::path& file) {
   return LoadFrom{"/proc/self/fd/" + std::to_string(mem), mem};
 }
 
-Result<std::vector<LoadedOperation>> load_directory(const fs::path& dir,
-                                                    const PluginReload* reload) {
+Result<std::vector<LoadedOperation>> load_directory(const fs::path& dir, const PluginReload* reload,
+                                                    const std::set<std::string>& skip) {
   // The directory is checked on a descriptor, and listed and inspected through it, so
   // what was checked is what is read.
   int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -377,6 +377,7 @@ Result<std::vector<LoadedOperation>> load_directory(const fs::path& dir,
   if (!names) return names.error();
   std::vector<fs::path> files;
   for (const std::string& name : *names) {
+    if (skip.count(name)) continue;
     const fs::path file = dir / name;
     auto load = check_library(dir_fd, file);
     if (!load) return load.error();
@@ -426,11 +427,43 @@ Result<std::vector<LoadedOperation>> load_directory(const fs::path& dir,
 }  // namespace
 
 Result<std::vector<LoadedOperation>> load_plugins(const fs::path& dir) {
-  return load_directory(dir, nullptr);
+  return load_directory(dir, nullptr, {});
+}
+
+Result<std::vector<LoadedOperation>> load_plugins(const fs::path& dir,
+                                                  const std::set<std::string>& skip) {
+  return load_directory(dir, nullptr, skip);
 }
 
 Result<std::vector<LoadedOperation>> load_plugins(const fs::path& dir, const PluginReload& reload) {
-  return load_directory(dir, &reload);
+  return load_directory(dir, &reload, reload.skip);
+}
+
+Result<std::vector<LoadedOperation>> load_plugin_file(const fs::path& file) {
+  const fs::path dir = file.parent_path().empty() ? fs::path(".") : file.parent_path();
+  int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0) {
+    const int err = errno;
+    return Error{ErrorCode::internal,
+                 "plugin directory " + dir.string() + ": cannot open it: " + std::strerror(err)};
+  }
+  FdCloser close_dir(dir_fd);
+  struct stat st {};
+  if (::fstat(dir_fd, &st) != 0) {
+    const int err = errno;
+    return Error{ErrorCode::internal,
+                 "plugin directory " + dir.string() + ": cannot inspect it: " + std::strerror(err)};
+  }
+  if (std::string problem =
+          trust_problem(st, (st.st_mode & S_IWGRP) && has_extended_acl_fd(dir_fd));
+      !problem.empty()) {
+    return Error{ErrorCode::internal, "plugin directory " + dir.string() + " is " + problem +
+                                          "; refusing to load plugins from it"};
+  }
+  auto load = check_library(dir_fd, file);
+  if (!load) return load.error();
+  if (!*load) return plugin_error(file, "is not a regular file");
+  return load_one(file, LoadFrom{file});
 }
 
 }  // namespace ops::core

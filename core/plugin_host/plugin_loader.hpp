@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -52,12 +53,22 @@ struct PluginReload {
   // What the last load gave: a .so whose file has the same identity as then is reused as it
   // is (not loaded again: its code and static state stay).
   const std::vector<LoadedOperation>* previous = nullptr;
+  // File names in the directory never to load into this process: plugins that run isolated
+  // in a worker process (ops.json "isolation": "process"), whose code must not run here.
+  std::set<std::string> skip;
 };
 
 // Loads all "*.so" files in `dir`. Errors name the file and the reason. `dir` and every
 // .so must pass plugin_trust_problem() for the server's effective uid; a symlinked .so is
 // followed, and both the file it resolves to and that file's directory must pass.
 Result<std::vector<LoadedOperation>> load_plugins(const std::filesystem::path& dir);
+// The same, leaving out the files named in `skip` (isolated plugins).
+Result<std::vector<LoadedOperation>> load_plugins(const std::filesystem::path& dir,
+                                                  const std::set<std::string>& skip);
+
+// Loads one .so after the same checks as load_plugins (its directory and the file must be
+// safe to load code from): what the isolated worker host (opserver-plugin-host) runs.
+Result<std::vector<LoadedOperation>> load_plugin_file(const std::filesystem::path& file);
 
 // The same checks for a reload. A new or changed .so is not opened at its own path: the
 // dynamic loader would hand back the library already loaded from that path (it matches

@@ -1,22 +1,44 @@
-// A plugin that takes the whole process down, the ways real plugin bugs do (reliability.md
-// case 98). Plugins run inside the server process (docs/ARCHITECTURE.md), so nothing the
-// host can do survives these: the tests document that the server dies with the signal,
-// and that a supervisor restarting it on the same storage finds everything consistent.
+// A plugin that takes its process down, the ways real plugin bugs do (reliability.md case
+// 98): abort, SIGSEGV, std::terminate, exit, a hang, a spin, a memory leak; "throw" throws
+// through the SDK shim (answered `internal`), "none" answers ok. In the server's process
+// nothing survives the fatal ones (faults_test documents that the server dies and a
+// supervisor restart finds everything consistent); run isolated ("isolation": "process",
+// isolation_test) each costs only its own call.
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <string_view>
+#include <vector>
 
 #include "opserver/plugin.hpp"
 
 namespace {
 
-ops::Status handle_crash(ops::sdk::Call&, const rapidjson::Value& args) {
+ops::Status handle_crash(ops::sdk::Call& call, const rapidjson::Value& args) {
   std::string_view how = "abort";
   if (auto it = args.FindMember("how"); it != args.MemberEnd() && it->value.IsString()) {
     how = std::string_view(it->value.GetString(), it->value.GetStringLength());
   }
-  if (how == "segv") {
+  if (how == "none") {
+    return call.send_result(R"({"crashed":false})");
+  } else if (how == "throw") {
+    throw std::runtime_error("thrown by the crashy plugin");
+  } else if (how == "hang") {
+    for (;;) ::pause();
+  } else if (how == "spin") {
+    for (;;) asm volatile("" ::: "memory");  // a loop the compiler keeps
+  } else if (how == "leak") {
+    // Leaks until the allocator fails (a memory limit), then dies as a leaking plugin would.
+    for (;;) {
+      void* block = std::malloc(16u << 20);
+      if (block == nullptr) std::abort();
+      std::memset(block, 1, 16u << 20);
+    }
+  } else if (how == "segv") {
     std::raise(SIGSEGV);
   } else if (how == "terminate") {
     std::terminate();
@@ -27,7 +49,7 @@ ops::Status handle_crash(ops::sdk::Call&, const rapidjson::Value& args) {
 }
 
 constexpr const char* kSchema =
-    R"({"type":"object","properties":{"how":{"enum":["abort","segv","terminate","exit"]}},"additionalProperties":false})";
+    R"({"type":"object","properties":{"how":{"enum":["none","throw","abort","segv","terminate","exit","hang","spin","leak"]}},"additionalProperties":false})";
 
 }  // namespace
 

@@ -1,0 +1,31 @@
+// The worker side of an isolated .so: an ops_host_v1 whose every function is a request to
+// the server over the worker's socket (docs/PLUGINS.md, "The worker protocol"), so the
+// plugin runs unmodified. Used by opserver-plugin-host only, one call at a time.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "isolation/worker_channel.hpp"
+#include "opserver/plugin_abi.h"
+
+namespace ops::isolation {
+
+// What the plugin's ops_call* points to in a worker.
+struct RemoteCall {
+  WorkerChannel* channel = nullptr;
+  std::string user;
+  std::string settings;  // the operation's settings, JSON text
+  Fd user_dir;
+  Fd scratch_dir;
+  std::uint64_t payload = 0;
+  bool broken = false;  // the server is gone or the conversation failed: stop
+};
+
+const ops_host_v1* remote_host_vtable() noexcept;
+
+inline ops_call* as_call(RemoteCall* call) {
+  return reinterpret_cast<ops_call*>(call);
+}
+
+}  // namespace ops::isolation

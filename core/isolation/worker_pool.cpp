@@ -1,0 +1,254 @@
+#include "isolation/worker_pool.hpp"
+
+#include <poll.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "isolation/supervisor.hpp"
+#include "opserver/strict_json.hpp"
+
+namespace ops::isolation {
+namespace {
+
+std::string json_text(const rapidjson::Value& value) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+  value.Accept(writer);
+  return {buffer.GetString(), buffer.GetSize()};
+}
+
+std::string json_quote(std::string_view text) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+  writer.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
+  return {buffer.GetString(), buffer.GetSize()};
+}
+
+const char* status_name(ChannelStatus st) {
+  switch (st) {
+    case ChannelStatus::closed:
+      return "closed its socket";
+    case ChannelStatus::timeout:
+      return "did not answer in time";
+    case ChannelStatus::malformed:
+      return "sent a malformed message";
+    default:
+      return "ok";
+  }
+}
+
+// Backoff between failed starts: 100 ms, 200 ms, 400 ms ... at most 10 s.
+std::chrono::milliseconds backoff(unsigned failures) {
+  const unsigned shift = std::min(failures == 0 ? 0u : failures - 1, 7u);
+  return std::min(std::chrono::milliseconds(100 << shift), std::chrono::milliseconds(10000));
+}
+
+// Parses a "ready" message's object into `ready`; false with `why` if it is not one.
+bool read_ready(const rapidjson::Value& r, WorkerReady& ready, std::string& why) {
+  if (!r.IsObject()) {
+    why = "\"ready\" is not an object";
+    return false;
+  }
+  auto text = [&](const char* key, std::string& out) {
+    auto it = r.FindMember(key);
+    if (it == r.MemberEnd()) return true;
+    if (!it->value.IsString()) return false;
+    out.assign(it->value.GetString(), it->value.GetStringLength());
+    return true;
+  };
+  if (!text("summary", ready.summary) || !text("version", ready.version) ||
+      !text("payload", ready.payload)) {
+    why = "\"ready\" has a member of the wrong type";
+    return false;
+  }
+  if (ready.payload != "none" && ready.payload != "in" && ready.payload != "out") {
+    why = "\"ready\".payload must be \"none\", \"in\" or \"out\"";
+    return false;
+  }
+  auto schema = r.FindMember("args_schema");
+  if (schema == r.MemberEnd() || !schema->value.IsObject()) {
+    why = "\"ready\" needs \"args_schema\", a JSON Schema object";
+    return false;
+  }
+  ready.args_schema = json_text(schema->value);
+  return true;
+}
+
+}  // namespace
+
+WorkerPool::WorkerPool(PoolSpec spec) : spec_(std::move(spec)) {}
+
+WorkerPool::~WorkerPool() {
+  std::lock_guard lock(mutex_);
+  for (auto& worker : idle_) {
+    retire_worker(worker->pid, worker->channel.release(), spec_.retire_grace);
+  }
+  idle_.clear();
+}
+
+Result<std::unique_ptr<Worker>> WorkerPool::start_worker(WorkerReady* ready_out) {
+  auto spawned = spawn_worker(spec_.argv);
+  if (!spawned) return spawned.error();
+  auto worker = std::make_unique<Worker>();
+  worker->pid = spawned->pid;
+  worker->channel = WorkerChannel(std::move(spawned->socket));
+  const auto deadline = Clock::now() + spec_.ready_timeout;
+  const std::string init = "{\"init\":{\"operation\":" + json_quote(spec_.operation) +
+                           ",\"settings\":" + spec_.settings_json + "}}";
+  WorkerMessage message;
+  ChannelStatus st = worker->channel.send(init, {}, {}, deadline)
+                         ? worker->channel.receive(message, deadline)
+                         : ChannelStatus::closed;
+  std::string why;
+  if (st != ChannelStatus::ok) {
+    why = std::string("the worker ") + status_name(st) + " before it was ready";
+  } else if (auto err = message.json.FindMember("error");
+             err != message.json.MemberEnd() && err->value.IsString()) {
+    why = std::string("the worker refused to start: ") +
+          std::string(err->value.GetString(),
+                      std::min<std::size_t>(err->value.GetStringLength(), 512));
+  } else if (auto r = message.json.FindMember("ready"); r == message.json.MemberEnd()) {
+    why = "the worker's first message is not \"ready\"";
+  } else {
+    WorkerReady ready;
+    if (read_ready(r->value, ready, why)) {
+      if (ready_out != nullptr) *ready_out = std::move(ready);
+      worker->channel.drop_fds();
+      return worker;
+    }
+  }
+  const std::string ended = kill_worker(worker->pid);
+  return Error{ErrorCode::unavailable, why + " (" + ended + ")"};
+}
+
+void WorkerPool::note_start_failure(const std::string& why) {
+  // mutex_ held
+  ++counts_.start_failures;
+  ++failed_starts_in_row_;
+  next_start_ = Clock::now() + backoff(failed_starts_in_row_);
+  if (failed_starts_in_row_ >= spec_.down_after && !down_) {
+    down_reason_ = why;
+    down_.store(true);
+    spdlog::error(
+        "operation {} is down: its worker failed to start {} times in a row; last: {}. "
+        "A reload tries again.",
+        spec_.operation, failed_starts_in_row_, why);
+  } else {
+    spdlog::warn("operation {}: worker failed to start ({}); next try in {} ms", spec_.operation,
+                 why, backoff(failed_starts_in_row_).count());
+  }
+}
+
+Result<WorkerReady> WorkerPool::start() {
+  for (;;) {
+    WorkerReady ready;
+    auto worker = start_worker(&ready);
+    std::unique_lock lock(mutex_);
+    if (worker) {
+      ++counts_.started;
+      failed_starts_in_row_ = 0;
+      ++live_;
+      idle_.push_back(std::move(*worker));
+      return ready;
+    }
+    note_start_failure(worker.error().message);
+    if (down_) return Error{ErrorCode::unavailable, worker.error().message};
+    const auto wait = next_start_ - Clock::now();
+    lock.unlock();
+    std::this_thread::sleep_for(wait);
+  }
+}
+
+Result<std::unique_ptr<Worker>> WorkerPool::acquire(Clock::time_point deadline) {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    if (down_) {
+      return Error{ErrorCode::unavailable, spec_.operation + " is down: " + down_reason_};
+    }
+    while (!idle_.empty()) {
+      std::unique_ptr<Worker> worker = std::move(idle_.back());
+      idle_.pop_back();
+      // An idle worker has nothing to say; readable means it died (EOF) or misbehaves.
+      pollfd p{worker->channel.fd(), POLLIN, 0};
+      if (::poll(&p, 1, 0) == 0) return worker;
+      ++counts_.crashed;
+      --live_;
+      lock.unlock();
+      const std::string ended = kill_worker(worker->pid);
+      spdlog::warn("operation {}: idle worker {} {}", spec_.operation, worker->pid, ended);
+      lock.lock();
+    }
+    if (live_ < spec_.max_concurrent) {
+      if (Clock::now() < next_start_) {
+        const auto ms = std::chrono::ceil<std::chrono::milliseconds>(next_start_ - Clock::now());
+        return Error{ErrorCode::unavailable, spec_.operation +
+                                                 " is restarting after its worker failed to "
+                                                 "start; try again in " +
+                                                 std::to_string(ms.count()) + " ms"};
+      }
+      ++live_;
+      lock.unlock();
+      auto worker = start_worker(nullptr);
+      lock.lock();
+      if (worker) {
+        ++counts_.started;
+        failed_starts_in_row_ = 0;
+        return worker;
+      }
+      --live_;
+      note_start_failure(worker.error().message);
+      returned_.notify_one();
+      return Error{ErrorCode::unavailable,
+                   spec_.operation + " is not available: " + worker.error().message};
+    }
+    if (returned_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() &&
+        live_ >= spec_.max_concurrent) {
+      return Error{ErrorCode::timeout, "all " + std::to_string(spec_.max_concurrent) +
+                                           " workers of " + spec_.operation +
+                                           " stayed busy until the deadline"};
+    }
+  }
+}
+
+void WorkerPool::give_back(std::unique_ptr<Worker> worker) {
+  ++worker->calls;
+  std::unique_lock lock(mutex_);
+  if (spec_.max_calls > 0 && worker->calls >= spec_.max_calls) {
+    --live_;
+    lock.unlock();
+    returned_.notify_one();
+    retire_worker(worker->pid, worker->channel.release(), spec_.retire_grace);
+    return;
+  }
+  idle_.push_back(std::move(worker));
+  lock.unlock();
+  returned_.notify_one();
+}
+
+std::string WorkerPool::discard(std::unique_ptr<Worker> worker) {
+  worker->channel = WorkerChannel();  // closes our end first: a live worker sees EOF
+  const std::string ended = kill_worker(worker->pid);
+  {
+    std::lock_guard lock(mutex_);
+    ++counts_.crashed;
+    --live_;
+  }
+  returned_.notify_one();
+  return ended;
+}
+
+std::string WorkerPool::down_reason() const {
+  std::lock_guard lock(mutex_);
+  return down_reason_;
+}
+
+PoolCounts WorkerPool::counts() const {
+  std::lock_guard lock(mutex_);
+  return counts_;
+}
+
+}  // namespace ops::isolation
