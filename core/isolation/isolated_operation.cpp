@@ -33,6 +33,11 @@ IsolatedOperation start_isolated_operation(const std::string& name,
   spec.max_calls = iso.limits.max_calls;
   spec.retire_grace = std::min(config.shutdown_grace, std::chrono::milliseconds(5000));
 
+  // The worker confines itself beneath the storage root (Landlock needs it to exist); the
+  // server creates it at start-up anyway, just after the operations are bound.
+  std::error_code ec;
+  fs::create_directories(config.storage_dir, ec);
+
   std::vector<std::string>& argv = spec.argv;
   argv = {worker_host_path(), "--parent", std::to_string(::getpid()), "--storage",
           fs::absolute(config.storage_dir).lexically_normal().string()};

@@ -216,8 +216,8 @@ class Conversation {
     std::int64_t r = 0;
     if (fn == "quota_reserve") {
       std::uint64_t token = 0;
-      const auto b = a.u64("bytes");
-      const auto f = a.u64("files");
+      const auto b = a.u64("reserve_bytes");
+      const auto f = a.u64("reserve_files");
       if (!a.ok) return malformed(fn, why);
       r = host_->quota_reserve(call_, b, f, &token);
       reply = "{\"ret\":" + std::to_string(r) + ",\"token\":" + std::to_string(token) + "}";

@@ -186,10 +186,10 @@ int host_create_user(ops_call* c, const char* name, const char* key) {
 int host_quota_reserve(ops_call* c, uint64_t bytes, uint64_t files, uint64_t* token) {
   WorkerMessage reply;
   RemoteCall& call = remote(c);
-  const std::int64_t r = request(
-      call,
-      "{\"host\":\"quota_reserve\",\"bytes\":" + unum(bytes) + ",\"files\":" + unum(files) + "}",
-      &reply, {}, -1, OPS_UNAVAILABLE);
+  const std::int64_t r = request(call,
+                                 "{\"host\":\"quota_reserve\",\"reserve_bytes\":" + unum(bytes) +
+                                     ",\"reserve_files\":" + unum(files) + "}",
+                                 &reply, {}, -1, OPS_UNAVAILABLE);
   auto t = reply.json.IsObject() ? reply.json.FindMember("token") : reply.json.MemberEnd();
   if (token != nullptr) {
     *token = (reply.json.IsObject() && t != reply.json.MemberEnd() && t->value.IsUint64())

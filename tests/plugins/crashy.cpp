@@ -4,6 +4,7 @@
 // nothing survives the fatal ones (faults_test documents that the server dies and a
 // supervisor restart finds everything consistent); run isolated ("isolation": "process",
 // isolation_test) each costs only its own call.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -11,6 +12,7 @@
 #include <cstring>
 #include <exception>
 #include <stdexcept>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -22,6 +24,23 @@ ops::Status handle_crash(ops::sdk::Call& call, const rapidjson::Value& args) {
   std::string_view how = "abort";
   if (auto it = args.FindMember("how"); it != args.MemberEnd() && it->value.IsString()) {
     how = std::string_view(it->value.GetString(), it->value.GetStringLength());
+  }
+  if (how == "probe") {
+    // What this process may touch: read `path`, create a file in `path`'s directory.
+    std::string path = "/etc/passwd";
+    if (auto it = args.FindMember("path"); it != args.MemberEnd() && it->value.IsString()) {
+      path = it->value.GetString();
+    }
+    const int rd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (rd >= 0) ::close(rd);
+    const std::string created = path.substr(0, path.rfind('/') + 1) + "crashy-probe";
+    const int wr = ::open(created.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (wr >= 0) {
+      ::close(wr);
+      ::unlink(created.c_str());
+    }
+    return call.send_result(std::string(R"({"read":)") + (rd >= 0 ? "true" : "false") +
+                            R"(,"write":)" + (wr >= 0 ? "true" : "false") + "}");
   }
   if (how == "none") {
     return call.send_result(R"({"crashed":false})");
@@ -49,7 +68,7 @@ ops::Status handle_crash(ops::sdk::Call& call, const rapidjson::Value& args) {
 }
 
 constexpr const char* kSchema =
-    R"({"type":"object","properties":{"how":{"enum":["none","throw","abort","segv","terminate","exit","hang","spin","leak"]}},"additionalProperties":false})";
+    R"({"type":"object","properties":{"path":{"type":"string"},"how":{"enum":["probe","none","throw","abort","segv","terminate","exit","hang","spin","leak"]}},"additionalProperties":false})";
 
 }  // namespace
 

@@ -1,0 +1,233 @@
+// Isolated plugins (docs/PLUGINS.md, "Isolated plugins"): an operation with "isolation":
+// "process" runs its unmodified .so in worker processes, so each way a plugin can fail
+// (tests/plugins/crashy.cpp: throw, abort, SIGSEGV, terminate, exit, hang, spin, leak)
+// costs only its own call, answered `unavailable` or `timeout`: the server, the caller's
+// connection and every other client carry on, and 1,000 crashes leave no descriptor,
+// process or memory behind in the server. Real server, real .so files, real sockets.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "fault_util.hpp"
+#include "harness/server_process.hpp"
+#include "ops_test_util.hpp"
+
+namespace ops::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+// The server's live child processes (its workers), from /proc/<pid>/task/*/children.
+std::size_t children_of(pid_t pid) {
+  std::size_t n = 0;
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    std::ifstream in(task.path() / "children");
+    std::string child;
+    while (in >> child) ++n;
+  }
+  return n;
+}
+
+std::string crash_ops(const fs::path& dir, const std::string& crash_extra) {
+  return ops_json_with(
+      dir, {"crashy"},
+      R"("crash": {"allow": ["*"], "isolation": "process", "plugin": "libcrashy.so")" +
+          crash_extra + "}");
+}
+
+Outcome crash(client::Client& c, const std::string& how) {
+  return call_op(c, "crash", R"({"how":")" + how + R"("})");
+}
+
+class IsolatedPlugin : public ::testing::Test {
+ protected:
+  void start(const std::string& crash_extra, const std::string& settings = "") {
+    ServerOptions o;
+    o.ops_json = crash_ops(plugins_.path() / "p", crash_extra);
+    o.settings = settings;
+    server_ = std::make_unique<ServerProcess>(o);
+    key_ = server_->add_user("ivy");
+  }
+  std::unique_ptr<client::Client> connect() { return server_->connect("ivy", key_); }
+
+  TempDir plugins_;
+  std::unique_ptr<ServerProcess> server_;
+  std::string key_;
+};
+
+// Every failure mode, one after another on one connection, with a bystander client that
+// keeps a connection open and uploads between them.
+TEST_F(IsolatedPlugin, EachWayAPluginFailsCostsOnlyItsOwnCall) {
+  start(R"(, "timeout_ms": 800, "limits": {"memory_mb": 160})");
+  auto caller = connect();
+  auto bystander = connect();
+  ASSERT_TRUE(caller && bystander);
+  ASSERT_TRUE(upload(*bystander, "before.bin", std::string(300000, 'b')).ok);
+
+  struct Way {
+    const char* how;
+    const char* code;
+  };
+  for (const Way& way :
+       {Way{"throw", "internal"}, Way{"abort", "unavailable"}, Way{"segv", "unavailable"},
+        Way{"terminate", "unavailable"}, Way{"exit", "unavailable"}, Way{"leak", "unavailable"},
+        Way{"hang", "timeout"}}) {
+    SCOPED_TRACE(way.how);
+    EXPECT_OP_ERR(crash(*caller, way.how), way.code);
+    ASSERT_TRUE(server_->running()) << server_->log();
+    // The caller's connection goes on: the same operation works again at once.
+    Outcome again = crash(*caller, "none");
+    EXPECT_TRUE(again.ok) << again.code << ": " << again.message;
+    // Nobody else noticed.
+    const std::string body(200000, way.how[0]);
+    EXPECT_TRUE(upload(*bystander, std::string("after-") + way.how, body).ok);
+    Outcome back = download(*bystander, std::string("after-") + way.how);
+    EXPECT_TRUE(back.ok && back.payload == body);
+  }
+  EXPECT_NE(server_->log().find("killed by signal 11"), std::string::npos)
+      << "the log names how the worker ended:\n"
+      << server_->log();
+}
+
+// Calls in flight on other connections to the same isolated operation are not disturbed by
+// a worker that crashes: each call has its own worker process.
+TEST_F(IsolatedPlugin, ACrashDoesNotDisturbConcurrentCallsOfTheSameOperation) {
+  start(R"(, "limits": {"max_concurrent": 6})");
+  std::atomic<int> ok{0}, wrong{0};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 3; ++t) {
+    callers.emplace_back([&] {
+      auto c = connect();
+      if (!c) return void(wrong++);
+      for (int i = 0; i < 30; ++i) crash(*c, "none").ok ? ok++ : wrong++;
+    });
+  }
+  auto crasher = connect();
+  ASSERT_TRUE(crasher);
+  for (int i = 0; i < 20; ++i) EXPECT_OP_ERR(crash(*crasher, "segv"), "unavailable");
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(ok.load(), 90);
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+// The leak check the issue asks for: 1,000 worker crashes, then the server holds as many
+// descriptors and processes as before, and its memory has not grown with the crashes.
+TEST_F(IsolatedPlugin, AThousandWorkerCrashesLeakNothingInTheServer) {
+  start("");
+  auto c = connect();
+  ASSERT_TRUE(c);
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(crash(*c, "abort").code, "unavailable");  // warm up
+  ASSERT_TRUE(crash(*c, "none").ok);
+  const std::size_t fds = server_->open_fds();
+  const std::size_t children = children_of(server_->pid());
+  const std::uint64_t rss = server_->rss_bytes();
+  for (int i = 0; i < 1000; ++i) {
+    Outcome r = crash(*c, i % 2 ? "abort" : "segv");
+    ASSERT_EQ(r.code, "unavailable") << "crash " << i << ": " << r.message;
+  }
+  ASSERT_TRUE(crash(*c, "none").ok);
+  EXPECT_EQ(server_->open_fds(), fds) << "descriptors leaked across 1,000 worker crashes";
+  EXPECT_EQ(children_of(server_->pid()), children) << "worker processes left behind";
+  EXPECT_LT(server_->rss_bytes(), rss + (4u << 20)) << "memory grew across 1,000 crashes";
+  std::printf(
+      "[ figures ] 1000 crashes: fds %zu -> %zu, workers %zu -> %zu, rss %llu -> %llu KiB\n", fds,
+      server_->open_fds(), children, children_of(server_->pid()),
+      static_cast<unsigned long long>(rss >> 10),
+      static_cast<unsigned long long>(server_->rss_bytes() >> 10));
+}
+
+// A plugin whose code crashes as it loads never gets to serve: after a few tries with
+// backoff the operation is marked down, left out of describe and answered `unavailable`,
+// and the rest of the server serves as usual.
+TEST(IsolationStartup, APluginThatCrashesAtStartIsMarkedDown) {
+  TempDir plugins;
+  ServerOptions o;
+  o.ops_json = ops_json_with(
+      plugins.path() / "p", {"ctor_crash"},
+      R"("boom": {"allow": ["*"], "isolation": "process", "plugin": "libctor_crash.so"})");
+  ServerProcess server(o);
+  auto admin = server.connect_admin();
+  ASSERT_TRUE(admin);
+  Outcome d = call_op(*admin, "describe", "{}");
+  ASSERT_TRUE(d.ok);
+  EXPECT_EQ(d.result_json.find("\"boom\""), std::string::npos) << d.result_json;
+  Outcome r = call_op(*admin, "boom", "{}");
+  EXPECT_OP_ERR(r, "unavailable");
+  EXPECT_NE(r.message.find("down"), std::string::npos) << r.message;
+  EXPECT_TRUE(upload(*admin, "still.txt", "serving").ok);
+  EXPECT_NE(server.log().find("operation boom is down"), std::string::npos) << server.log();
+  EXPECT_EQ(children_of(server.pid()), 0u) << "a down operation keeps no worker";
+}
+
+// Limits from ops.json: a spinning call is ended by its CPU limit long before the
+// operation timeout.
+TEST_F(IsolatedPlugin, ACpuLimitEndsASpinningCall) {
+  start(R"(, "timeout_ms": 20000, "limits": {"cpu_seconds": 1})");
+  auto c = connect();
+  ASSERT_TRUE(c);
+  const auto begin = std::chrono::steady_clock::now();
+  EXPECT_OP_ERR(crash(*c, "spin"), "unavailable");
+  EXPECT_LT(std::chrono::steady_clock::now() - begin, 8s);
+  EXPECT_TRUE(crash(*c, "none").ok);
+}
+
+// Landlock: the worker reads and writes nothing outside the storage tree, whatever its
+// code tries, while the same probe inside the user's directory works.
+TEST_F(IsolatedPlugin, TheWorkerCannotTouchFilesOutsideTheStorageTree) {
+  start("");
+  auto c = connect();
+  ASSERT_TRUE(c);
+  for (const fs::path& outside :
+       {fs::path("/etc/passwd"), server_->state_dir() / "users.json", server_->config_path()}) {
+    Outcome r = call_op(*c, "crash", R"({"how":"probe","path":)" + jstr(outside.string()) + "}");
+    ASSERT_TRUE(r.ok) << r.message;
+    EXPECT_EQ(r.result_json, R"({"read":false,"write":false})") << outside;
+  }
+  const fs::path inside = server_->storage_dir() / "ivy" / "mine.txt";
+  write_file(inside, "x");
+  Outcome r = call_op(*c, "crash", R"({"how":"probe","path":)" + jstr(inside.string()) + "}");
+  ASSERT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.result_json, R"({"read":true,"write":true})");
+}
+
+// The standard transfer plugins, unmodified, run isolated: every host service crosses the
+// worker socket (payload both ways, send_file with a passed descriptor, quotas).
+TEST(IsolationTransfers, UploadAndDownloadRunIsolatedWithQuotas) {
+  TempDir plugins;
+  ServerOptions o;
+  const fs::path dir = plugins.path() / "p";
+  o.ops_json = ops_json_with(dir, {}, "");
+  for (const char* op : {"upload", "download", "list"}) {
+    const std::string from = std::string("\"") + op + R"(": {"allow": ["*"]})";
+    const std::string to = std::string("\"") + op +
+                           R"(": {"allow": ["*"], "isolation": "process", "plugin": "lib)" + op +
+                           R"(.so"})";
+    o.ops_json.replace(o.ops_json.find(from), from.size(), to);
+  }
+  o.settings = R"("default_quota_bytes": 20000000)";
+  ServerProcess server(o);
+  const std::string key = server.add_user("uma");
+  auto c = server.connect("uma", key);
+  ASSERT_TRUE(c);
+  std::string body(12u << 20, '\0');
+  for (std::size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>(i * 7 + (i >> 13));
+  Outcome up = upload(*c, "big.bin", body);
+  ASSERT_TRUE(up.ok) << up.code << ": " << up.message;
+  EXPECT_EQ(read_file(server.storage_dir() / "uma" / "big.bin"), body);
+  Outcome down = download(*c, "big.bin", R"(, "sha256": true)");
+  ASSERT_TRUE(down.ok) << down.message;
+  EXPECT_TRUE(down.payload == body);
+  EXPECT_NE(down.result_json.find("sha256"), std::string::npos);
+  // A second 12 MiB file would pass the 20 MB quota: refused before any byte is stored.
+  EXPECT_OP_ERR(upload(*c, "second.bin", body), "quota_exceeded");
+  EXPECT_FALSE(fs::exists(server.storage_dir() / "uma" / "second.bin"));
+  Outcome ls = call_op(*c, "list", "{}");
+  ASSERT_TRUE(ls.ok);
+  EXPECT_NE(ls.result_json.find("big.bin"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ops::test
