@@ -325,6 +325,17 @@ class Conversation {
 
 }  // namespace
 
+std::optional<core::WorkerStats> ProcessBackend::worker_stats() const {
+  const PoolCounts counts = pool_->counts();
+  core::WorkerStats stats;
+  stats.down = pool_->down();
+  stats.workers = counts.live;
+  stats.starts = counts.started;
+  stats.start_failures = counts.start_failures;
+  stats.crashes = counts.crashed;
+  return stats;
+}
+
 int ProcessBackend::invoke(const ops_host_v1* host, ops_call* call,
                            std::string_view args_json) const {
   auto worker = pool_->acquire(call->op_deadline);

@@ -21,6 +21,7 @@ class ProcessBackend final : public core::OperationBackend {
 
   int invoke(const ops_host_v1* host, ops_call* call, std::string_view args_json) const override;
   bool available() const override { return !pool_->down(); }
+  std::optional<core::WorkerStats> worker_stats() const override;
 
   const std::shared_ptr<WorkerPool>& pool() const noexcept { return pool_; }
 

@@ -248,7 +248,9 @@ std::string WorkerPool::down_reason() const {
 
 PoolCounts WorkerPool::counts() const {
   std::lock_guard lock(mutex_);
-  return counts_;
+  PoolCounts counts = counts_;
+  counts.live = live_;
+  return counts;
 }
 
 }  // namespace ops::isolation

@@ -51,6 +51,7 @@ struct PoolCounts {
   std::uint64_t started = 0;
   std::uint64_t start_failures = 0;
   std::uint64_t crashed = 0;  // failed during a call (crash, exit, hang, broken protocol)
+  unsigned live = 0;          // processes alive now (idle, busy or starting)
 };
 
 class WorkerPool {

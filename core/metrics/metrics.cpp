@@ -71,7 +71,22 @@ Metrics::Metrics()
                    .Name("opserver_connections_refused_total")
                    .Help("Connections closed at accept: reason limit (max_connections, "
                          "max_unauthenticated) or banned (defender)")
-                   .Register(*registry_)) {
+                   .Register(*registry_)),
+      isolated_up_(prom::BuildGauge()
+                       .Name("opserver_isolated_operation_up")
+                       .Help("1 while an isolated operation serves, 0 once it is marked down "
+                             "(its worker failed to start again and again; a reload retries)")
+                       .Register(*registry_)),
+      isolated_workers_(prom::BuildGauge()
+                            .Name("opserver_isolated_workers")
+                            .Help("Worker processes of an isolated operation alive now")
+                            .Register(*registry_)),
+      isolated_events_(prom::BuildGauge()
+                           .Name("opserver_isolated_worker_events")
+                           .Help("Worker processes of an isolated operation since it was last "
+                                 "loaded, by event: started, start_failed, crashed (failed "
+                                 "during a call: crash, exit, hang, broken protocol)")
+                           .Register(*registry_)) {
   refused_limit_ = &refused_.Add({{"reason", "limit"}});
   refused_banned_ = &refused_.Add({{"reason", "banned"}});
   bans_ = &prom::BuildCounter()
@@ -180,6 +195,18 @@ std::string Metrics::scrape() {
     handler_queue_->Set(static_cast<double>(v.handler_queue_length));
     uploads_open_->Set(static_cast<double>(v.resumable_uploads_open));
     banned_addresses_->Set(static_cast<double>(v.defender_banned_addresses));
+    for (const ScrapeValues::Isolated& op : v.isolated) {
+      const prom::Labels labels{{"operation", op.operation}};
+      isolated_up_.Add(labels).Set(op.up ? 1 : 0);
+      isolated_workers_.Add(labels).Set(op.workers);
+      auto event = [&](const char* name, std::uint64_t n) {
+        isolated_events_.Add({{"operation", op.operation}, {"event", name}})
+            .Set(static_cast<double>(n));
+      };
+      event("started", op.starts);
+      event("start_failed", op.start_failures);
+      event("crashed", op.crashes);
+    }
   }
   std::ostringstream out;
   prom::TextSerializer().Serialize(out, registry_->Collect());

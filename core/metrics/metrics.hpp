@@ -26,6 +26,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "opserver/error.hpp"
 
@@ -45,6 +46,14 @@ struct ScrapeValues {
   std::size_t handler_queue_length = 0;
   std::size_t resumable_uploads_open = 0;
   std::size_t defender_banned_addresses = 0;
+  // Operations that run in worker processes (docs/PLUGINS.md, "Isolated plugins").
+  struct Isolated {
+    std::string operation;
+    bool up = true;
+    unsigned workers = 0;
+    std::uint64_t starts = 0, start_failures = 0, crashes = 0;
+  };
+  std::vector<Isolated> isolated;
 };
 
 class Metrics {
@@ -98,6 +107,9 @@ class Metrics {
   prometheus::Gauge* handler_queue_;
   prometheus::Gauge* uploads_open_;
   prometheus::Gauge* banned_addresses_;
+  prometheus::Family<prometheus::Gauge>& isolated_up_;
+  prometheus::Family<prometheus::Gauge>& isolated_workers_;
+  prometheus::Family<prometheus::Gauge>& isolated_events_;
 
   std::mutex mutex_;  // per_operation's slow path, the sampler, scrape
   std::unordered_map<std::string, std::unique_ptr<PerOperation>> operations_;

@@ -28,6 +28,7 @@
 #include "auth/user_store.hpp"
 #include "dispatch/handler_pool.hpp"
 #include "dispatch/registry.hpp"
+#include "isolation/supervisor.hpp"
 #include "metrics/admin_server.hpp"
 #include "metrics/audit_log.hpp"
 #include "metrics/metrics.hpp"
@@ -491,6 +492,13 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
       v.handler_queue_length = load.queued;
       v.resumable_uploads_open = count_open_uploads(raw->scratch_dir.get());
       v.defender_banned_addresses = raw->defender->banned_count();
+      const auto snapshot = raw->snapshots->current();
+      for (const auto& [name, op] : snapshot->registry->operations()) {
+        if (auto stats = op.backend->worker_stats()) {
+          v.isolated.push_back({name, !stats->down, stats->workers, stats->starts,
+                                stats->start_failures, stats->crashes});
+        }
+      }
     });
   }
   if (!cfg.pid_file.empty()) {
@@ -501,7 +509,13 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
 }
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Server::~Server() = default;
+Server::~Server() {
+  // The last snapshot goes with the server, and with it the worker pools of isolated
+  // operations: their workers are asked to exit (running their plugins' shutdown hooks)
+  // and reaped before the process ends, instead of being killed as orphans.
+  impl_.reset();
+  isolation::drain_retired_workers(std::chrono::milliseconds(5000));
+}
 
 int Server::run() {
   Impl& s = *impl_;

@@ -3,13 +3,25 @@
 // second (isolation/process_backend.hpp) runs it in a worker process.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string_view>
 
 #include "opserver/plugin_abi.h"
 #include "plugin_host/plugin_loader.hpp"
 
 namespace ops::core {
+
+// How the worker processes of an isolated operation fare (metrics); counts since the
+// operation was last loaded (start or reload).
+struct WorkerStats {
+  bool down = false;
+  unsigned workers = 0;  // processes alive now
+  std::uint64_t starts = 0;
+  std::uint64_t start_failures = 0;
+  std::uint64_t crashes = 0;  // workers that failed during a call (or died idle)
+};
 
 class OperationBackend {
  public:
@@ -20,6 +32,8 @@ class OperationBackend {
   // False while the operation cannot be called at all (an isolated plugin marked down):
   // describe leaves it out and calls are answered `unavailable` before anything runs.
   virtual bool available() const { return true; }
+  // Set for an operation that runs in worker processes.
+  virtual std::optional<WorkerStats> worker_stats() const { return std::nullopt; }
 };
 
 // A handler in a .so loaded into this process. Holds the library, so the code stays mapped
