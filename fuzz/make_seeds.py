@@ -3,7 +3,9 @@
 
 Seeds are recorded OPS/1 traffic in the shapes each target reads: frames for the frame
 decoder and the session driver, JSON for the strict parser, auth frames for the verifier,
-paths for the path functions, config files for the loader.
+paths for the path functions, config files for the loader. The path seeds also take every
+line of the Big List of Naughty Strings when the public corpora sit beside the checkout
+(../shared/corpora/blns/blns.txt); without them those seeds are left as they are.
 """
 import json
 import os
@@ -59,7 +61,32 @@ JSONS = {
 PATHS = [b"\x00file", b"\x00dir/f", b"\x01dir/sub", b"\x02dir/sub", b"\x03dir/f",
          b"\x00out/secret", b"\x00dir/up", b"\x00in/f", b"\x01etc", b"\x00../x",
          b"\x00a//b", b"\x00./a", "\x00caf\u00e9".encode(), b"\x03new/leaf",
-         b"\x00" + b"p" * 255 + b"/q", b"\x00dir/f\x01"]
+         b"\x00" + b"p" * 255 + b"/q", b"\x00dir/f\x01",
+         # The changing cases (fuzz_paths.cpp): 4 mkdir with parents, 5 move ("from\0to"),
+         # 6 recursive remove, 7 parents made and taken back.
+         b"\x04new/a/b", b"\x04file/x", b"\x04out/x", b"\x04in/x/y",
+         b"\x05dir\x00moved/dir", b"\x05file\x00out/stolen", b"\x05dir/f\x00in/g",
+         b"\x05dir\x00dir/sub/below", b"\x05out\x00x",
+         b"\x06dir", b"\x06in", b"\x06out", b"\x06dir/up", b"\x06file",
+         b"\x07new/a/b/c", b"\x07dir/sub/new", b"\x07in/new"]
+
+BLNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "corpora",
+                    "blns", "blns.txt")
+
+
+def naughty_path_seeds():
+    """One seed per naughty string, the selector cycling through every case; a move takes
+    the string as its destination (its source is an existing file)."""
+    if not os.path.exists(BLNS):
+        return []
+    with open(BLNS, "rb") as f:
+        lines = [l for l in f.read().split(b"\n") if l and not l.startswith(b"#")]
+    seeds = []
+    for i, line in enumerate(lines):
+        selector = i % 8
+        body = b"dir/f\x00" + line if selector == 5 else line
+        seeds.append(bytes([selector]) + body)
+    return seeds
 
 SERVER_JSON = b"""{
   "listen": "127.0.0.1:0",
@@ -121,6 +148,8 @@ def main():
           bytes([198, 51, 100, 1, 0xC8, 0x22, 0x01, 0xBB]) + b"\x01\x00\x02h2")
     for i, p in enumerate(PATHS):
         write("fuzz_paths", "p%02d" % i, p)
+    for i, p in enumerate(naughty_path_seeds()):
+        write("fuzz_paths", "blns%03d" % i, p)
     write("fuzz_config", "server", b"\x01" + SERVER_JSON)
     write("fuzz_config", "ops", b"\x00" + OPS_JSON)
     write("fuzz_config", "ops_bad", b"\x00" + OPS_JSON.replace(b'["admin"]', b'"admin"'))

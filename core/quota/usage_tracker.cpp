@@ -43,10 +43,22 @@ void count_into(int dir_fd, Usage& out) {
   ::closedir(dir);
 }
 
-std::uint64_t add_signed(std::uint64_t value, std::int64_t delta) {
-  if (delta >= 0) return value + static_cast<std::uint64_t>(delta);
-  std::uint64_t minus = static_cast<std::uint64_t>(-(delta + 1)) + 1;
-  return minus > value ? 0 : value - minus;  // never below zero
+// value - deficit changes by exactly `delta`; value never goes below zero.
+void add_signed(std::uint64_t& value, std::uint64_t& deficit, std::int64_t delta) {
+  if (delta >= 0) {
+    const std::uint64_t plus = static_cast<std::uint64_t>(delta);
+    const std::uint64_t repaid = std::min(plus, deficit);
+    deficit -= repaid;
+    value += plus - repaid;
+    return;
+  }
+  const std::uint64_t minus = static_cast<std::uint64_t>(-(delta + 1)) + 1;
+  if (minus > value) {
+    deficit += minus - value;
+    value = 0;
+  } else {
+    value -= minus;
+  }
 }
 
 }  // namespace
@@ -87,9 +99,9 @@ void UsageTracker::count_locked(const std::string& user, UserState& s) {
                counted.bytes, ms);
 }
 
-void UsageTracker::apply(Usage& u, std::int64_t bytes_delta, std::int64_t files_delta) {
-  u.bytes = add_signed(u.bytes, bytes_delta);
-  u.files = add_signed(u.files, files_delta);
+void UsageTracker::apply(UserState& s, std::int64_t bytes_delta, std::int64_t files_delta) {
+  add_signed(s.usage.bytes, s.deficit.bytes, bytes_delta);
+  add_signed(s.usage.files, s.deficit.files, files_delta);
 }
 
 void UsageTracker::unreserve(Usage& u, const Amount& a) {
@@ -147,7 +159,7 @@ bool UsageTracker::commit(const std::string& user, std::uint64_t id, std::int64_
   if (it == s->reservations.end()) return false;
   unreserve(s->usage, it->second);
   s->reservations.erase(it);
-  apply(s->usage, bytes_delta, files_delta);
+  apply(*s, bytes_delta, files_delta);
   return true;
 }
 
@@ -177,12 +189,12 @@ bool UsageTracker::commit_held(const std::string& user, const std::string& tag,
   if (it == s->held.end()) {
     // Held room is kept in memory only: after a restart the tag is unknown, but the
     // change itself (a committed upload) still counts.
-    if (s->counted) apply(s->usage, bytes_delta, files_delta);
+    if (s->counted) apply(*s, bytes_delta, files_delta);
     return false;
   }
   unreserve(s->usage, it->second);
   s->held.erase(it);
-  apply(s->usage, bytes_delta, files_delta);
+  apply(*s, bytes_delta, files_delta);
   return true;
 }
 
@@ -195,7 +207,7 @@ void UsageTracker::adjust(const std::string& user, std::int64_t bytes_delta,
   auto s = state(user, false);
   if (!s) return;
   std::lock_guard lock(s->mutex);
-  if (s->counted) apply(s->usage, bytes_delta, files_delta);
+  if (s->counted) apply(*s, bytes_delta, files_delta);
 }
 
 void UsageTracker::forget(const std::string& user) {

@@ -83,13 +83,17 @@ class UsageTracker {
     std::mutex mutex;
     bool counted = false;
     Usage usage;
+    // What decreases took below zero and usage could not show: the removal of a file
+    // whose creation is committed a moment later (a remove racing an upload). Increases
+    // pay it back first, so the deltas add up in any order.
+    Amount deficit;
     std::map<std::uint64_t, Amount> reservations;
     std::map<std::string, Amount> held;
   };
 
   std::shared_ptr<UserState> state(const std::string& user, bool create);
   void count_locked(const std::string& user, UserState& s);  // holds s.mutex
-  static void apply(Usage& u, std::int64_t bytes_delta, std::int64_t files_delta);
+  static void apply(UserState& s, std::int64_t bytes_delta, std::int64_t files_delta);
   static void unreserve(Usage& u, const Amount& a);
 
   int storage_fd_;

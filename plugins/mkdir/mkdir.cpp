@@ -8,9 +8,11 @@
 //  - Without `parents` a missing parent is `not_found`.
 //  - New directories get mode 0750, like the user directories, and each directory that
 //    gains an entry is fsynced before the answer, so an acknowledged mkdir survives a
-//    crash.
+//    crash. A failure part-way (a failed fsync) removes the directories this call made,
+//    so a failed mkdir leaves nothing behind.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <string>
@@ -19,6 +21,7 @@
 #include "opserver/json_result.hpp"
 #include "opserver/paths.hpp"
 #include "opserver/plugin.hpp"
+#include "opserver/publish.hpp"
 
 namespace {
 
@@ -46,8 +49,10 @@ ops::Result<bool> make_leaf(int root, const std::string& path) {
   const int parent = opened->parent.get();
   const char* leaf = opened->leaf.c_str();
   if (::mkdirat(parent, leaf, 0750) == 0) {
-    if (Status synced = ops::sdk::fsync_dir(parent, path); !synced)
+    if (Status synced = ops::sdk::fsync_dir(parent, path); !synced) {
+      ::unlinkat(parent, leaf, AT_REMOVEDIR);  // a failed mkdir leaves nothing
       return std::move(synced).error();
+    }
     return true;
   }
   if (errno != EEXIST) return ops::sdk::error_from_errno(errno, path);
@@ -66,8 +71,14 @@ Status handle_mkdir(Call& call, const rapidjson::Value& args) {
   if (path.empty()) return ops::fail(ErrorCode::invalid_args, "path is required");
   bool created = false;
   if (parents) {
+    // What this call creates goes again if it fails part-way (a failed fsync), so a
+    // failed mkdir leaves nothing behind.
+    auto missing = ops::sdk::missing_prefixes(call.user_dir(), path);
+    if (!missing) return std::move(missing).error();
+    ops::sdk::CreatedDirs undo(call.user_dir(), std::move(*missing));
     auto made = ops::sdk::make_dirs_beneath(call.user_dir(), path);
     if (!made) return std::move(made).error();
+    undo.keep();
     created = made->created;
   } else {
     auto made = make_leaf(call.user_dir(), path);

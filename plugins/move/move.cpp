@@ -3,8 +3,8 @@
 //
 // Decisions:
 //  - Missing parent directories of `to` are created (durably, see make_dirs_beneath),
-//    after the cheap refusals, so a refused move leaves nothing behind. (A move that loses
-//    a race after that point may leave those new, empty parents.)
+//    after the cheap refusals, and removed again if the move then fails (the SDK's
+//    CreatedDirs, as for upload), so a refused or failed move leaves nothing behind.
 //  - Without `overwrite`: renameat2(RENAME_NOREPLACE) (with the fallbacks of
 //    ops::sdk::rename_noreplace), so an existing `to` is `already_exists` and of
 //    concurrent moves onto one new `to` exactly one succeeds.
@@ -21,11 +21,13 @@
 
 #include <cerrno>
 #include <string>
+#include <vector>
 
 #include "opserver/files.hpp"
 #include "opserver/json_result.hpp"
 #include "opserver/paths.hpp"
 #include "opserver/plugin.hpp"
+#include "opserver/publish.hpp"
 
 namespace {
 
@@ -123,6 +125,15 @@ Status handle_move(Call& call, const rapidjson::Value& args) {
   }
   ops::sdk::Fd to_parent;
   std::string to_leaf;
+  // The parents this move creates go again if it fails (a refused or failed move leaves
+  // nothing behind).
+  std::vector<std::string> to_create;
+  if (to_parent_missing) {
+    auto missing = ops::sdk::missing_prefixes(root, to_dir);
+    if (!missing) return std::move(missing).error();
+    to_create = std::move(*missing);
+  }
+  ops::sdk::CreatedDirs created(root, std::move(to_create));
   if (to_parent_missing) {
     auto made = ops::sdk::make_dirs_beneath(root, to_dir);
     if (!made) return std::move(made).error();
@@ -140,7 +151,10 @@ Status handle_move(Call& call, const rapidjson::Value& args) {
     const bool replaces =
         ::fstatat(to_parent.get(), to_leaf.c_str(), &replaced, AT_SYMLINK_NOFOLLOW) == 0 &&
         S_ISREG(replaced.st_mode);
-    // rename(2) replaces a file atomically and refuses a directory (EISDIR).
+    // rename(2) replaces a file atomically and refuses a directory (EISDIR). (Not
+    // ops::sdk::replace_file: its exchange would show the old file under `from` for a
+    // moment. So a file that another request removes or replaces between the look above
+    // and the rename is counted with the size seen by the look.)
     if (::renameat(src->parent.get(), src->leaf.c_str(), to_parent.get(), to_leaf.c_str()) != 0) {
       err = errno;
     } else if (replaces) {
@@ -159,6 +173,7 @@ Status handle_move(Call& call, const rapidjson::Value& args) {
   }
   if (err == ENOENT) return ops::sdk::error_from_errno(err, from);  // moved away meanwhile
   if (err != 0) return ops::sdk::error_from_errno(err, to);
+  created.keep();
 
   if (Status synced = ops::sdk::fsync_dir(to_parent.get(), to_dir); !synced) return synced;
   if (Status synced = ops::sdk::fsync_dir(src->parent.get(), parent_of(from)); !synced) {

@@ -22,6 +22,9 @@
 //    chain N deep costs O(N^2 / kWindow) opens. Memory is the names of the current chain.
 //  - A failure part-way answers the failure's code (`unavailable` for an I/O error) and the
 //    message says how many entries had been removed.
+//  - A single file is renamed into the server's scratch directory, measured there and
+//    unlinked, so the usage change is the size of exactly the file that left even when
+//    an upload replaces it at the same moment (take_out_entry).
 //  - The directory that held `path` is fsynced before the answer.
 #include <dirent.h>
 #include <fcntl.h>
@@ -30,6 +33,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,6 +42,7 @@
 #include "opserver/json_result.hpp"
 #include "opserver/paths.hpp"
 #include "opserver/plugin.hpp"
+#include "opserver/proof.hpp"
 
 namespace {
 
@@ -218,6 +223,43 @@ class TreeRemover {
   std::size_t rescans_ = 0;
 };
 
+// Takes a file (or planted symlink or special file) out of the user's tree and says what
+// it was: the entry is renamed into the server's scratch directory first and looked at
+// there, so the usage change is the size of the very file that left (another request may
+// replace the file between a look and an unlink), then unlinked. A directory that took its
+// place meanwhile is put back: EISDIR, for the caller's directory branch. Scratch on
+// another filesystem (EXDEV, a misconfiguration) falls back to a look and an unlink.
+// Returns 0 or an errno; `regular` and `size` describe what went.
+int take_out_entry(Call& call, int parent, const std::string& leaf, bool& regular,
+                   std::uint64_t& size) {
+  regular = false;
+  size = 0;
+  const int scratch = call.scratch_dir();
+  const std::string aside = "remove-" + ops::proof::random_hex(16);
+  struct stat st {};
+  if (::renameat(parent, leaf.c_str(), scratch, aside.c_str()) != 0) {
+    if (errno != EXDEV) return errno;
+    if (::fstatat(parent, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+    if (S_ISDIR(st.st_mode)) return EISDIR;
+    if (::unlinkat(parent, leaf.c_str(), 0) != 0) return errno;
+  } else {
+    if (::fstatat(scratch, aside.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+      if (ops::sdk::rename_noreplace(scratch, aside.c_str(), parent, leaf.c_str()) == 0) {
+        return EISDIR;
+      }
+      call.log(OPS_LOG_ERROR, "a directory removed from under a file's name could not be put back");
+      return EIO;
+    }
+    if (::unlinkat(scratch, aside.c_str(), 0) != 0) {
+      // Out of the user's tree already; the next start empties the scratch directory.
+      call.log(OPS_LOG_WARN, std::string("cannot unlink a removed file: ") + strerror(errno));
+    }
+  }
+  regular = S_ISREG(st.st_mode);
+  size = regular ? static_cast<std::uint64_t>(st.st_size) : 0;
+  return 0;
+}
+
 ops::Error removal_error(int err, const std::string& path, std::uint64_t removed) {
   ops::Error e;
   if (err == EIO) {
@@ -250,12 +292,22 @@ Status handle_remove(Call& call, const rapidjson::Value& args) {
     return ops::sdk::error_from_errno(errno, path);
   }
   std::uint64_t removed = 0;
-  if (!S_ISDIR(st.st_mode)) {
+  bool is_dir = S_ISDIR(st.st_mode);
+  if (!is_dir) {
     // A file, or a planted symlink or special file: the entry itself goes.
-    if (::unlinkat(parent, leaf.c_str(), 0) != 0) return removal_error(errno, path, 0);
-    removed = 1;
-    if (S_ISREG(st.st_mode)) call.usage_adjust(-static_cast<std::int64_t>(st.st_size), -1);
-  } else {
+    bool regular = false;
+    std::uint64_t size = 0;
+    const int err = take_out_entry(call, parent, leaf, regular, size);
+    if (err == EISDIR) {
+      is_dir = true;  // a directory took the file's place meanwhile
+    } else if (err != 0) {
+      return removal_error(err, path, 0);
+    } else {
+      removed = 1;
+      if (regular) call.usage_adjust(-static_cast<std::int64_t>(size), -1);
+    }
+  }
+  if (is_dir) {
     if (::unlinkat(parent, leaf.c_str(), AT_REMOVEDIR) != 0) {
       int err = errno;
       if (err != ENOTEMPTY && err != EEXIST) return removal_error(err, path, 0);

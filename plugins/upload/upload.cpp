@@ -14,9 +14,10 @@
 //  3. fsync(file). A failed fsync fails the upload; it is never retried (fsyncgate).
 //  4. Missing parent directories are created only now, so a failed upload leaves no empty
 //     directories behind either.
-//  5. Publish: with `overwrite`, rename(2) replaces the old file atomically (readers see
+//  5. Publish: with `overwrite`, the new file replaces the old one atomically (readers see
 //     the old or the new content, never a mix; a hard link to an outside file is
-//     replaced, not written through). Without it, renameat2(RENAME_NOREPLACE), or
+//     replaced, not written through), by RENAME_EXCHANGE so that the usage change counts
+//     the file really replaced. Without it, renameat2(RENAME_NOREPLACE), or
 //     link(2) where the filesystem lacks it, so that of concurrent creators of one new
 //     path exactly one wins (§7) and the others get `already_exists`.
 //  6. fsync(parent directory), and only then the `ok` answer: an acknowledged upload
@@ -26,8 +27,9 @@
 // Quota (§10): before the temporary file is made and before any payload byte is read, the
 // growth is reserved from the declared size (ops::sdk::QuotaReservation): the new size
 // less the size of the file it replaces, and one file unless it replaces one. Past the
-// quota the answer is quota_exceeded and nothing is left behind. After publishing, that
-// change is committed; any failure releases the reservation (the object's destructor).
+// quota the answer is quota_exceeded and nothing is left behind. Once the file is
+// published (even if the directory fsync after it fails), the actual change is committed;
+// any failure before releases the reservation (the object's destructor).
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <rapidjson/stringbuffer.h>
@@ -204,9 +206,15 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
   Status published =
       ops::sdk::publish_file(call, root, tmp.dir(), tmp.name(), path, overwrite, *target, outcome);
   if (outcome.source_consumed) tmp.mark_published();
+  // Once the file is under its name it counts, even if the answer is a failure (a
+  // directory fsync that failed after the rename), and it counts against what the rename
+  // really replaced: the file seen in step 1 may have been removed or replaced since.
+  if (outcome.visible) {
+    room->commit(
+        static_cast<std::int64_t>(size) - static_cast<std::int64_t>(outcome.replaced_bytes),
+        outcome.replaced ? 0 : 1);
+  }
   if (!published) return published;
-  room->commit(static_cast<std::int64_t>(size) - static_cast<std::int64_t>(old_size),
-               replaces ? 0 : 1);
 
   rapidjson::StringBuffer out;
   rapidjson::Writer<rapidjson::StringBuffer> w(out);

@@ -519,26 +519,16 @@ Status handle_commit(Call& call, const rapidjson::Value& args) {
     return ops::fail(ErrorCode::timeout, "upload_commit gave up before publishing; the upload " +
                                              id + " is still open");
   }
-  // Quota: the file an overwrite replaces, measured now, for the usage change below.
-  std::int64_t replaced_bytes = 0;
-  bool replaces = false;
-  if (up.meta.overwrite && target->opened) {
-    struct stat st {};
-    if (::fstatat(target->opened->parent.get(), target->opened->leaf.c_str(), &st,
-                  AT_SYMLINK_NOFOLLOW) == 0 &&
-        S_ISREG(st.st_mode)) {
-      replaces = true;
-      replaced_bytes = static_cast<std::int64_t>(st.st_size);
-    }
-  }
   ops::sdk::PublishOutcome outcome;
   Status published = ops::sdk::publish_file(call, root, store->dir(), UploadStore::part_name(id),
                                             up.meta.path, up.meta.overwrite, *target, outcome);
   if (!outcome.visible) return published;  // still open (its room still held), for a retry
   // The hold becomes usage: the file's size less what it replaced, and a file unless it
-  // replaced one.
-  call.quota_commit_held(quota_tag(id), static_cast<std::int64_t>(end) - replaced_bytes,
-                         replaces ? 0 : 1);
+  // replaced one (what the rename itself displaced, not a look before it).
+  call.quota_commit_held(
+      quota_tag(id),
+      static_cast<std::int64_t>(end) - static_cast<std::int64_t>(outcome.replaced_bytes),
+      outcome.replaced ? 0 : 1);
   // The file has its name: the upload is over whatever happens next.
   if (Status removed = store->remove(id); !removed) {
     call.log(OPS_LOG_WARN, "upload " + id + " published, but its state was not removed");

@@ -43,8 +43,25 @@ Status sync_ancestors(int root, const std::string& dir_path, const std::string& 
   return ok_status();
 }
 
-// The prefixes of `dir_path` ("a", "a/b", ...) that do not exist yet: the directories
-// this publish is about to create. Any other failure to look is the publish's failure.
+// Looks at what is at the leaf now, so the common refusals happen before the payload.
+Status check_leaf(int parent, const std::string& leaf, bool overwrite, const std::string& path) {
+  struct stat st {};
+  if (::fstatat(parent, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return ok_status();
+    return storage_error(errno, path);
+  }
+  if (S_ISLNK(st.st_mode)) return storage_error(ELOOP, path);
+  if (S_ISDIR(st.st_mode)) return fail(ErrorCode::conflict, "is a directory: " + path);
+  if (!S_ISREG(st.st_mode)) return fail(ErrorCode::conflict, "not a regular file: " + path);
+  if (!overwrite) {
+    return fail(ErrorCode::already_exists,
+                "file already exists: " + path + " (set overwrite to replace it)");
+  }
+  return ok_status();
+}
+
+}  // namespace
+
 Result<std::vector<std::string>> missing_prefixes(int root, const std::string& dir_path) {
   std::vector<std::string> out;
   std::size_t pos = 0;
@@ -64,56 +81,68 @@ Result<std::vector<std::string>> missing_prefixes(int root, const std::string& d
   return out;
 }
 
-// Removes, deepest first, the directories this publish created, unless it succeeded.
-// rmdir refuses a directory that is no longer empty, so whatever another upload has put
-// there meanwhile stays. (Another upload may still be about to rename into one of them; it
-// then fails with not_found, which a retry fixes. §5 asks that a failed upload leave
-// nothing behind; that rare cost buys it.)
-class CreatedDirs {
- public:
-  CreatedDirs(int root, std::vector<std::string> dirs) : root_(root), dirs_(std::move(dirs)) {}
-  CreatedDirs(const CreatedDirs&) = delete;
-  CreatedDirs& operator=(const CreatedDirs&) = delete;
-  ~CreatedDirs() {
-    for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) {
-      std::size_t slash = it->rfind('/');
-      std::string parent = slash == std::string::npos ? std::string() : it->substr(0, slash);
-      std::string leaf = slash == std::string::npos ? *it : it->substr(slash + 1);
-      // A failure partway through creating them leaves the deeper ones uncreated: skip
-      // those (ENOENT) and go on to their parents; stop at anything else (not empty: in use).
-      auto dir = open_dir_beneath(root_, parent, false);
-      if (!dir) {
-        if (dir.error().code == ErrorCode::not_found) continue;
-        return;
-      }
-      if (::unlinkat(dir->get(), leaf.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) return;
+CreatedDirs::~CreatedDirs() {
+  for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) {
+    std::size_t slash = it->rfind('/');
+    std::string parent = slash == std::string::npos ? std::string() : it->substr(0, slash);
+    std::string leaf = slash == std::string::npos ? *it : it->substr(slash + 1);
+    // A failure partway through creating them leaves the deeper ones uncreated: skip
+    // those (ENOENT) and go on to their parents; stop at anything else (not empty: in use).
+    auto dir = open_dir_beneath(root_, parent, false);
+    if (!dir) {
+      if (dir.error().code == ErrorCode::not_found) continue;
+      return;
     }
+    if (::unlinkat(dir->get(), leaf.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) return;
   }
-  void keep() noexcept { dirs_.clear(); }
-
- private:
-  int root_;
-  std::vector<std::string> dirs_;
-};
-
-// Looks at what is at the leaf now, so the common refusals happen before the payload.
-Status check_leaf(int parent, const std::string& leaf, bool overwrite, const std::string& path) {
-  struct stat st {};
-  if (::fstatat(parent, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-    if (errno == ENOENT) return ok_status();
-    return storage_error(errno, path);
-  }
-  if (S_ISLNK(st.st_mode)) return storage_error(ELOOP, path);
-  if (S_ISDIR(st.st_mode)) return fail(ErrorCode::conflict, "is a directory: " + path);
-  if (!S_ISREG(st.st_mode)) return fail(ErrorCode::conflict, "not a regular file: " + path);
-  if (!overwrite) {
-    return fail(ErrorCode::already_exists,
-                "file already exists: " + path + " (set overwrite to replace it)");
-  }
-  return ok_status();
 }
 
-}  // namespace
+// RENAME_EXCHANGE swaps the new file in and the old entry out to the source's name, where
+// it is looked at and removed. Nothing there: created without replacing; if something
+// appears meanwhile, exchange again. A directory swapped out is swapped back and refused
+// (EISDIR), as rename(2) would. Without RENAME_EXCHANGE (EINVAL: an old filesystem), a look
+// and rename(2).
+int replace_file(int source_dir, const std::string& source, int parent, const std::string& leaf,
+                 bool& replaced, std::uint64_t& replaced_bytes) {
+  replaced = false;
+  replaced_bytes = 0;
+  auto look = [&](int dir, const std::string& name) {
+    struct stat st {};
+    if (::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)) {
+      replaced = true;
+      replaced_bytes = static_cast<std::uint64_t>(st.st_size);
+    }
+  };
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    if (::renameat2(source_dir, source.c_str(), parent, leaf.c_str(), RENAME_EXCHANGE) == 0) {
+      struct stat st {};
+      if (::fstatat(source_dir, source.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+          S_ISDIR(st.st_mode)) {
+        ::renameat2(source_dir, source.c_str(), parent, leaf.c_str(), RENAME_EXCHANGE);
+        return EISDIR;
+      }
+      look(source_dir, source);
+      ::unlinkat(source_dir, source.c_str(), 0);
+      return 0;
+    }
+    const int err = errno;
+    if (err == ENOENT) {
+      // Nothing to replace (or the parent is gone: rename_noreplace says so again).
+      const int created = rename_noreplace(source_dir, source.c_str(), parent, leaf.c_str());
+      if (created != EEXIST) return created;
+      continue;
+    }
+    if (err != EINVAL && err != ENOSYS) return err;
+    look(parent, leaf);
+    if (::renameat(source_dir, source.c_str(), parent, leaf.c_str()) != 0) {
+      replaced = false;
+      replaced_bytes = 0;
+      return errno;
+    }
+    return 0;
+  }
+  return EBUSY;
+}
 
 Error storage_error(int err, const std::string& path) {
   if (err == EXDEV) {
@@ -199,7 +228,8 @@ Status publish_file(Call& call, int root, int source_dir, const std::string& sou
   int err = 0;
   bool linked = false;
   if (overwrite) {
-    if (::renameat(source_dir, source_name.c_str(), parent, leaf.c_str()) != 0) err = errno;
+    err = replace_file(source_dir, source_name, parent, leaf, outcome.replaced,
+                       outcome.replaced_bytes);
   } else {
     err = publish_noreplace(source_dir, source_name, parent, leaf, &linked);
   }

@@ -16,8 +16,10 @@
 // Stateless; any thread. Every message names the user's path, never a host path.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "opserver/error.hpp"
 #include "opserver/paths.hpp"
@@ -73,6 +75,11 @@ struct PublishOutcome {
   bool visible = false;          // the file is under its name (step 4 happened)
   bool source_consumed = false;  // rename moved the source name away; after link(2) it
                                  // still exists and the caller removes it
+  // With `overwrite`: the regular file the publish replaced, if any, and its size. Taken
+  // from the very file the rename displaced, not from a look before it, so the user's
+  // usage stays exact when another request removed or replaced that file meanwhile.
+  bool replaced = false;
+  std::uint64_t replaced_bytes = 0;
 };
 
 // Steps 3 to 5: publishes the closed, fsynced file `source_name` in `source_dir` (on the
@@ -83,5 +90,36 @@ struct PublishOutcome {
 Status publish_file(Call& call, int root, int source_dir, const std::string& source_name,
                     const std::string& path, bool overwrite, PublishTarget& target,
                     PublishOutcome& outcome);
+
+// Renames the file `source` in `source_dir` over `leaf` in `parent` (which may hold a
+// file, or nothing) and says exactly what it replaced: whether a regular file, and its
+// size. Taken from the very entry the rename displaced, not from a look before it, so
+// usage stays exact when another request removes or replaces that file meanwhile. A
+// directory at `leaf` is refused (EISDIR). Returns 0 or an errno.
+int replace_file(int source_dir, const std::string& source, int parent, const std::string& leaf,
+                 bool& replaced, std::uint64_t& replaced_bytes);
+
+// The prefixes of `dir_path` ("a", "a/b", ...) beneath `root` that do not exist yet: the
+// directories a publish (or a move) is about to create. Any other failure to look is an
+// error.
+Result<std::vector<std::string>> missing_prefixes(int root, const std::string& dir_path);
+
+// Removes, deepest first, the directories an operation created, unless keep() was called
+// (it succeeded). rmdir refuses a directory that is no longer empty, so whatever another
+// request has put there meanwhile stays. (Another upload may still be about to rename into
+// one of them; it then fails with not_found, which a retry fixes. §5 asks that a failed
+// upload leave nothing behind; that rare cost buys it.)
+class CreatedDirs {
+ public:
+  CreatedDirs(int root, std::vector<std::string> dirs) : root_(root), dirs_(std::move(dirs)) {}
+  CreatedDirs(const CreatedDirs&) = delete;
+  CreatedDirs& operator=(const CreatedDirs&) = delete;
+  ~CreatedDirs();
+  void keep() noexcept { dirs_.clear(); }
+
+ private:
+  int root_;
+  std::vector<std::string> dirs_;
+};
 
 }  // namespace ops::sdk

@@ -1,6 +1,6 @@
 // UsageTracker: the count from disk (regular files only, symlinks not followed), quota
 // checks on reservations (zero always passes, reservations count), commit and release,
-// held reservations, adjust, forget, and concurrent reservations against one quota.
+// held reservations, adjust (in any order), forget, and concurrent reservations against one quota.
 // Also the token bucket's arithmetic (with explicit times; no sleeping).
 #include "quota/usage_tracker.hpp"
 
@@ -131,6 +131,26 @@ TEST_F(UsageTrackerTest, AdjustAndForget) {
   t.forget("alice");
   EXPECT_FALSE(t.commit("alice", *id, 10, 1));  // a late commit of a forgotten user
   EXPECT_EQ(t.usage("alice").bytes, 100u);      // counted afresh
+}
+
+// A removal counted before the commit of the upload that created the file (a remove
+// racing an upload) ends where the other order ends: the deltas add up in any order, and
+// usage never shows below zero meanwhile.
+TEST_F(UsageTrackerTest, DeltasAddUpInAnyOrder) {
+  write("bob/a", 100);
+  UsageTracker t(fd_);
+  ASSERT_EQ(t.usage("bob").bytes, 100u);
+  auto id = t.reserve("bob", 5000, 1, QuotaLimits{});
+  ASSERT_TRUE(id.ok());
+  t.adjust("bob", -5000, -1);  // the new file removed before its upload commits
+  EXPECT_EQ(t.usage("bob").bytes, 0u);
+  EXPECT_EQ(t.usage("bob").files, 0u);
+  EXPECT_TRUE(t.commit("bob", *id, 5000, 1));
+  EXPECT_EQ(t.usage("bob").bytes, 100u);
+  EXPECT_EQ(t.usage("bob").files, 1u);
+  t.adjust("bob", 7, 1);  // a later growth is not swallowed
+  EXPECT_EQ(t.usage("bob").bytes, 107u);
+  EXPECT_EQ(t.usage("bob").files, 2u);
 }
 
 TEST_F(UsageTrackerTest, ConcurrentReservationsNeverPassTheQuotaTogether) {
