@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -104,8 +105,9 @@ inline Percentiles percentiles(std::vector<std::uint64_t>& ns) {
 }
 
 // --- /proc ---
-// utime + stime of a process, in seconds (clock-tick resolution: 10 ms).
-inline std::optional<double> process_cpu_seconds(long pid) {
+// utime + stime of one process, and of its children already reaped (cutime + cstime), in
+// clock ticks.
+inline std::optional<unsigned long long> own_cpu_ticks(long pid, bool reaped_children) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string line;
   if (!in || !std::getline(in, line)) return std::nullopt;
@@ -114,13 +116,28 @@ inline std::optional<double> process_cpu_seconds(long pid) {
   std::istringstream rest(line.substr(close + 2));
   std::string field;
   // After ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
-  // utime(14) stime(15).
-  unsigned long long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) stime = std::stoull(field);
+  // utime(14) stime(15) cutime(16) cstime(17).
+  unsigned long long ticks = 0;
+  for (int i = 3; i <= 17 && rest >> field; ++i) {
+    if (i == 14 || i == 15 || (reaped_children && (i == 16 || i == 17))) ticks += std::stoull(field);
   }
-  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  return ticks;
+}
+
+// The CPU seconds of a server process and of its worker processes (isolated plugins):
+// its own utime + stime, its reaped workers', and its live workers' (children listed in
+// /proc/<pid>/task/*/children). Clock-tick resolution: 10 ms.
+inline std::optional<double> process_cpu_seconds(long pid) {
+  auto ticks = own_cpu_ticks(pid, true);
+  if (!ticks) return std::nullopt;
+  std::error_code ec;
+  for (const auto& task :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream children(task.path() / "children");
+    long child = 0;
+    while (children >> child) *ticks += own_cpu_ticks(child, false).value_or(0);
+  }
+  return static_cast<double>(*ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 // This process's own CPU (all threads), microsecond resolution.

@@ -123,7 +123,8 @@ SmallOp small_op(const Flags& flags) {
   std::string op = flags.str("op", "describe");
   if (op == "describe") return {"describe", ""};
   if (op == "list") return {"list", std::string("{\"path\":\"") + kListDir + "\"}"};
-  die("--op must be describe or list");
+  // Any other operation, called with --args (JSON, default none): e.g. an isolated one.
+  return {op, flags.str("args", "")};
 }
 
 // Makes sure bench-list10/ holds exactly 10 small files (list of 10 entries).
@@ -681,7 +682,7 @@ void usage() {
                "usage: opsbench pingpong|pipeline|upload|download|idle|handshakes|describe\n"
                "  --port P --user U --key-file F [--host H] [--server-pid PID] [--json]\n"
                "  [--label NAME] [--tls --ca CA_FILE]\n"
-               "  pingpong:   --op describe|list --duration S\n"
+               "  pingpong:   --op describe|list|OPERATION [--args JSON] --duration S\n"
                "  pipeline:   --op describe|list --connections N --depth D --threads T "
                "--duration S [--lean]\n"
                "  upload:     --size BYTES[K|M|G] --parallel P [--no-sha] [--keep]\n"

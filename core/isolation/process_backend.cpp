@@ -113,6 +113,12 @@ class Conversation {
                  message.bytes, reply, data, why)) {
         return End::worker_failed;
       }
+      // A request the worker sent without waiting for its answer (send_result, fail, log,
+      // usage_adjust, marked "reply": false) gets none.
+      if (auto r = m.FindMember("reply");
+          r != m.MemberEnd() && r->value.IsBool() && !r->value.GetBool()) {
+        continue;
+      }
       if (!worker_.channel.send(reply, data, {}, wait_deadline())) {
         why = "stopped reading its socket";
         return End::worker_failed;

@@ -41,8 +41,10 @@ std::int64_t request(RemoteCall& call, const std::string& line, WorkerMessage* r
   if (call.broken) return failed;
   const int fds[1] = {fd};
   WorkerMessage reply;
-  if (!call.channel->send(line, data,
-                          fd >= 0 ? std::span<const int>(fds) : std::span<const int>()) ||
+  const std::string held = std::move(call.held);
+  call.held.clear();
+  if (!call.channel->send(line, data, fd >= 0 ? std::span<const int>(fds) : std::span<const int>(),
+                          Clock::time_point::max(), held) ||
       call.channel->receive(reply, Clock::time_point::max()) != ChannelStatus::ok) {
     call.broken = true;
     return failed;
@@ -60,6 +62,14 @@ std::int64_t request(RemoteCall& call, const std::string& line, WorkerMessage* r
     return failed;
   }
   return value;
+}
+
+// A request that needs no answer: held back until the next request or the end of the call.
+void hold(RemoteCall& call, std::string line) {
+  if (call.broken) return;
+  line.insert(line.size() - 1, ",\"reply\":false");
+  call.held += line;
+  call.held += '\n';
 }
 
 std::string num(std::int64_t v) {
@@ -106,16 +116,21 @@ int host_send_result(ops_call* c, const char* result_json, size_t len, uint64_t 
   std::string text(result_json ? result_json : "", result_json ? len : 0);
   json::JsonError error;
   if (!json::validate_strict_object(text, error)) {
-    request(call, "{\"host\":\"fail\",\"code\":15,\"message\":" +
-                      message_json("the operation's result is not one JSON object") + "}");
+    hold(call, "{\"host\":\"fail\",\"code\":15,\"message\":" +
+                   message_json("the operation's result is not one JSON object") + "}");
     return -1;
   }
   // Line breaks outside strings are whitespace; inside strings JSON has them escaped.
   for (char& ch : text) {
     if (ch == '\n' || ch == '\r') ch = ' ';
   }
-  return static_cast<int>(request(call, "{\"host\":\"send_result\",\"result\":" + text +
-                                            ",\"payload_size\":" + unum(payload_size) + "}"));
+  std::string line = "{\"host\":\"send_result\",\"result\":" + text +
+                     ",\"payload_size\":" + unum(payload_size) + "}";
+  if (payload_size > 0) return static_cast<int>(request(call, line));
+  // Nothing follows a result without payload, so the plugin needs no answer to go on: it is
+  // sent with "done". (A connection that fails meanwhile is the server's to handle.)
+  hold(call, std::move(line));
+  return 0;
 }
 
 int host_write_payload(ops_call* c, const void* buf, size_t len) {
@@ -141,30 +156,30 @@ int host_send_file(ops_call* c, int fd, uint64_t offset, uint64_t len) {
 }
 
 void host_fail(ops_call* c, int code, const char* message) {
-  request(remote(c), "{\"host\":\"fail\",\"code\":" + num(code) +
-                         ",\"message\":" + message_json(message) + "}");
+  hold(remote(c), "{\"host\":\"fail\",\"code\":" + num(code) +
+                      ",\"message\":" + message_json(message) + "}");
 }
 
 void host_fail_details(ops_call* c, int code, const char* message, const char* details) {
   json::JsonError error;
   if (details == nullptr || !json::validate_strict_object(details, error)) {
     // As in-process: details that are not one JSON object make the answer `internal`.
-    request(remote(c), "{\"host\":\"fail\",\"code\":15,\"message\":" +
-                           message_json("the operation gave invalid error details") + "}");
+    hold(remote(c), "{\"host\":\"fail\",\"code\":15,\"message\":" +
+                        message_json("the operation gave invalid error details") + "}");
     return;
   }
   std::string text(details);
   for (char& ch : text) {
     if (ch == '\n' || ch == '\r') ch = ' ';
   }
-  request(remote(c), "{\"host\":\"fail_details\",\"code\":" + num(code) +
+  hold(remote(c), "{\"host\":\"fail_details\",\"code\":" + num(code) +
                          ",\"message\":" + message_json(message) + ",\"details\":" + text + "}");
 }
 
 void host_log(ops_call* c, int level, const char* message) {
   std::string line = "{\"host\":\"log\",\"level\":" + num(level) + ",\"message\":";
   quote(core::printable(message ? message : "", 4096), line);
-  request(remote(c), line + "}");
+  hold(remote(c), line + "}");
 }
 
 // A request with string arguments: OPS_INVALID_ARGS when one is not valid UTF-8.
@@ -229,8 +244,8 @@ int host_quota_release_held(ops_call* c, const char* tag) {
 }
 
 void host_usage_adjust(ops_call* c, int64_t bytes, int64_t files) {
-  request(remote(c), "{\"host\":\"usage_adjust\",\"bytes_delta\":" + num(bytes) +
-                         ",\"files_delta\":" + num(files) + "}");
+  hold(remote(c), "{\"host\":\"usage_adjust\",\"bytes_delta\":" + num(bytes) +
+                      ",\"files_delta\":" + num(files) + "}");
 }
 
 int host_user_exists(ops_call* c, const char* name) {
@@ -320,8 +335,12 @@ const ops_host_v1 kRemoteHost = {
 
 }  // namespace
 
-const ops_host_v1* remote_host_vtable() noexcept {
-  return &kRemoteHost;
+const ops_host_v1* remote_host_vtable() noexcept { return &kRemoteHost; }
+
+bool finish_call(RemoteCall& call, int code) {
+  if (call.broken) return false;
+  return call.channel->send("{\"done\":" + std::to_string(code) + "}", {}, {},
+                            Clock::time_point::max(), call.held);
 }
 
 }  // namespace ops::isolation

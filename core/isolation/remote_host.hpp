@@ -20,7 +20,14 @@ struct RemoteCall {
   Fd scratch_dir;
   std::uint64_t payload = 0;
   bool broken = false;  // the server is gone or the conversation failed: stop
+  // Requests that need no answer ("reply": false: a result without payload, fail, log,
+  // usage_adjust), held back and sent with the next request or with "done", so a simple
+  // call costs the server one wake-up for its answer instead of one per message.
+  std::string held;
 };
+
+// Sends what `call` held back and {"done": code}. False if the server is gone.
+bool finish_call(RemoteCall& call, int code);
 
 const ops_host_v1* remote_host_vtable() noexcept;
 

@@ -35,13 +35,15 @@ bool WorkerChannel::wait(short events, Clock::time_point deadline) {
 }
 
 bool WorkerChannel::send(std::string_view line, std::span<const std::byte> data,
-                         std::span<const int> fds, Clock::time_point deadline) {
+                         std::span<const int> fds, Clock::time_point deadline,
+                         std::string_view before) {
   static const char newline = '\n';
-  iovec iov[3] = {{const_cast<char*>(line.data()), line.size()},
+  iovec iov[4] = {{const_cast<char*>(before.data()), before.size()},
+                  {const_cast<char*>(line.data()), line.size()},
                   {const_cast<char*>(&newline), 1},
                   {const_cast<std::byte*>(data.data()), data.size()}};
-  std::size_t iov_first = 0;
-  const std::size_t iov_count = data.empty() ? 2 : 3;
+  std::size_t iov_first = before.empty() ? 1 : 0;
+  const std::size_t iov_count = data.empty() ? 3 : 4;
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
   bool fds_pending = !fds.empty() && fds.size() <= kMaxFdsPerMessage;
   if (fds.size() > kMaxFdsPerMessage) return false;

@@ -47,8 +47,11 @@ class WorkerChannel {
 
   // Sends `line` (one JSON object, no newline) and "\n", then `data`, with `fds` attached.
   // False when the peer is gone (EPIPE) or the deadline passed.
+  // `before` (whole lines, each ending in "\n") goes first, in the same write: messages a
+  // worker holds back so that several reach the server at one wake-up.
   bool send(std::string_view line, std::span<const std::byte> data = {},
-            std::span<const int> fds = {}, Clock::time_point deadline = Clock::time_point::max());
+            std::span<const int> fds = {}, Clock::time_point deadline = Clock::time_point::max(),
+            std::string_view before = {});
 
   // The next message, waiting until `deadline`. Its raw bytes (message.bytes) must be read
   // with read_bytes or skip_bytes before the next receive.

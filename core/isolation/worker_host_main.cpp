@@ -207,7 +207,7 @@ std::string member_text(const rapidjson::Value& object, const char* key) {
     if (args.empty()) args = "{}";
     if (o.cpu_seconds > 0) limit_cpu_from_now(o.cpu_seconds);
     const int code = op->call(remote_host_vtable(), as_call(&call), args.c_str(), args.size());
-    if (call.broken || !channel.send("{\"done\":" + std::to_string(code) + "}")) std::exit(1);
+    if (!finish_call(call, code)) std::exit(1);
   }
 }
 
