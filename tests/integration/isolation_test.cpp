@@ -5,6 +5,7 @@
 // connection and every other client carry on, and 1,000 crashes leave no descriptor,
 // process or memory behind in the server. Real server, real .so files, real sockets.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <chrono>
 #include <fstream>
@@ -227,6 +228,118 @@ TEST(IsolationTransfers, UploadAndDownloadRunIsolatedWithQuotas) {
   Outcome ls = call_op(*c, "list", "{}");
   ASSERT_TRUE(ls.ok);
   EXPECT_NE(ls.result_json.find("big.bin"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ops::test
+
+namespace ops::test {
+namespace {
+
+// An exec operation whose program does, per call, what its "mode" argument says: answer,
+// or break the worker protocol in one way or another.
+constexpr const char* kUnrulyScript = R"(#!/bin/sh
+read -r init
+echo '{"ready":{"summary":"misbehaves on request","version":"1.0.0","payload":"none","args_schema":{"type":"object"}}}'
+while read -r call; do
+  case "$call" in
+    *'"mode":"garbage"'*) echo 'this is not json' ;;
+    *'"mode":"huge"'*) head -c 1100000 /dev/zero | tr '\0' 'a' ;;
+    *'"mode":"exit"'*) exit 3 ;;
+    *'"mode":"bytes"'*) printf '{"host":"log","level":"info","message":"x","bytes":5}\nhello' ; read -r reply ;;
+    *'"mode":"unknown"'*)
+      echo '{"host":"format_disk"}'; read -r reply
+      printf '{"host":"send_result","result":%s,"payload_size":0}\n' "$reply"; read -r r
+      echo '{"done":0}' ;;
+    *'"mode":"pid"'*)
+      printf '{"host":"send_result","result":{"pid":%s},"payload_size":0,"reply":false}\n{"done":"ok"}\n' $$ ;;
+    *'"mode":"fail"'*)
+      echo '{"host":"fail","code":"not_found","message":"no such thing"}'; read -r r
+      echo '{"done":"not_found"}' ;;
+    *) echo '{"host":"send_result","result":{"ok":true},"payload_size":0}'; read -r r; echo '{"done":0}' ;;
+  esac
+done
+)";
+
+class ExecPlugin : public ::testing::Test {
+ protected:
+  void start(const std::string& extra = "") {
+    const fs::path script = dir_.path() / "unruly.sh";
+    write_file(script, kUnrulyScript);
+    ServerOptions o;
+    o.ops_json = ops_json_with(dir_.path() / "p", {},
+                               R"("unruly": {"allow": ["*"], "exec": ["/bin/sh", ")" +
+                                   script.string() + R"("])" + extra + "}");
+    server_ = std::make_unique<ServerProcess>(o);
+    client_ = server_->connect_admin();
+    ASSERT_TRUE(client_);
+  }
+  Outcome call(const std::string& mode) {
+    return call_op(*client_, "unruly", R"({"mode":")" + mode + R"("})");
+  }
+
+  TempDir dir_;
+  std::unique_ptr<ServerProcess> server_;
+  std::unique_ptr<client::Client> client_;
+};
+
+TEST_F(ExecPlugin, AnExecProgramServesCallsAndReportsErrors) {
+  start();
+  Outcome ok = call("ok");
+  ASSERT_TRUE(ok.ok) << ok.message;
+  EXPECT_EQ(ok.result_json, R"({"ok":true})");
+  EXPECT_OP_ERR(call("fail"), "not_found");
+  Outcome unknown = call("unknown");
+  ASSERT_TRUE(unknown.ok) << unknown.message;
+  EXPECT_NE(unknown.result_json.find("unknown host request"), std::string::npos)
+      << unknown.result_json;
+  Outcome d = call_op(*client_, "describe", "{}");
+  EXPECT_NE(d.result_json.find("misbehaves on request"), std::string::npos) << d.result_json;
+}
+
+// Each way of breaking the protocol costs that call (`unavailable`) and that worker; the
+// next call gets a new worker and is served.
+TEST_F(ExecPlugin, AProgramThatBreaksTheProtocolCostsOnlyItsCall) {
+  start();
+  for (const char* mode : {"garbage", "huge", "exit", "bytes"}) {
+    SCOPED_TRACE(mode);
+    EXPECT_OP_ERR(call(mode), "unavailable");
+    Outcome after = call("ok");
+    EXPECT_TRUE(after.ok) << after.message;
+  }
+  EXPECT_TRUE(server_->running());
+}
+
+TEST_F(ExecPlugin, MaxCallsOneGivesEveryCallAFreshProcess) {
+  start(R"(, "limits": {"max_calls": 1})");
+  Outcome a = call("pid");
+  Outcome b = call("pid");
+  ASSERT_TRUE(a.ok && b.ok) << a.message << b.message;
+  EXPECT_NE(a.result_json, b.result_json);
+}
+
+TEST_F(ExecPlugin, AWarmWorkerServesCallAfterCall) {
+  start();
+  Outcome a = call("pid");
+  Outcome b = call("pid");
+  ASSERT_TRUE(a.ok && b.ok) << a.message << b.message;
+  EXPECT_EQ(a.result_json, b.result_json);
+}
+
+// A reload starts fresh workers for isolated operations and retires the old ones: after
+// it, no worker of the old generation is left.
+TEST_F(ExecPlugin, AReloadReplacesTheWorkers) {
+  start();
+  Outcome before = call("pid");
+  ASSERT_TRUE(before.ok);
+  const std::size_t workers = children_of(server_->pid());
+  ASSERT_EQ(::kill(server_->pid(), SIGHUP), 0);
+  EXPECT_TRUE(eventually([&] {
+    Outcome after = call("pid");
+    return after.ok && after.result_json != before.result_json;
+  }));
+  EXPECT_TRUE(eventually([&] { return children_of(server_->pid()) == workers; }, 5s))
+      << children_of(server_->pid()) << " workers, expected " << workers;
 }
 
 }  // namespace
