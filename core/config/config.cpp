@@ -491,7 +491,10 @@ std::set<std::string> isolated_plugin_files(const Config& config) {
                                 ? policy.isolation->plugin
                                 : config.plugin_dir / policy.isolation->plugin;
     std::error_code ec;
-    if (fs::equivalent(plugin.parent_path(), config.plugin_dir, ec)) {
+    const bool same_dir = fs::absolute(plugin.parent_path()).lexically_normal() ==
+                              fs::absolute(config.plugin_dir).lexically_normal() ||
+                          fs::equivalent(plugin.parent_path(), config.plugin_dir, ec);
+    if (same_dir) {
       files.insert(plugin.filename().string());
     }
   }
