@@ -12,7 +12,7 @@
 # Enable it in ops.json (the program runs in the directory of ops.json; copy hello.sh
 # there, or give an absolute path):
 #     "hello": {"allow": ["*"], "exec": ["/bin/bash", "hello.sh"]}
-# Call it:   opclient call hello '{"name": "Ada"}'   ->  {"greeting":"hello Ada","user":"alice"}
+# Call it:   opclient call hello -a name=Ada   ->   {"greeting":"hello Ada","user":"alice"}
 #
 # JSON without jq: we never parse JSON in general. The schema below lets "name" hold only
 # letters, digits, space, '_', '.' and '-', and OPS/1 user names match

@@ -17,7 +17,7 @@ Enable it in ops.json (the program runs with the directory of ops.json as its wo
 directory; copy wordcount.py there, or give an absolute path):
     "wordcount": {"allow": ["*"], "exec": ["/usr/bin/python3", "wordcount.py"],
                   "max_payload": 1073741824}
-Call it:  opclient call wordcount --payload notes.txt '{"save": "copies/notes.txt"}'
+Call it:  opclient call wordcount --in notes.txt -a save=copies/notes.txt
 """
 
 import os

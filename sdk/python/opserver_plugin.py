@@ -163,7 +163,6 @@ class _Channel:
     def read_message(self) -> tuple[dict, bytes, list[int]]:
         """One message: (object, raw bytes if it had "bytes", fds that came with it).
         Raises _ServerGone at EOF, ProtocolError on a bad line."""
-        fds_before = len(self._fds)
         while True:
             nl = self._buf.find(b"\n")
             if nl >= 0:
@@ -192,11 +191,9 @@ class _Channel:
                     raise _ServerGone()
             raw = bytes(self._buf[:n])
             del self._buf[:n]
-        fds = self._fds[fds_before:] if fds_before < len(self._fds) else []
-        # Descriptors that arrived before this message belong to nobody: close them.
-        for fd in self._fds[:fds_before]:
-            _close_quietly(fd)
-        self._fds = []
+        # The server sends one message and waits for the answer, so every descriptor
+        # received since the previous message came with this one.
+        fds, self._fds = self._fds, []
         return msg, raw, fds
 
     def send(self, obj: dict, raw: bytes | bytearray | memoryview = b"",
@@ -400,11 +397,14 @@ class Call:
         self.id = body.get("id")
         self.user: str = body.get("user", "")
         self.args: dict = body.get("args") or {}
-        self.payload_size: int = int(body.get("payload", 0) or 0)
+        size = body.get("payload", 0)
+        self.payload_size: int = size if isinstance(size, int) and size > 0 else 0
         self.operation: str = op.name
         self.settings: dict = op.settings
         self.user_dir: int = fds[0] if len(fds) > 0 else -1
         self.scratch_dir: int = fds[1] if len(fds) > 1 else -1
+        for extra in fds[2:]:
+            _close_quietly(extra)
         self._payload_done = self.payload_size == 0
         self.result_sent = False
         self.failed_code: int | None = None
