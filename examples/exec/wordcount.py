@@ -85,34 +85,35 @@ def count_and_save(call, path):
         if code != 0:
             raise Failure(code, f"no room left in your quota to save {path}")
         tmp = call.scratch_name("wordcount")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o640, dir_fd=call.scratch_dir)
+        fd = -1
+        published = False
         try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o640, dir_fd=call.scratch_dir)
             counter = Counter()
-            try:
-                for chunk in call.payload_chunks(CHUNK):
-                    counter.add(chunk)
-                    write_all(fd, chunk)
-                os.fsync(fd)
-                os.close(fd)
-                fd = -1
-                # The rename replaces the old file (never a symlink's target); the fsync of
-                # the directory makes the new name durable before we answer.
-                os.rename(tmp, leaf, src_dir_fd=call.scratch_dir, dst_dir_fd=parent)
-                tmp = None
-                os.fsync(parent)
-            except OSError as e:
-                raise error_from_errno(e.errno, path) from None
+            for chunk in call.payload_chunks(CHUNK):
+                counter.add(chunk)
+                write_all(fd, chunk)
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            # The rename replaces the old file (a symlink there was refused above, and a
+            # rename never follows one); usage follows what is now on disk.
+            os.rename(tmp, leaf, src_dir_fd=call.scratch_dir, dst_dir_fd=parent)
+            published = True
+            call.quota_commit(token, counter.bytes - old_size, 0 if existed else 1)
+            os.fsync(parent)  # the new name is durable before we answer
+        except OSError as e:
+            raise error_from_errno(e.errno, path) from None
         finally:
             if fd >= 0:
                 os.close(fd)
-            if tmp is not None:
+            if not published:
                 try:
                     os.unlink(tmp, dir_fd=call.scratch_dir)
                 except OSError:
                     pass
                 call.quota_release(token)
-        call.quota_commit(token, counter.bytes - old_size, 0 if existed else 1)
     finally:
         os.close(parent)
     return {"bytes": counter.bytes, "lines": counter.lines, "words": counter.words,

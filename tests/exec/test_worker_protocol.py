@@ -219,6 +219,22 @@ class WordcountTest(WorkerTestCase):
         self.server.reserve_code = opserver_plugin.CODES["quota_exceeded"]
         self.assert_refused("big.txt", "quota_exceeded")
 
+    def test_a_payload_lost_midway_leaves_nothing_behind(self):
+        with open(os.path.join(self.dirs.user, "keep.txt"), "wb") as f:
+            f.write(b"old")
+        out = self.call(args={"save": "keep.txt"}, payload=b"w " * 300000, chunk=65536,
+                        payload_lost_at=200000)
+        self.assertEqual(out.done, opserver_plugin.CODES["unavailable"])
+        self.assertIsNone(out.result)
+        with open(os.path.join(self.dirs.user, "keep.txt"), "rb") as f:
+            self.assertEqual(f.read(), b"old")
+        self.assertEqual(os.listdir(self.dirs.scratch), [])
+        hosts = [r["host"] for r in out.requests]
+        self.assertIn("quota_release", hosts)
+        self.assertNotIn("quota_commit", hosts)
+        out = self.call(payload=b"still serving", call_id=2)
+        self.assertEqual(out.result["words"], 2)
+
     def test_the_call_fds_are_closed_after_each_call(self):
         fd_dir = f"/proc/{self.server.proc.pid}/fd"
         out = self.call(payload=b"a b c")

@@ -121,9 +121,10 @@ class WorkerServer:
 
     def call(self, user_dir: int, scratch_dir: int, *, user: str = "alice",
              args: dict | None = None, payload: bytes = b"", call_id: int = 1,
-             chunk: int = READ_CAP) -> CallOutcome:
+             chunk: int = READ_CAP, payload_lost_at: int | None = None) -> CallOutcome:
         """One call: sends it with [user_dir, scratch_dir], answers host requests until
-        done. `chunk` caps what each read_payload reply carries (to split the payload)."""
+        done. `chunk` caps what each read_payload reply carries (to split the payload);
+        from byte `payload_lost_at` on, read_payload answers -1 (the client went away)."""
         out = CallOutcome()
         self.send({"call": {"id": call_id, "user": user, "args": args or {},
                             "payload": len(payload)}}, fds=[user_dir, scratch_dir])
@@ -145,7 +146,9 @@ class WorkerServer:
                 cap = min(int(msg["cap"]), READ_CAP, chunk)
                 assert cap > 0
                 n = min(cap, len(payload) - pos)
-                if n > 0:
+                if payload_lost_at is not None and pos >= payload_lost_at:
+                    self.send({"ret": -1})
+                elif n > 0:
                     self.send({"ret": n, "bytes": n}, payload[pos:pos + n])
                     pos += n
                 else:
