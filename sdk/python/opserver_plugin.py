@@ -678,9 +678,10 @@ class Operation:
                     raise ProtocolError(f"expected a call, got {sorted(msg)}")
                 call = Call(self, body, fds)
                 try:
-                    ch.send({"done": self._serve_call(call)})
+                    code = self._serve_call(call)
                 finally:
-                    call._close_fds()
+                    call._close_fds()  # before done: the call is over when the server hears it
+                ch.send({"done": code})
         except _ServerGone:
             return 0
         except ProtocolError as e:

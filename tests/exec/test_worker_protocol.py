@@ -276,6 +276,14 @@ class HelloShellTest(WorkerTestCase):
             self.assertEqual(out.result, {"greeting": f"hello {user}", "user": user})
             self.assertEqual(out.done, 0)
 
+    def test_the_call_fds_never_reach_the_script(self):
+        # read(2) without room for ancillary data: the kernel closes the passed fds.
+        fd_dir = f"/proc/{self.server.proc.pid}/fd"
+        before = sorted(os.listdir(fd_dir))
+        for i in range(5):
+            self.assertEqual(self.call(user="alice", call_id=i).done, 0)
+        self.assertEqual(sorted(os.listdir(fd_dir)), before)
+
     def test_reads_call_lines_with_spaces(self):
         # A server may format its JSON with spaces; the script must not care.
         self.server.sock.sendmsg(
