@@ -503,7 +503,8 @@ class Call:
 
     # Quotas: each returns the OPS/1 code number (0 = ok), quota_reserve (code, token).
     def quota_reserve(self, bytes: int, files: int) -> tuple[int, int]:
-        reply, _ = self.host("quota_reserve", bytes=int(bytes), files=int(files))
+        # "reserve_bytes": a plain "bytes" member would announce raw bytes after the line.
+        reply, _ = self.host("quota_reserve", reserve_bytes=int(bytes), reserve_files=int(files))
         return reply["ret"], int(reply.get("token", 0))
 
     def quota_commit(self, token: int, bytes_delta: int, files_delta: int) -> int:

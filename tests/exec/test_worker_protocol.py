@@ -153,7 +153,7 @@ class WordcountTest(WorkerTestCase):
         hosts = [r["host"] for r in out.requests]
         self.assertLess(hosts.index("quota_reserve"), hosts.index("read_payload"))
         reserve = out.requests[hosts.index("quota_reserve")]
-        self.assertEqual((reserve["bytes"], reserve["files"]), (len(data), 1))
+        self.assertEqual((reserve["reserve_bytes"], reserve["reserve_files"]), (len(data), 1))
         commit = out.requests[hosts.index("quota_commit")]
         self.assertEqual((commit["bytes_delta"], commit["files_delta"]), (len(data), 1))
 
@@ -390,7 +390,7 @@ class HelperModuleTest(WorkerTestCase):
         self.assertEqual(r["usage_self"]["user"], "alice")
         self.assertIsNone(r["usage_unknown"])
         expected = [
-            {"host": "quota_reserve", "bytes": 100, "files": 1},
+            {"host": "quota_reserve", "reserve_bytes": 100, "reserve_files": 1},
             {"host": "quota_commit", "token": 1, "bytes_delta": 10, "files_delta": 1},
             {"host": "quota_release", "token": 5},
             {"host": "quota_hold", "token": 6, "tag": "up-1"},

@@ -140,6 +140,7 @@ class WorkerServer:
                 return out
             host = msg.get("host")
             assert isinstance(host, str), msg
+            assert "bytes" not in msg or host == "write_payload", msg
             out.requests.append(msg)
             fds = self.take_fds()
             if host == "read_payload":
@@ -171,6 +172,9 @@ class WorkerServer:
             elif host in ("log", "usage_adjust"):
                 self.send({"ret": 0})
             elif host == "quota_reserve":
+                assert isinstance(msg["reserve_bytes"], int) and msg["reserve_bytes"] >= 0
+                assert isinstance(msg["reserve_files"], int) and msg["reserve_files"] >= 0
+                assert "bytes" not in msg, "only write_payload is followed by raw bytes"
                 token = self.next_token if self.reserve_code == 0 else 0
                 self.next_token += 1
                 self.send({"ret": self.reserve_code, "token": token})
