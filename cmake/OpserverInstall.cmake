@@ -64,6 +64,11 @@ install(FILES README.md docs/OPERATING.md docs/PROTOCOL.md docs/PLUGINS.md docs/
               docs/OPERATIONS.md docs/ARCHITECTURE.md
         DESTINATION ${CMAKE_INSTALL_DOCDIR})
 install(DIRECTORY examples/hello_plugin DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
+# Exec plugins (docs/EXEC_PLUGINS_DRAFT.md): the examples, and the Python helper where
+# Debian's python3 imports it from (/usr/lib/python3/dist-packages for the prefix /usr).
+install(PROGRAMS examples/exec/wordcount.py examples/exec/hello.sh
+        DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples/exec)
+install(FILES sdk/python/opserver_plugin.py DESTINATION lib/python3/dist-packages)
 
 # The SDK: headers, libopsdk.a, and the targets find_package(opserver) imports.
 install(DIRECTORY sdk/include/opserver DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
