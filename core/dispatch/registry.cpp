@@ -1,5 +1,7 @@
 #include "dispatch/registry.hpp"
 
+#include "plugin_host/prepare_operations.hpp"
+
 #include <rapidjson/pointer.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -54,6 +56,8 @@ Result<std::unique_ptr<Registry>> Registry::build(const Config& config,
     op.schema = std::make_shared<rapidjson::SchemaDocument>(*op.schema_doc);
     registry->ops_.emplace(name, std::move(op));
   }
+  // Settings schemas, then init hooks (plugin_host/prepare_operations.hpp).
+  if (Status ready = prepare_in_process(config, loaded); !ready) return ready.error();
   return registry;
 }
 

@@ -45,6 +45,7 @@ struct ScrapeValues {
   std::size_t handler_queue_length = 0;
   std::size_t resumable_uploads_open = 0;
   std::size_t defender_banned_addresses = 0;
+  std::size_t operations_unhealthy = 0;  // by their health hooks, as last checked
 };
 
 class Metrics {
@@ -98,6 +99,7 @@ class Metrics {
   prometheus::Gauge* handler_queue_;
   prometheus::Gauge* uploads_open_;
   prometheus::Gauge* banned_addresses_;
+  prometheus::Gauge* operations_unhealthy_;
 
   std::mutex mutex_;  // per_operation's slow path, the sampler, scrape
   std::unordered_map<std::string, std::unique_ptr<PerOperation>> operations_;

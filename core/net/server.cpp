@@ -31,6 +31,7 @@
 #include "metrics/admin_server.hpp"
 #include "metrics/audit_log.hpp"
 #include "metrics/metrics.hpp"
+#include "metrics/operation_health.hpp"
 #include "net/defender.hpp"
 #include "net/pid_file.hpp"
 #include "net/reload.hpp"
@@ -40,6 +41,7 @@
 #include "net/tcp_transport.hpp"
 #include "net/tls_listener.hpp"
 #include "opserver/fd.hpp"
+#include "plugin_host/lifecycle.hpp"
 #include "plugin_host/plugin_loader.hpp"
 #include "tls/server_context.hpp"
 
@@ -195,6 +197,8 @@ struct Server::Impl {
   std::unique_ptr<Defender> defender;
   std::unique_ptr<AuditLog> audit;
   std::atomic<bool> ready{false};  // plugins loaded and listeners bound, accepting
+  // The operations' health hooks, asked for /readyz and the metrics (on the handler pool).
+  std::unique_ptr<OperationHealth> health;
   asio::signal_set reopen_signal{io, SIGUSR1};
   void wait_for_reopen() {
     reopen_signal.async_wait([this](const boost::system::error_code& ec, int) {
@@ -391,6 +395,10 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
   first->registry = std::shared_ptr<const Registry>(std::move(*registry));
   first->generation = 1;
   impl->snapshots = std::make_unique<SnapshotStore>(std::move(first));
+  impl->health = std::make_unique<OperationHealth>(
+      *impl->snapshots, [raw = impl.get()](std::function<void()> job) {
+        raw->workers.submit(std::move(job));
+      });
 
   auto endpoint = resolve_listen(impl->io, cfg);
   if (!endpoint) return endpoint.error();
@@ -423,6 +431,7 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
         [raw] { return raw->ready.load() && !(raw->context && raw->context->stopping.load()); });
     if (!admin) return admin.error();
     impl->admin = std::move(*admin);
+    impl->admin->set_unhealthy([raw] { return raw->health->unhealthy(); });
   }
   if (cfg.audit_log) {
     auto audit = AuditLog::open(*cfg.audit_log, &impl->metrics);
@@ -491,6 +500,7 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
       v.handler_queue_length = load.queued;
       v.resumable_uploads_open = count_open_uploads(raw->scratch_dir.get());
       v.defender_banned_addresses = raw->defender->banned_count();
+      v.operations_unhealthy = raw->health->unhealthy(false).size();
     });
   }
   if (!cfg.pid_file.empty()) {
@@ -591,6 +601,14 @@ int Server::run() {
   s.workers.stop();
   if (!s.workers.join_for(std::chrono::seconds(2))) {
     spdlog::error("a plugin handler did not return; exiting without it");
+    spdlog::shutdown();
+    std::_Exit(0);
+  }
+  // No call runs any more: every initialised operation's shutdown hook (docs/PLUGINS.md,
+  // Lifecycle hooks), in parallel, bounded by the grace period.
+  if (!OpLifecycle::shutdown_all(s.config.shutdown_grace)) {
+    spdlog::error("a plugin shutdown hook did not return within {} ms; exiting without it",
+                  s.config.shutdown_grace.count());
     spdlog::shutdown();
     std::_Exit(0);
   }
