@@ -48,8 +48,8 @@ class OperationHealth {
   std::chrono::steady_clock::time_point checked_at_{};  // when the last check finished
   bool have_result_ = false;
   bool running_ = false;
-  std::uint64_t completed_ = 0;          // checks finished so far
-  std::string asking_;                    // the operation being asked now
+  std::uint64_t completed_ = 0;  // checks finished so far
+  std::string asking_;           // the operation being asked now
   std::chrono::steady_clock::time_point asked_at_{};
 };
 

@@ -396,9 +396,8 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
   first->generation = 1;
   impl->snapshots = std::make_unique<SnapshotStore>(std::move(first));
   impl->health = std::make_unique<OperationHealth>(
-      *impl->snapshots, [raw = impl.get()](std::function<void()> job) {
-        raw->workers.submit(std::move(job));
-      });
+      *impl->snapshots,
+      [raw = impl.get()](std::function<void()> job) { raw->workers.submit(std::move(job)); });
 
   auto endpoint = resolve_listen(impl->io, cfg);
   if (!endpoint) return endpoint.error();

@@ -80,7 +80,8 @@ std::string explain(const rapidjson::Document& schema, const rapidjson::Value& s
     return field + ": unknown member";
   }
   if (keyword == "type") {
-    if (const auto* type = member(rule, "type")) return field + ": must be of type " + json_text(*type);
+    if (const auto* type = member(rule, "type"))
+      return field + ": must be of type " + json_text(*type);
     return field + ": has the wrong type";
   }
   if (keyword == "minimum" || keyword == "maximum") {
@@ -101,7 +102,8 @@ std::string explain(const rapidjson::Document& schema, const rapidjson::Value& s
     }
   }
   if (keyword == "enum") {
-    if (const auto* values = member(rule, "enum")) return field + ": must be one of " + json_text(*values);
+    if (const auto* values = member(rule, "enum"))
+      return field + ": must be one of " + json_text(*values);
   }
   if (keyword == "pattern") return field + ": does not have the required form";
   return field + ": fails the \"" + keyword + "\" rule of the settings schema";
@@ -163,8 +165,7 @@ Status check_settings(const std::string& op_name, const ops_op_v1* op,
   const std::string prefix = "operation \"" + op_name + "\": ";
   rapidjson::Document schema;
   if (schema.Parse(schema_text).HasParseError() || !schema.IsObject()) {
-    return fail(ErrorCode::internal,
-                prefix + "the plugin's settings schema is not a JSON object");
+    return fail(ErrorCode::internal, prefix + "the plugin's settings schema is not a JSON object");
   }
   rapidjson::Document settings;
   if (settings.Parse(settings_json.data(), settings_json.size()).HasParseError() ||

@@ -10,9 +10,9 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
 #include <algorithm>
 #include <boost/dll/shared_library.hpp>
-#include <spdlog/spdlog.h>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>

@@ -590,9 +590,8 @@ Status handle_abort(Call& call, const rapidjson::Value& args) {
 }  // namespace
 
 OPS_EXPORT_PLUGIN("upload_resumable", "1.0.0",
-                  OPS_OPERATION_HOOKS("upload_open",
-                                      "Start a resumable upload (its id and expiry)", "1.0.0",
-                                      OPS_PAYLOAD_NONE, kOpenSchema, handle_open,
+                  OPS_OPERATION_HOOKS("upload_open", "Start a resumable upload (its id and expiry)",
+                                      "1.0.0", OPS_PAYLOAD_NONE, kOpenSchema, handle_open,
                                       kOpenSettingsSchema, nullptr, nullptr, nullptr),
                   OPS_OPERATION("upload_append",
                                 "Append the payload at the upload's current end (fsynced)", "1.0.0",

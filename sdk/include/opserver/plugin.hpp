@@ -229,29 +229,29 @@ int call_shim(const ops_host_v1* host, ops_call* call, const char* args,
 // function or nullptr:
 //   OPS_OPERATION_HOOKS("list", "...", "1.0.0", OPS_PAYLOAD_NONE, kArgs, handle_list,
 //                       kSettingsSchema, init_list, nullptr, nullptr)
-#define OPS_OPERATION_HOOKS(name, summary, version, payload, schema, handler, settings_schema, \
-                            init, shutdown, health)                                            \
-  ops_op_v1 {                                                                                  \
-    sizeof(ops_op_v1), name, summary, version, payload, schema,                                \
-        &::ops::sdk::call_shim<handler>, settings_schema, ::ops::sdk::init_hook<init>(),       \
-        ::ops::sdk::shutdown_hook<shutdown>(), ::ops::sdk::health_hook<health>()               \
+#define OPS_OPERATION_HOOKS(name, summary, version, payload, schema, handler, settings_schema,   \
+                            init, shutdown, health)                                              \
+  ops_op_v1 {                                                                                    \
+    sizeof(ops_op_v1), name, summary, version, payload, schema, &::ops::sdk::call_shim<handler>, \
+        settings_schema, ::ops::sdk::init_hook<init>(), ::ops::sdk::shutdown_hook<shutdown>(),   \
+        ::ops::sdk::health_hook<health>()                                                        \
   }
 
 // Defines the two exported symbols of plugin_abi.h for the operations listed.
-#define OPS_EXPORT_PLUGIN(plugin_name, plugin_version, ...)                      \
-  extern "C" OPS_EXPORT const ops_plugin_stamp_v1 ops_plugin_stamp = {           \
-      OPS_PLUGIN_ABI_VERSION, sizeof(ops_plugin_stamp_v1), OPS_BUILD_SIGNATURE,  \
-      OPS_PLUGIN_ABI_MINOR};                                                     \
-  namespace {                                                                    \
-  const ops_op_v1 ops_plugin_ops_[] = {__VA_ARGS__};                             \
-  const ops_plugin_v1 ops_plugin_descriptor_ = {                                 \
-      OPS_PLUGIN_ABI_VERSION,                                                    \
-      sizeof(ops_plugin_v1),                                                     \
-      plugin_name,                                                               \
-      plugin_version,                                                            \
-      sizeof(ops_plugin_ops_) / sizeof(ops_plugin_ops_[0]),                      \
-      ops_plugin_ops_};                                                          \
-  }                                                                              \
-  extern "C" OPS_EXPORT const ops_plugin_v1* ops_plugin_entry(void) {            \
-    return &ops_plugin_descriptor_;                                              \
+#define OPS_EXPORT_PLUGIN(plugin_name, plugin_version, ...)                     \
+  extern "C" OPS_EXPORT const ops_plugin_stamp_v1 ops_plugin_stamp = {          \
+      OPS_PLUGIN_ABI_VERSION, sizeof(ops_plugin_stamp_v1), OPS_BUILD_SIGNATURE, \
+      OPS_PLUGIN_ABI_MINOR};                                                    \
+  namespace {                                                                   \
+  const ops_op_v1 ops_plugin_ops_[] = {__VA_ARGS__};                            \
+  const ops_plugin_v1 ops_plugin_descriptor_ = {                                \
+      OPS_PLUGIN_ABI_VERSION,                                                   \
+      sizeof(ops_plugin_v1),                                                    \
+      plugin_name,                                                              \
+      plugin_version,                                                           \
+      sizeof(ops_plugin_ops_) / sizeof(ops_plugin_ops_[0]),                     \
+      ops_plugin_ops_};                                                         \
+  }                                                                             \
+  extern "C" OPS_EXPORT const ops_plugin_v1* ops_plugin_entry(void) {           \
+    return &ops_plugin_descriptor_;                                             \
   }
