@@ -83,7 +83,9 @@ Result<std::vector<LoadedOperation>> load_one(const fs::path& file, const LoadFr
   if (stamp.abi_version != OPS_PLUGIN_ABI_VERSION) {
     return plugin_error(file, "built for plugin ABI version " + std::to_string(stamp.abi_version) +
                                   ", this server expects version " +
-                                  std::to_string(OPS_PLUGIN_ABI_VERSION));
+                                  std::to_string(OPS_PLUGIN_ABI_VERSION) + " (any minor; it has " +
+                                  std::to_string(OPS_PLUGIN_ABI_VERSION) + "." +
+                                  std::to_string(OPS_PLUGIN_ABI_MINOR) + ")");
   }
   // Any minor of this major loads (docs/PLUGINS.md, ABI versioning): members beyond a
   // struct's struct_size read as absent (op_hooks.hpp).
