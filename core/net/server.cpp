@@ -52,6 +52,16 @@ using asio::ip::tcp;
 
 namespace {
 
+// Runs the plugins' shutdown hooks (plugin_host/lifecycle.hpp) when Server::create fails
+// after their init hooks ran; before the Impl, and the libraries with it, go.
+struct PluginShutdownOnFailure {
+  std::chrono::milliseconds grace;
+  bool started = false;
+  ~PluginShutdownOnFailure() {
+    if (!started) (void)OpLifecycle::shutdown_all(grace);
+  }
+};
+
 constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
 constexpr const char* kScratchName = ".ops-tmp";
 // How often the server reports throttled log lines and considers trimming the heap.
@@ -382,6 +392,9 @@ asio::awaitable<void> Server::Impl::stop_sequence() {
 Result<std::unique_ptr<Server>> Server::create(Config config) {
   auto impl = std::make_unique<Impl>(std::move(config));
   Config& cfg = impl->config;
+  // A start that fails once plugins' init hooks ran gives their shutdown hooks the grace
+  // period before the process exits (docs/PLUGINS.md, Lifecycle hooks).
+  PluginShutdownOnFailure shutdown_on_failure{cfg.shutdown_grace};
 
   // Plugins and the listener first: a start that fails on them changes nothing on disk.
   auto loaded = load_plugins(cfg.plugin_dir);
@@ -506,6 +519,7 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
     if (Status st = write_pid_file(cfg.pid_file); !st) return st.error();
     impl->pid_file_written = true;
   }
+  shutdown_on_failure.started = true;
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
@@ -635,6 +649,8 @@ Status check_config(const Config& config) {
   auto loaded = load_plugins(config.plugin_dir);
   if (!loaded) return loaded.error();
   auto registry = Registry::build(config, std::move(*loaded));
+  // The check ran the init hooks: the shutdown hooks run before it returns.
+  (void)OpLifecycle::shutdown_all(config.shutdown_grace);
   if (!registry) return registry.error();
   return ok_status();
 }

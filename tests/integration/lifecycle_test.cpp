@@ -156,6 +156,20 @@ TEST_F(LifecycleTest, SettingsThatFailTheSchemaRefuseTheStartNamingTheField) {
   EXPECT_FALSE(fs::exists(marker_)) << slurp(marker_);
 }
 
+TEST_F(LifecycleTest, CheckConfigRunsInitThenShutdown) {
+  const fs::path root = dir_.path() / "check";
+  fs::create_directories(root);
+  std::ofstream(root / "ops.json") << ops_json(settings(3));
+  std::ofstream(root / "server.json")
+      << R"({"listen": "127.0.0.1:0", "storage_dir": ")" << (root / "storage").string()
+      << R"(", "state_dir": ")" << (root / "state").string() << R"(", "ops_config": ")"
+      << (root / "ops.json").string() << R"(", "shutdown_grace_ms": 1234})";
+  RunResult r =
+      run_program({OPS_SERVER_BIN, "--check-config", "--config", (root / "server.json").string()});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(slurp(marker_), "init level=3\nshutdown deadline_ms=1234\n");
+}
+
 TEST_F(LifecycleTest, AnInitRefusalIsTheStartupError) {
   expect_refused(ops_json(settings(1, R"(, "refuse": true)")),
                  R"(operation "hooked": init refused the operation: refused by its settings )"

@@ -9,6 +9,9 @@
 //       OPS_OPERATION("echo", "Echoes", "1.0.0", OPS_PAYLOAD_NONE, R"({"type":"object"})",
 //                     handle_echo));
 //
+// OPS_OPERATION_HOOKS (below) adds a settings schema and the lifecycle hooks (init,
+// shutdown, health; docs/PLUGINS.md "Lifecycle hooks").
+//
 // A Call is used only on the thread running the handler, and only until it returns.
 #pragma once
 
