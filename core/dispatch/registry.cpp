@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "isolation/isolated_operation.hpp"
+#include "plugin_host/prepare_operations.hpp"
 
 #include <rapidjson/pointer.h>
 #include <rapidjson/stringbuffer.h>
@@ -71,6 +72,8 @@ Result<std::unique_ptr<Registry>> Registry::build(const Config& config,
     op.schema = std::make_shared<rapidjson::SchemaDocument>(*op.schema_doc);
     registry->ops_.emplace(name, std::move(op));
   }
+  // Settings schemas, then init hooks (plugin_host/prepare_operations.hpp).
+  if (Status ready = prepare_in_process(config, loaded); !ready) return ready.error();
   return registry;
 }
 

@@ -136,8 +136,17 @@ asio::awaitable<void> AdminServer::serve(tcp::socket socket) {
       res = respond(req, http::status::ok, "ok\n", "text/plain");
     } else if (path == "/readyz") {
       const bool ready = ready_();
-      res = respond(req, ready ? http::status::ok : http::status::service_unavailable,
-                    ready ? "ready\n" : "not ready\n", "text/plain");
+      std::vector<std::string> sick;
+      if (ready && unhealthy_) sick = unhealthy_();
+      if (!ready) {
+        res = respond(req, http::status::service_unavailable, "not ready\n", "text/plain");
+      } else if (!sick.empty()) {
+        std::string body = "unhealthy operations:\n";
+        for (const std::string& line : sick) body += line + "\n";
+        res = respond(req, http::status::service_unavailable, std::move(body), "text/plain");
+      } else {
+        res = respond(req, http::status::ok, "ready\n", "text/plain");
+      }
     } else {
       res = respond(req, http::status::not_found, "not found\n", "text/plain");
     }

@@ -2,7 +2,8 @@
 //   GET /metrics   the Prometheus text exposition (Metrics::scrape)
 //   GET /healthz   200 while the process serves at all
 //   GET /readyz    200 once plugins are loaded and the listeners are bound, 503 while
-//                  starting or stopping
+//                  starting or stopping, or while an operation's health hook reports
+//                  it unhealthy (the body names it)
 // It runs on the accept thread's io_context: scrapes are rare and small, and never take an
 // I/O thread from the sessions. Few connections at once, short timeouts, GET/HEAD only.
 #pragma once
@@ -12,6 +13,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "metrics/metrics.hpp"
 #include "opserver/error.hpp"
@@ -25,6 +27,12 @@ class AdminServer {
                                                    const std::string& host, std::uint16_t port,
                                                    Metrics& metrics, std::function<bool()> ready);
 
+  // Operations that report themselves unhealthy ("name: reason" each, metrics/
+  // operation_health.hpp): a ready server with any answers /readyz 503 naming them. Set
+  // before start().
+  void set_unhealthy(std::function<std::vector<std::string>()> unhealthy) {
+    unhealthy_ = std::move(unhealthy);
+  }
   // Starts accepting (on the io_context given to open).
   void start();
   // Any thread: closes the listener; open connections end with their request.
@@ -41,6 +49,7 @@ class AdminServer {
   boost::asio::ip::tcp::acceptor acceptor_;
   Metrics& metrics_;
   std::function<bool()> ready_;
+  std::function<std::vector<std::string>()> unhealthy_;
   unsigned open_ = 0;  // connections being served (on the io_context's one thread)
 };
 

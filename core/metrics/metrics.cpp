@@ -117,6 +117,9 @@ Metrics::Metrics()
                         "Resumable uploads open now (their metadata files in the scratch area)");
   banned_addresses_ =
       gauge("opserver_defender_banned_addresses", "Source addresses the defender bans now");
+  operations_unhealthy_ =
+      gauge("opserver_operations_unhealthy",
+            "Enabled operations whose health hook reported them unhealthy at the last check");
   plugin_loads_.Add({{"kind", "start"}, {"result", "ok"}});
 }
 
@@ -207,6 +210,7 @@ std::string Metrics::scrape() {
       event("start_failed", op.start_failures);
       event("crashed", op.crashes);
     }
+    operations_unhealthy_->Set(static_cast<double>(v.operations_unhealthy));
   }
   std::ostringstream out;
   prom::TextSerializer().Serialize(out, registry_->Collect());

@@ -54,6 +54,7 @@ struct ScrapeValues {
     std::uint64_t starts = 0, start_failures = 0, crashes = 0;
   };
   std::vector<Isolated> isolated;
+  std::size_t operations_unhealthy = 0;  // by their health hooks, as last checked
 };
 
 class Metrics {
@@ -110,6 +111,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& isolated_up_;
   prometheus::Family<prometheus::Gauge>& isolated_workers_;
   prometheus::Family<prometheus::Gauge>& isolated_events_;
+  prometheus::Gauge* operations_unhealthy_;
 
   std::mutex mutex_;  // per_operation's slow path, the sampler, scrape
   std::unordered_map<std::string, std::unique_ptr<PerOperation>> operations_;

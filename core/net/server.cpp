@@ -32,6 +32,7 @@
 #include "metrics/admin_server.hpp"
 #include "metrics/audit_log.hpp"
 #include "metrics/metrics.hpp"
+#include "metrics/operation_health.hpp"
 #include "net/defender.hpp"
 #include "net/pid_file.hpp"
 #include "net/reload.hpp"
@@ -41,6 +42,7 @@
 #include "net/tcp_transport.hpp"
 #include "net/tls_listener.hpp"
 #include "opserver/fd.hpp"
+#include "plugin_host/lifecycle.hpp"
 #include "plugin_host/plugin_loader.hpp"
 #include "tls/server_context.hpp"
 
@@ -50,6 +52,16 @@ namespace fs = std::filesystem;
 using asio::ip::tcp;
 
 namespace {
+
+// Runs the plugins' shutdown hooks (plugin_host/lifecycle.hpp) when Server::create fails
+// after their init hooks ran; before the Impl, and the libraries with it, go.
+struct PluginShutdownOnFailure {
+  std::chrono::milliseconds grace;
+  bool started = false;
+  ~PluginShutdownOnFailure() {
+    if (!started) (void)OpLifecycle::shutdown_all(grace);
+  }
+};
 
 constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
 constexpr const char* kScratchName = ".ops-tmp";
@@ -196,6 +208,8 @@ struct Server::Impl {
   std::unique_ptr<Defender> defender;
   std::unique_ptr<AuditLog> audit;
   std::atomic<bool> ready{false};  // plugins loaded and listeners bound, accepting
+  // The operations' health hooks, asked for /readyz and the metrics (on the handler pool).
+  std::unique_ptr<OperationHealth> health;
   asio::signal_set reopen_signal{io, SIGUSR1};
   void wait_for_reopen() {
     reopen_signal.async_wait([this](const boost::system::error_code& ec, int) {
@@ -379,6 +393,9 @@ asio::awaitable<void> Server::Impl::stop_sequence() {
 Result<std::unique_ptr<Server>> Server::create(Config config) {
   auto impl = std::make_unique<Impl>(std::move(config));
   Config& cfg = impl->config;
+  // A start that fails once plugins' init hooks ran gives their shutdown hooks the grace
+  // period before the process exits (docs/PLUGINS.md, Lifecycle hooks).
+  PluginShutdownOnFailure shutdown_on_failure{cfg.shutdown_grace};
 
   // Plugins and the listener first: a start that fails on them changes nothing on disk.
   auto loaded = load_plugins(cfg.plugin_dir, isolated_plugin_files(cfg));
@@ -392,6 +409,9 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
   first->registry = std::shared_ptr<const Registry>(std::move(*registry));
   first->generation = 1;
   impl->snapshots = std::make_unique<SnapshotStore>(std::move(first));
+  impl->health = std::make_unique<OperationHealth>(
+      *impl->snapshots,
+      [raw = impl.get()](std::function<void()> job) { raw->workers.submit(std::move(job)); });
 
   auto endpoint = resolve_listen(impl->io, cfg);
   if (!endpoint) return endpoint.error();
@@ -424,6 +444,7 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
         [raw] { return raw->ready.load() && !(raw->context && raw->context->stopping.load()); });
     if (!admin) return admin.error();
     impl->admin = std::move(*admin);
+    impl->admin->set_unhealthy([raw] { return raw->health->unhealthy(); });
   }
   if (cfg.audit_log) {
     auto audit = AuditLog::open(*cfg.audit_log, &impl->metrics);
@@ -499,12 +520,14 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
                                 stats->start_failures, stats->crashes});
         }
       }
+      v.operations_unhealthy = raw->health->unhealthy(false).size();
     });
   }
   if (!cfg.pid_file.empty()) {
     if (Status st = write_pid_file(cfg.pid_file); !st) return st.error();
     impl->pid_file_written = true;
   }
+  shutdown_on_failure.started = true;
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
@@ -608,6 +631,14 @@ int Server::run() {
     spdlog::shutdown();
     std::_Exit(0);
   }
+  // No call runs any more: every initialised operation's shutdown hook (docs/PLUGINS.md,
+  // Lifecycle hooks), in parallel, bounded by the grace period.
+  if (!OpLifecycle::shutdown_all(s.config.shutdown_grace)) {
+    spdlog::error("a plugin shutdown hook did not return within {} ms; exiting without it",
+                  s.config.shutdown_grace.count());
+    spdlog::shutdown();
+    std::_Exit(0);
+  }
   spdlog::info("stopped");
   return 0;
 }
@@ -632,6 +663,8 @@ Status check_config(const Config& config) {
   auto loaded = load_plugins(config.plugin_dir, isolated_plugin_files(config));
   if (!loaded) return loaded.error();
   auto registry = Registry::build(config, std::move(*loaded));
+  // The check ran the init hooks: the shutdown hooks run before it returns.
+  (void)OpLifecycle::shutdown_all(config.shutdown_grace);
   if (!registry) return registry.error();
   return ok_status();
 }

@@ -6,9 +6,11 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "opserver/plugin_abi.h"
+#include "plugin_host/lifecycle.hpp"
 #include "plugin_host/plugin_loader.hpp"
 
 namespace ops::core {
@@ -34,6 +36,9 @@ class OperationBackend {
   virtual bool available() const { return true; }
   // Set for an operation that runs in worker processes.
   virtual std::optional<WorkerStats> worker_stats() const { return std::nullopt; }
+  // The operation's own health (ABI minor 1 health hook): nullopt when healthy or when it
+  // cannot tell; otherwise the reason. Asked by the readiness check, never concurrently.
+  virtual std::optional<std::string> health() const { return std::nullopt; }
 };
 
 // A handler in a .so loaded into this process. Holds the library, so the code stays mapped
@@ -46,6 +51,7 @@ class InProcessBackend final : public OperationBackend {
   int invoke(const ops_host_v1* host, ops_call* call, std::string_view args_json) const override {
     return handler_(host, call, args_json.data(), args_json.size());
   }
+  std::optional<std::string> health() const override { return run_health(source_.op); }
   const LoadedOperation& source() const noexcept { return source_; }
 
  private:

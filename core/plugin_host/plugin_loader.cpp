@@ -10,12 +10,16 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
 #include <algorithm>
 #include <boost/dll/shared_library.hpp>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <map>
+
+#include "plugin_host/lifecycle.hpp"
+#include "plugin_host/op_hooks.hpp"
 
 namespace ops::core {
 namespace fs = std::filesystem;
@@ -79,8 +83,13 @@ Result<std::vector<LoadedOperation>> load_one(const fs::path& file, const LoadFr
   if (stamp.abi_version != OPS_PLUGIN_ABI_VERSION) {
     return plugin_error(file, "built for plugin ABI version " + std::to_string(stamp.abi_version) +
                                   ", this server expects version " +
-                                  std::to_string(OPS_PLUGIN_ABI_VERSION));
+                                  std::to_string(OPS_PLUGIN_ABI_VERSION) + " (any minor; it has " +
+                                  std::to_string(OPS_PLUGIN_ABI_VERSION) + "." +
+                                  std::to_string(OPS_PLUGIN_ABI_MINOR) + ")");
   }
+  // Any minor of this major loads (docs/PLUGINS.md, ABI versioning): members beyond a
+  // struct's struct_size read as absent (op_hooks.hpp).
+  spdlog::debug("plugin {}: ABI {}.{}", file.string(), stamp.abi_version, stamp_minor(stamp));
   std::string signature = stamp.build_signature ? stamp.build_signature : "(none)";
   // Same architecture, and the same C++ library ABI unless the plugin is plain C.
   bool compatible = signature == OPS_BUILD_SIGNATURE || signature == OPS_BUILD_SIGNATURE_ARCH "c";
@@ -107,13 +116,14 @@ Result<std::vector<LoadedOperation>> load_one(const fs::path& file, const LoadFr
   std::vector<LoadedOperation> out;
   for (std::size_t i = 0; i < plugin->op_count; ++i) {
     const ops_op_v1* op = &plugin->ops[i];
-    if (op->struct_size < sizeof(ops_op_v1) || op->name == nullptr || op->name[0] == '\0' ||
+    if (op->struct_size < kOpSizeV1_0 || op->name == nullptr || op->name[0] == '\0' ||
         op->call == nullptr || op->args_schema == nullptr || op->payload < OPS_PAYLOAD_NONE ||
         op->payload > OPS_PAYLOAD_OUT) {
       return plugin_error(file, "malformed operation #" + std::to_string(i));
     }
     out.push_back(LoadedOperation{op, plugin->name, plugin->version ? plugin->version : "0", file,
-                                  library, FileIdentity{}});
+                                  library, FileIdentity{},
+                                  std::make_shared<OpLifecycle>(op, library)});
   }
   return out;
 }

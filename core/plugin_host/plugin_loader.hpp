@@ -25,6 +25,8 @@ class shared_library;
 
 namespace ops::core {
 
+class OpLifecycle;
+
 // One operation found in a plugin. `library` keeps the .so mapped for as long as the
 // operation (or anything else holding this pointer) lives: unloading first would leave
 // `op` and `handler` dangling (Boost.DLL's docs show that crash).
@@ -46,6 +48,10 @@ struct LoadedOperation {
   std::filesystem::path file;
   std::shared_ptr<boost::dll::shared_library> library;
   FileIdentity identity;  // of `file` (its target, for a symlink) when it was loaded
+  // The operation's init/shutdown state (plugin_host/lifecycle.hpp), shared by every copy
+  // of this LoadedOperation: a reload that reuses the library reuses it, and its shutdown
+  // hook runs when the last copy goes, before the library can be unloaded.
+  std::shared_ptr<OpLifecycle> lifecycle;
 };
 
 // How a reload loads the directory again (net/reload.cpp).

@@ -66,6 +66,15 @@ constexpr const char* kSchema = R"json({
   "additionalProperties": false
 })json";
 
+// The "settings" of list in ops.json, checked by the server at start-up and reload.
+constexpr const char* kSettingsSchema = R"json({
+  "type": "object",
+  "properties": {
+    "max_list_entries": {"type": "integer", "minimum": 1},
+    "max_list_bytes": {"type": "integer", "minimum": 1024}
+  },
+  "additionalProperties": false
+})json";
 constexpr std::uint64_t kDefaultMaxEntries = 10000;
 constexpr std::uint64_t kDefaultMaxBytes = 960 * 1024;
 
@@ -300,7 +309,8 @@ Status handle_list(Call& call, const rapidjson::Value& args) {
 }  // namespace
 
 OPS_EXPORT_PLUGIN("list", "1.0.0",
-                  OPS_OPERATION("list",
-                                "List a directory (name, type, size, mtime), optionally "
-                                "recursively",
-                                "1.0.0", OPS_PAYLOAD_NONE, kSchema, handle_list))
+                  OPS_OPERATION_HOOKS("list",
+                                      "List a directory (name, type, size, mtime), optionally "
+                                      "recursively",
+                                      "1.0.0", OPS_PAYLOAD_NONE, kSchema, handle_list,
+                                      kSettingsSchema, nullptr, nullptr, nullptr))

@@ -54,6 +54,15 @@ constexpr std::size_t kChunk = std::size_t{1} << 20;
 constexpr std::uint64_t kDefaultExpirySeconds = 24 * 3600;
 constexpr std::uint64_t kDefaultMaxOpen = 64;
 
+// upload_open's "settings" in ops.json, checked by the server at start-up and reload.
+constexpr const char* kOpenSettingsSchema = R"json({
+  "type": "object",
+  "properties": {
+    "upload_expiry": {"type": "integer", "minimum": 1, "maximum": 1099511627776},
+    "max_open_uploads": {"type": "integer", "minimum": 1}
+  },
+  "additionalProperties": false
+})json";
 constexpr const char* kOpenSchema = R"json({
   "$schema": "http://json-schema.org/draft-04/schema#",
   "type": "object",
@@ -571,8 +580,9 @@ Status handle_abort(Call& call, const rapidjson::Value& args) {
 }  // namespace
 
 OPS_EXPORT_PLUGIN("upload_resumable", "1.0.0",
-                  OPS_OPERATION("upload_open", "Start a resumable upload (its id and expiry)",
-                                "1.0.0", OPS_PAYLOAD_NONE, kOpenSchema, handle_open),
+                  OPS_OPERATION_HOOKS("upload_open", "Start a resumable upload (its id and expiry)",
+                                      "1.0.0", OPS_PAYLOAD_NONE, kOpenSchema, handle_open,
+                                      kOpenSettingsSchema, nullptr, nullptr, nullptr),
                   OPS_OPERATION("upload_append",
                                 "Append the payload at the upload's current end (fsynced)", "1.0.0",
                                 OPS_PAYLOAD_IN, kAppendSchema, handle_append),

@@ -1,6 +1,8 @@
 #include "opserver/plugin.hpp"
 
+#include <algorithm>
 #include <cstddef>
+#include <cstring>
 #include <exception>
 #include <optional>
 #include <string>
@@ -275,6 +277,66 @@ int run_handler(Handler handler, const ops_host_v1* host, ops_call* call, const 
   }
   host->fail(call, OPS_INTERNAL, "internal error");
   return OPS_INTERNAL;
+}
+
+namespace {
+// Copies `text` into the server's buffer, NUL-terminated, cut to fit.
+void write_reason(char* out, std::size_t cap, const std::string& text) noexcept {
+  if (out == nullptr || cap == 0) return;
+  const std::size_t n = std::min(text.size(), cap - 1);
+  std::memcpy(out, text.data(), n);
+  out[n] = '\0';
+}
+}  // namespace
+
+int run_init(InitHook hook, const char* settings, std::size_t len, char* error,
+             std::size_t error_cap) noexcept {
+  try {
+    rapidjson::Document doc;
+    if (settings == nullptr || len == 0) {
+      doc.SetObject();
+    } else if (doc.Parse(settings, len).HasParseError() || !doc.IsObject()) {
+      write_reason(error, error_cap, "settings must be a JSON object");
+      return 1;
+    }
+    Status status = hook(doc);
+    if (status) return 0;
+    write_reason(error, error_cap, status.error().message);
+  } catch (const std::exception& e) {
+    try {
+      write_reason(error, error_cap, std::string("init threw: ") + e.what());
+    } catch (...) {
+      write_reason(error, error_cap, "init threw");
+    }
+  } catch (...) {
+    write_reason(error, error_cap, "init threw a non-standard exception");
+  }
+  return 1;
+}
+
+void run_shutdown(ShutdownHook hook, std::uint32_t deadline_ms) noexcept {
+  try {
+    hook(std::chrono::milliseconds(deadline_ms));
+  } catch (...) {
+    // Nothing to report to: the server is letting the library go.
+  }
+}
+
+int run_health(HealthHook hook, char* reason, std::size_t cap) noexcept {
+  try {
+    std::optional<std::string> problem = hook();
+    if (!problem) return 0;
+    write_reason(reason, cap, problem->empty() ? std::string("unhealthy") : *problem);
+  } catch (const std::exception& e) {
+    try {
+      write_reason(reason, cap, std::string("health check threw: ") + e.what());
+    } catch (...) {
+      write_reason(reason, cap, "health check threw");
+    }
+  } catch (...) {
+    write_reason(reason, cap, "health check threw a non-standard exception");
+  }
+  return 1;
 }
 
 }  // namespace detail

@@ -9,13 +9,18 @@
 //       OPS_OPERATION("echo", "Echoes", "1.0.0", OPS_PAYLOAD_NONE, R"({"type":"object"})",
 //                     handle_echo));
 //
+// OPS_OPERATION_HOOKS (below) adds a settings schema and the lifecycle hooks (init,
+// shutdown, health; docs/PLUGINS.md "Lifecycle hooks").
+//
 // A Call is used only on the thread running the handler, and only until it returns.
 #pragma once
 
 #include <rapidjson/document.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -146,10 +151,65 @@ using Handler = Status (*)(Call&, const rapidjson::Value& args);
 // details where the host can, and the code and message alone where it cannot.
 bool host_has_fail_details(const ops_host_v1* host) noexcept;
 
+// The lifecycle hooks (plugin_abi.h, ABI minor 1; docs/PLUGINS.md "Lifecycle hooks"), in
+// C++. Each runs outside any request: no Call. An exception never crosses into the server:
+// from init it refuses the operation with its what(); from health it reports unhealthy; from
+// shutdown it is swallowed.
+//   init:     the operation's settings (already checked against its settings schema);
+//             an Error refuses the operation with its message.
+//   shutdown: the deadline the server waits; return before it.
+//   health:   nullopt when healthy, else the reason. Must be quick.
+using InitHook = Status (*)(const rapidjson::Value& settings);
+using ShutdownHook = void (*)(std::chrono::milliseconds deadline);
+using HealthHook = std::optional<std::string> (*)();
+
 namespace detail {
 int run_handler(Handler handler, const ops_host_v1* host, ops_call* call, const char* args,
                 std::size_t args_len) noexcept;
+int run_init(InitHook hook, const char* settings, std::size_t len, char* error,
+             std::size_t error_cap) noexcept;
+void run_shutdown(ShutdownHook hook, std::uint32_t deadline_ms) noexcept;
+int run_health(HealthHook hook, char* reason, std::size_t cap) noexcept;
+
+template <InitHook F>
+int init_shim(const char* settings, std::size_t len, char* error, std::size_t cap) noexcept {
+  return run_init(F, settings, len, error, cap);
+}
+template <ShutdownHook F>
+void shutdown_shim(std::uint32_t deadline_ms) noexcept {
+  run_shutdown(F, deadline_ms);
+}
+template <HealthHook F>
+int health_shim(char* reason, std::size_t cap) noexcept {
+  return run_health(F, reason, cap);
+}
 }  // namespace detail
+
+// The C entry points of the hooks, or NULL for a hook given as nullptr.
+template <InitHook F>
+constexpr int (*init_hook() noexcept)(const char*, std::size_t, char*, std::size_t) {
+  if constexpr (F == nullptr) {
+    return nullptr;
+  } else {
+    return &detail::init_shim<F>;
+  }
+}
+template <ShutdownHook F>
+constexpr void (*shutdown_hook() noexcept)(std::uint32_t) {
+  if constexpr (F == nullptr) {
+    return nullptr;
+  } else {
+    return &detail::shutdown_shim<F>;
+  }
+}
+template <HealthHook F>
+constexpr int (*health_hook() noexcept)(char*, std::size_t) {
+  if constexpr (F == nullptr) {
+    return nullptr;
+  } else {
+    return &detail::health_shim<F>;
+  }
+}
 
 // The C entry point for a C++ handler. Parses args, runs the handler, turns an Error
 // into host->fail (host->fail_details when it carries §9 details) and any exception
@@ -167,20 +227,34 @@ int call_shim(const ops_host_v1* host, ops_call* call, const char* args,
     sizeof(ops_op_v1), name, summary, version, payload, schema, &::ops::sdk::call_shim<handler> \
   }
 
+// An operation with lifecycle hooks: `settings_schema` (JSON Schema text of its ops.json
+// "settings", or nullptr), then an InitHook, a ShutdownHook and a HealthHook, each a
+// function or nullptr:
+//   OPS_OPERATION_HOOKS("list", "...", "1.0.0", OPS_PAYLOAD_NONE, kArgs, handle_list,
+//                       kSettingsSchema, init_list, nullptr, nullptr)
+#define OPS_OPERATION_HOOKS(name, summary, version, payload, schema, handler, settings_schema,   \
+                            init, shutdown, health)                                              \
+  ops_op_v1 {                                                                                    \
+    sizeof(ops_op_v1), name, summary, version, payload, schema, &::ops::sdk::call_shim<handler>, \
+        settings_schema, ::ops::sdk::init_hook<init>(), ::ops::sdk::shutdown_hook<shutdown>(),   \
+        ::ops::sdk::health_hook<health>()                                                        \
+  }
+
 // Defines the two exported symbols of plugin_abi.h for the operations listed.
-#define OPS_EXPORT_PLUGIN(plugin_name, plugin_version, ...)                      \
-  extern "C" OPS_EXPORT const ops_plugin_stamp_v1 ops_plugin_stamp = {           \
-      OPS_PLUGIN_ABI_VERSION, sizeof(ops_plugin_stamp_v1), OPS_BUILD_SIGNATURE}; \
-  namespace {                                                                    \
-  const ops_op_v1 ops_plugin_ops_[] = {__VA_ARGS__};                             \
-  const ops_plugin_v1 ops_plugin_descriptor_ = {                                 \
-      OPS_PLUGIN_ABI_VERSION,                                                    \
-      sizeof(ops_plugin_v1),                                                     \
-      plugin_name,                                                               \
-      plugin_version,                                                            \
-      sizeof(ops_plugin_ops_) / sizeof(ops_plugin_ops_[0]),                      \
-      ops_plugin_ops_};                                                          \
-  }                                                                              \
-  extern "C" OPS_EXPORT const ops_plugin_v1* ops_plugin_entry(void) {            \
-    return &ops_plugin_descriptor_;                                              \
+#define OPS_EXPORT_PLUGIN(plugin_name, plugin_version, ...)                     \
+  extern "C" OPS_EXPORT const ops_plugin_stamp_v1 ops_plugin_stamp = {          \
+      OPS_PLUGIN_ABI_VERSION, sizeof(ops_plugin_stamp_v1), OPS_BUILD_SIGNATURE, \
+      OPS_PLUGIN_ABI_MINOR};                                                    \
+  namespace {                                                                   \
+  const ops_op_v1 ops_plugin_ops_[] = {__VA_ARGS__};                            \
+  const ops_plugin_v1 ops_plugin_descriptor_ = {                                \
+      OPS_PLUGIN_ABI_VERSION,                                                   \
+      sizeof(ops_plugin_v1),                                                    \
+      plugin_name,                                                              \
+      plugin_version,                                                           \
+      sizeof(ops_plugin_ops_) / sizeof(ops_plugin_ops_[0]),                     \
+      ops_plugin_ops_};                                                         \
+  }                                                                             \
+  extern "C" OPS_EXPORT const ops_plugin_v1* ops_plugin_entry(void) {           \
+    return &ops_plugin_descriptor_;                                             \
   }

@@ -6,7 +6,9 @@
  * allocated on one side and freed on the other.
  *
  * Rules: structs are only ever extended by appending fields; `struct_size` tells the
- * reader how much of a struct the writer knew about. A plugin exports two symbols:
+ * reader how much of a struct the writer knew about. Appending is a new minor version
+ * (OPS_PLUGIN_ABI_MINOR); anything else would be a new major (OPS_PLUGIN_ABI_VERSION).
+ * A plugin exports two symbols:
  *   ops_plugin_stamp  (data)     checked before anything in the plugin is called;
  *   ops_plugin_entry  (function) returns the plugin's descriptor.
  * The C++ wrapper in plugin.hpp (OPS_EXPORT_PLUGIN) writes both for you.
@@ -21,7 +23,15 @@
 extern "C" {
 #endif
 
+/* The ABI's major version: a server loads only plugins of its own major. */
 #define OPS_PLUGIN_ABI_VERSION 1u
+/* The ABI's minor version within the major: each minor only appends members (struct_size
+ * tells which a writer knew). A server loads a plugin of any minor of its major; members
+ * beyond a struct's struct_size are read as NULL / absent. History of major 1:
+ *   minor 0: the first release (no abi_minor in the stamp);
+ *   minor 1: ops_plugin_stamp_v1.abi_minor; ops_op_v1.settings_schema, init, shutdown,
+ *            health (the lifecycle hooks). */
+#define OPS_PLUGIN_ABI_MINOR 1u
 
 #if defined(__GNUC__)
 #define OPS_EXPORT __attribute__((visibility("default")))
@@ -241,6 +251,41 @@ typedef struct ops_op_v1 {
   int payload;             /* ops_payload_dir */
   const char* args_schema; /* JSON Schema (draft-04) of args, as text */
   ops_handler_fn call;
+
+  /* ---- Minor 1: the lifecycle hooks. Each may be NULL (absent); a plugin of minor 0 has
+   * none of them (its struct_size ends after `call`). None of them gets an ops_call or the
+   * host vtable: they run outside any request. Exceptions must never leave them. ---- */
+
+  /* JSON Schema (draft-04), as text, of this operation's "settings" object in ops.json.
+   * The server checks the settings against it at start-up, at every reload and with
+   * --check-config, and refuses them naming the field. NULL: any object is accepted.
+   * OWNERSHIP: plugin-owned; valid until unload. */
+  const char* settings_schema;
+  /* Called after the settings passed settings_schema, before the operation's first call in
+   * a configuration generation: at start-up, at each reload that enables the operation
+   * (again, with the new settings, also when the library is reused unchanged), and by
+   * --check-config. A generation whose init fails does not come into force, and a reload
+   * may still be refused after this init succeeded: read the settings a call runs under
+   * through host->settings(), and make init safe to repeat. `settings_json` is the
+   * settings object (UTF-8 JSON, `len` bytes, NUL-terminated). Returns 0 when the
+   * operation is ready; non-zero refuses it, with a NUL-terminated reason for people in
+   * `error` (plugin-written, at most `error_cap` bytes including the NUL). Never called
+   * concurrently with itself or shutdown; calls of an earlier generation may be running.
+   * OWNERSHIP: both buffers are host-owned and valid only until init returns. */
+  int (*init)(const char* settings_json, size_t len, char* error, size_t error_cap);
+  /* Called once, when the library that holds the operation is about to be unloaded: after
+   * its last call has returned, at a reload that replaced or removed the .so, and at server
+   * stop. Only for an operation that was initialised (init succeeded, or it has no init).
+   * The server waits at most `deadline_ms` milliseconds; a shutdown still running then is
+   * left behind (its library stays mapped) and the server goes on (at stop: exits). Not
+   * called concurrently with init or with any call of the operation. */
+  void (*shutdown)(uint32_t deadline_ms);
+  /* Asked by the server's readiness check (the admin listener's /readyz), at most about once
+   * a second, on a server thread, possibly while calls run; never concurrently with itself.
+   * Returns 0 when healthy; non-zero when not, with a NUL-terminated reason for people in
+   * `reason` (host-owned, `cap` bytes, valid until health returns). Must return quickly: it
+   * should report state, not probe slow things. */
+  int (*health)(char* reason, size_t cap);
 } ops_op_v1;
 
 /* The plugin. OWNERSHIP: plugin-owned; valid until unload. */
@@ -255,9 +300,12 @@ typedef struct ops_plugin_v1 {
 
 /* Read by the server before calling anything in the plugin. */
 typedef struct ops_plugin_stamp_v1 {
-  uint32_t abi_version;
+  uint32_t abi_version; /* OPS_PLUGIN_ABI_VERSION: the major */
   uint32_t struct_size;
   const char* build_signature; /* OPS_BUILD_SIGNATURE of the plugin's build */
+  /* Minor 1: OPS_PLUGIN_ABI_MINOR of the plugin's build. A stamp whose struct_size ends
+   * before this member is minor 0. */
+  uint32_t abi_minor;
 } ops_plugin_stamp_v1;
 
 #define OPS_PLUGIN_STAMP_SYMBOL "ops_plugin_stamp"
