@@ -52,12 +52,15 @@ IsolatedOperation start_isolated_operation(const std::string& name,
   }
   if (!iso.run_as.empty()) argv.insert(argv.end(), {"--run-as", iso.run_as});
   if (!iso.exec.empty()) {
+    spec.asks_health = false;  // an exec program has no health hook
     argv.insert(argv.end(), {"--cwd", iso.working_dir.string(), "--exec", "--"});
     argv.insert(argv.end(), iso.exec.begin(), iso.exec.end());
   } else {
     const fs::path plugin =
         iso.plugin.is_absolute() ? iso.plugin : fs::absolute(config.plugin_dir / iso.plugin);
-    argv.insert(argv.end(), {"--plugin", plugin.lexically_normal().string()});
+    // Half the retire grace for the shutdown hook, so the worker exits before it is killed.
+    argv.insert(argv.end(), {"--shutdown-ms", std::to_string(spec.retire_grace.count() / 2),
+                             "--plugin", plugin.lexically_normal().string()});
   }
 
   auto pool = std::make_shared<WorkerPool>(std::move(spec));

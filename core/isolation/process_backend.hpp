@@ -22,6 +22,9 @@ class ProcessBackend final : public core::OperationBackend {
   int invoke(const ops_host_v1* host, ops_call* call, std::string_view args_json) const override;
   bool available() const override { return !pool_->down(); }
   std::optional<core::WorkerStats> worker_stats() const override;
+  std::optional<std::string> health() const override {
+    return pool_->health(std::chrono::milliseconds(200));
+  }
 
   const std::shared_ptr<WorkerPool>& pool() const noexcept { return pool_; }
 

@@ -156,8 +156,8 @@ int host_send_file(ops_call* c, int fd, uint64_t offset, uint64_t len) {
 }
 
 void host_fail(ops_call* c, int code, const char* message) {
-  hold(remote(c), "{\"host\":\"fail\",\"code\":" + num(code) +
-                      ",\"message\":" + message_json(message) + "}");
+  hold(remote(c),
+       "{\"host\":\"fail\",\"code\":" + num(code) + ",\"message\":" + message_json(message) + "}");
 }
 
 void host_fail_details(ops_call* c, int code, const char* message, const char* details) {
@@ -173,7 +173,7 @@ void host_fail_details(ops_call* c, int code, const char* message, const char* d
     if (ch == '\n' || ch == '\r') ch = ' ';
   }
   hold(remote(c), "{\"host\":\"fail_details\",\"code\":" + num(code) +
-                         ",\"message\":" + message_json(message) + ",\"details\":" + text + "}");
+                      ",\"message\":" + message_json(message) + ",\"details\":" + text + "}");
 }
 
 void host_log(ops_call* c, int level, const char* message) {
@@ -335,7 +335,9 @@ const ops_host_v1 kRemoteHost = {
 
 }  // namespace
 
-const ops_host_v1* remote_host_vtable() noexcept { return &kRemoteHost; }
+const ops_host_v1* remote_host_vtable() noexcept {
+  return &kRemoteHost;
+}
 
 bool finish_call(RemoteCall& call, int code) {
   if (call.broken) return false;

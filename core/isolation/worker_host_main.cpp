@@ -21,6 +21,7 @@
 #include "isolation/confinement.hpp"
 #include "isolation/remote_host.hpp"
 #include "isolation/worker_channel.hpp"
+#include "plugin_host/lifecycle.hpp"
 #include "plugin_host/plugin_loader.hpp"
 
 namespace {
@@ -34,6 +35,7 @@ struct Options {
   std::string storage;
   ProcessLimits limits;
   std::uint64_t cpu_seconds = 0;
+  std::uint64_t shutdown_ms = 2000;  // the plugin's shutdown hook, when the worker retires
   std::string run_as;
   std::string cwd;
   std::string plugin;
@@ -46,7 +48,8 @@ struct Options {
       "It is started by opserver for operations with \"isolation\": \"process\" or \"exec\"\n"
       "in ops.json (docs/PLUGINS.md), with its socket as fd 3; it is not run by hand.\n"
       "  --parent PID --storage DIR [--memory BYTES] [--cpu-seconds N] [--open-files N]\n"
-      "  [--run-as USER] (--plugin FILE.so | [--cwd DIR] --exec -- PROGRAM [ARGS...])\n",
+      "  [--run-as USER] [--shutdown-ms MS] (--plugin FILE.so | [--cwd DIR] --exec -- PROGRAM "
+      "[ARGS...])\n",
       code == 0 ? stdout : stderr);
   std::exit(code);
 }
@@ -72,6 +75,8 @@ Options parse(int argc, char** argv) {
       o.cpu_seconds = std::strtoull(value().c_str(), nullptr, 10);
     } else if (arg == "--run-as") {
       o.run_as = value();
+    } else if (arg == "--shutdown-ms") {
+      o.shutdown_ms = std::strtoull(value().c_str(), nullptr, 10);
     } else if (arg == "--cwd") {
       o.cwd = value();
     } else if (arg == "--plugin") {
@@ -159,6 +164,14 @@ std::string member_text(const rapidjson::Value& object, const char* key) {
   if (schema.Parse(op->args_schema).HasParseError() || !schema.IsObject()) {
     refuse(channel, "operation \"" + operation + "\" has an args schema that is not a JSON object");
   }
+  // The lifecycle hooks (ABI minor 1) as in-process: settings against the plugin's schema,
+  // then init; a refusal is this worker's start-up error, which the server logs.
+  if (ops::Status st = ops::core::check_settings(operation, op, settings); !st) {
+    refuse(channel, st.error().message);
+  }
+  if (ops::Status st = ops::core::run_init(operation, op, settings); !st) {
+    refuse(channel, st.error().message);
+  }
   // The code is loaded: from here on this process touches nothing but the storage tree
   // (the user's directory and scratch arrive as descriptors beneath it).
   if (auto applied = restrict_filesystem(o.storage, false); !applied) {
@@ -189,7 +202,23 @@ std::string member_text(const rapidjson::Value& object, const char* key) {
 
   for (;;) {
     WorkerMessage message;
-    if (channel.receive(message, Clock::time_point::max()) != ChannelStatus::ok) std::exit(0);
+    if (channel.receive(message, Clock::time_point::max()) != ChannelStatus::ok) {
+      // The server retired this worker (or is gone): the plugin's shutdown hook, bounded.
+      ops::core::run_shutdown(op, std::chrono::milliseconds(o.shutdown_ms));
+      std::_Exit(0);
+    }
+    if (message.json.HasMember("health")) {
+      auto unhealthy = ops::core::run_health(op);
+      std::string reply = "{\"ret\":" + std::string(unhealthy ? "1" : "0");
+      if (unhealthy) {
+        rapidjson::StringBuffer buffer;
+        rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+        writer.String(unhealthy->c_str(), static_cast<rapidjson::SizeType>(unhealthy->size()));
+        reply += ",\"reason\":" + std::string(buffer.GetString(), buffer.GetSize());
+      }
+      if (!channel.send(reply + "}")) std::_Exit(1);
+      continue;
+    }
     auto c = message.json.FindMember("call");
     if (c == message.json.MemberEnd() || !c->value.IsObject() || channel.pending_fds() < 2) {
       std::exit(1);

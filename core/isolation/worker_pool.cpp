@@ -216,6 +216,10 @@ Result<std::unique_ptr<Worker>> WorkerPool::acquire(Clock::time_point deadline) 
 
 void WorkerPool::give_back(std::unique_ptr<Worker> worker) {
   ++worker->calls;
+  give_back_unused(std::move(worker));
+}
+
+void WorkerPool::give_back_unused(std::unique_ptr<Worker> worker) {
   std::unique_lock lock(mutex_);
   if (spec_.max_calls > 0 && worker->calls >= spec_.max_calls) {
     --live_;
@@ -239,6 +243,29 @@ std::string WorkerPool::discard(std::unique_ptr<Worker> worker) {
   }
   returned_.notify_one();
   return ended;
+}
+
+std::optional<std::string> WorkerPool::health(std::chrono::milliseconds wait) {
+  if (down()) return "down: " + down_reason();
+  if (!spec_.asks_health) return std::nullopt;
+  auto worker = acquire(Clock::now() + wait);
+  if (!worker) return std::nullopt;  // all busy: cannot tell, and busy is not unhealthy
+  WorkerMessage reply;
+  const auto deadline = Clock::now() + std::chrono::seconds(2);
+  if (!(*worker)->channel.send("{\"health\":{}}", {}, {}, deadline) ||
+      (*worker)->channel.receive(reply, deadline) != ChannelStatus::ok ||
+      !reply.json.HasMember("ret") || !reply.json["ret"].IsInt()) {
+    discard(std::move(*worker));
+    return "its worker did not answer the health check";
+  }
+  std::optional<std::string> reason;
+  if (reply.json["ret"].GetInt() != 0) {
+    auto r = reply.json.FindMember("reason");
+    reason =
+        (r != reply.json.MemberEnd() && r->value.IsString()) ? r->value.GetString() : "unhealthy";
+  }
+  give_back_unused(std::move(*worker));
+  return reason;
 }
 
 std::string WorkerPool::down_reason() const {

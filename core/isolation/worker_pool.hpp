@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,7 @@ struct PoolSpec {
   std::chrono::milliseconds ready_timeout{10000};
   std::chrono::milliseconds retire_grace{2000};
   unsigned down_after = 5;  // start-up failures in a row that mark the operation down
+  bool asks_health = true;  // a .so worker answers {"health": {}} with its plugin's hook
 };
 
 struct Worker {
@@ -74,12 +76,17 @@ class WorkerPool {
   // After a call the worker failed: killed and reaped now. Returns how it ended.
   std::string discard(std::unique_ptr<Worker> worker);
 
+  // The plugin's health hook, asked through an idle (or new) worker within `wait`; nullopt
+  // when healthy or when no worker was free to ask. Down: the reason it is down.
+  std::optional<std::string> health(std::chrono::milliseconds wait);
+
   bool down() const noexcept { return down_.load(std::memory_order_relaxed); }
   std::string down_reason() const;
   PoolCounts counts() const;
   const PoolSpec& spec() const noexcept { return spec_; }
 
  private:
+  void give_back_unused(std::unique_ptr<Worker> worker);  // without counting a call
   Result<std::unique_ptr<Worker>> start_worker(WorkerReady* ready);
   void note_start_failure(const std::string& why);
 

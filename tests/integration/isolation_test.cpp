@@ -132,8 +132,7 @@ TEST_F(IsolatedPlugin, AThousandWorkerCrashesLeakNothingInTheServer) {
   ASSERT_TRUE(crash(*c, "none").ok);
   // Both settle within moments (a worker being reaped, a descriptor being closed).
   EXPECT_TRUE(eventually([&] { return server_->open_fds() == fds; }, 3s))
-      << "descriptors leaked across 1,000 worker crashes: " << server_->open_fds() << " vs "
-      << fds;
+      << "descriptors leaked across 1,000 worker crashes: " << server_->open_fds() << " vs " << fds;
   EXPECT_TRUE(eventually([&] { return children_of(server_->pid()) == children; }, 3s))
       << "worker processes left behind: " << children_of(server_->pid()) << " vs " << children;
   EXPECT_LT(server_->rss_bytes(), rss + (4u << 20)) << "memory grew across 1,000 crashes";

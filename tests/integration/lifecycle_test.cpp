@@ -338,5 +338,60 @@ TEST_F(LifecycleTest, ReadinessNamesAnUnhealthyOperation) {
   EXPECT_EQ(well.body, "ready\n");
 }
 
+// The same hooks when the operation runs isolated (docs/PLUGINS.md, "Isolated plugins"):
+// the worker checks the settings and runs init before it is ready, answers the readiness
+// check's health question, and runs shutdown when it is retired. The worker may touch only
+// the storage tree, so the marker and the sick file live there.
+TEST_F(LifecycleTest, AnIsolatedPluginGetsTheSameHooks) {
+  const std::string isolated = R"(, "isolation": "process", "plugin": "libhooks.so")";
+  auto in_storage = [](const std::string& ops) {
+    return [ops](const fs::path& root) {
+      std::string text = ops;
+      for (std::size_t at; (at = text.find("@STORAGE@")) != std::string::npos;) {
+        text.replace(at, 9, (root / "storage").string());
+      }
+      std::ofstream(root / "ops.json", std::ios::trunc) << text;
+    };
+  };
+  const std::string hooked =
+      R"({"level": 3, "marker": "@STORAGE@/marker.txt", "sick_file": "@STORAGE@/sick"})";
+  std::string ops = ops_json(hooked);
+  const std::string entry = R"("hooked": {"allow": ["*"])";
+  ops.replace(ops.find(entry), entry.size(), R"("hooked": {"allow": ["*"])" + isolated);
+  ServerOptions o = options(ops, R"(, "admin_listen": "127.0.0.1:0")");
+  o.prepare = in_storage(ops);
+  fs::path storage;
+  {
+    ServerProcess server(o);
+    storage = server.storage_dir();
+    auto c = server.connect_admin();
+    ASSERT_TRUE(c);
+    EXPECT_EQ(level_of(*c), 3u);
+    const std::uint16_t port = admin_port(server);
+    ASSERT_NE(port, 0) << server.log();
+    EXPECT_EQ(readyz_until(port, 200).status, 200);
+    write_file(storage / "sick", "");
+    HttpReply sick = readyz_until(port, 503);
+    EXPECT_EQ(sick.body, "unhealthy operations:\nhooked: the sick file exists\n");
+    fs::remove(storage / "sick");
+    EXPECT_EQ(readyz_until(port, 200).status, 200);
+    EXPECT_EQ(server.stop(), 0);
+    const std::string marks = read_file(storage / "marker.txt");
+    EXPECT_NE(marks.find("init level=3"), std::string::npos) << marks;
+    EXPECT_NE(marks.find("shutdown"), std::string::npos) << "the worker's shutdown hook ran:\n"
+                                                         << marks;
+  }
+  // Settings its schema refuses, or an init that refuses: the worker never becomes ready,
+  // so the operation is down (the rest of the server starts), with the reason in the log.
+  std::string refused = ops_json(R"({"level": 0})");
+  refused.replace(refused.find(entry), entry.size(), R"("hooked": {"allow": ["*"])" + isolated);
+  ServerOptions r = options(refused);
+  ServerProcess server(r);
+  auto c = server.connect_admin();
+  ASSERT_TRUE(c);
+  EXPECT_OP_ERR(call_op(*c, "hooked", "{}"), "unavailable");
+  EXPECT_NE(server.log().find("settings.level"), std::string::npos) << server.log();
+}
+
 }  // namespace
 }  // namespace ops::test
