@@ -64,7 +64,7 @@ install(FILES README.md docs/OPERATING.md docs/PROTOCOL.md docs/PLUGINS.md docs/
               docs/OPERATIONS.md docs/ARCHITECTURE.md
         DESTINATION ${CMAKE_INSTALL_DOCDIR})
 install(DIRECTORY examples/hello_plugin DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
-# Exec plugins (docs/EXEC_PLUGINS_DRAFT.md): the examples, and the Python helper where
+# Exec plugins (docs/PLUGINS.md, "Operations in any language"): the examples, and the Python helper where
 # Debian's python3 imports it from (/usr/lib/python3/dist-packages for the prefix /usr).
 install(PROGRAMS examples/exec/wordcount.py examples/exec/hello.sh
         DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples/exec)

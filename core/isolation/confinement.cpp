@@ -106,6 +106,14 @@ Result<int> restrict_filesystem(const std::string& writable_root, bool read_ever
     st = add_rule(
         ruleset, "/",
         LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR | LANDLOCK_ACCESS_FS_EXECUTE);
+    // Programs (shells above all) write to /dev/null as a matter of course.
+    if (st) {
+      std::uint64_t dev_null = LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_WRITE_FILE;
+#ifdef LANDLOCK_ACCESS_FS_TRUNCATE
+      if (abi >= 3) dev_null |= LANDLOCK_ACCESS_FS_TRUNCATE;
+#endif
+      st = add_rule(ruleset, "/dev/null", dev_null);
+    }
   }
   if (st && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) st = os_error("prctl NO_NEW_PRIVS");
   if (st && ::syscall(SYS_landlock_restrict_self, ruleset, 0) != 0) {

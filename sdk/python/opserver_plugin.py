@@ -2,7 +2,7 @@
 
 An exec operation is a program the server starts with ONE connected AF_UNIX stream
 socket as both its stdin (fd 0) and its stdout (fd 1); stderr goes to the server's log.
-This module speaks the protocol on that socket (docs/EXEC_PLUGINS_DRAFT.md describes
+This module speaks the protocol on that socket (docs/PLUGINS.md, "Operations in any language", describes
 it), so a plugin is a handler function:
 
     from opserver_plugin import Operation, Failure

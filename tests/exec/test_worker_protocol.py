@@ -1,4 +1,4 @@
-"""Exec plugins against the worker protocol (WORKER_PROTOCOL.md), the server side played by
+"""Exec plugins against the worker protocol (docs/PLUGINS.md, "The worker protocol"), the server side played by
 worker_server.py: examples/exec/wordcount.py, examples/exec/hello.sh, and the helper module
 sdk/python/opserver_plugin.py through tests/exec/probe_plugin.py.
 

@@ -1,4 +1,4 @@
-"""The server side of the worker protocol (WORKER_PROTOCOL.md), played by a test.
+"""The server side of the worker protocol (docs/PLUGINS.md, "The worker protocol"), played by a test.
 
 Starts an exec plugin with one end of a socketpair as its stdin and stdout, sends `init`,
 checks `ready`, then sends calls (with the two directory fds as SCM_RIGHTS) and answers the

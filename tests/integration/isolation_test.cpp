@@ -347,3 +347,41 @@ TEST_F(ExecPlugin, AReloadReplacesTheWorkers) {
 
 }  // namespace
 }  // namespace ops::test
+
+namespace ops::test {
+namespace {
+
+// The shipped exec examples through a real server: the shell one (the raw protocol) and
+// the Python one (sdk/python/opserver_plugin.py), streaming a payload and saving it.
+TEST(ExecExamples, HelloAndWordcountServeThroughTheServer) {
+  TempDir dir;
+  const fs::path examples = fs::path(OPS_SOURCE_DIR) / "examples" / "exec";
+  ServerOptions o;
+  o.ops_json = ops_json_with(dir.path() / "p", {},
+                             R"("hello": {"allow": ["*"], "exec": ["/bin/bash", ")" +
+                                 (examples / "hello.sh").string() +
+                                 R"("]}, "wordcount": {"allow": ["*"], "exec": ["python3", ")" +
+                                 (examples / "wordcount.py").string() + R"("]})");
+  ServerProcess server(o);
+  const std::string key = server.add_user("wendy");
+  auto c = server.connect("wendy", key);
+  ASSERT_TRUE(c);
+  Outcome hi = call_op(*c, "hello", R"({"name":"Ada"})");
+  ASSERT_TRUE(hi.ok) << hi.code << ": " << hi.message << "\n" << server.log();
+  EXPECT_NE(hi.result_json.find("hello Ada"), std::string::npos) << hi.result_json;
+  EXPECT_OP_ERR(call_op(*c, "hello", R"({"name":"\"quoted\""})"), "invalid_args");
+
+  std::string text;
+  for (int i = 0; i < 200000; ++i) text += (i % 7 == 0) ? "word\n" : "word ";
+  Outcome wc = call_op(*c, "wordcount", R"({"save":"text.txt"})", text);
+  ASSERT_TRUE(wc.ok) << wc.code << ": " << wc.message << "\n" << server.log();
+  auto r = wc.result();
+  EXPECT_EQ(r["bytes"].GetUint64(), text.size());
+  EXPECT_EQ(r["words"].GetUint64(), 200000u);
+  EXPECT_EQ(read_file(server.storage_dir() / "wendy" / "text.txt"), text);
+  EXPECT_OP_ERR(call_op(*c, "wordcount", R"({"save":"../escape.txt"})", "x"), "invalid_args");
+  EXPECT_FALSE(fs::exists(server.storage_dir() / "escape.txt"));
+}
+
+}  // namespace
+}  // namespace ops::test
