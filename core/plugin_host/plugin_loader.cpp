@@ -114,11 +114,16 @@ Result<std::vector<LoadedOperation>> load_one(const fs::path& file, const LoadFr
   }
 
   std::vector<LoadedOperation> out;
+  // The array's stride is the size of the struct the plugin was built with (its first
+  // element's struct_size), not this server's sizeof(ops_op_v1): a plugin built against an
+  // older minor has shorter elements.
+  const std::size_t stride = plugin->op_count > 0 ? plugin->ops[0].struct_size : 0;
   for (std::size_t i = 0; i < plugin->op_count; ++i) {
-    const ops_op_v1* op = &plugin->ops[i];
-    if (op->struct_size < kOpSizeV1_0 || op->name == nullptr || op->name[0] == '\0' ||
-        op->call == nullptr || op->args_schema == nullptr || op->payload < OPS_PAYLOAD_NONE ||
-        op->payload > OPS_PAYLOAD_OUT) {
+    const auto* op =
+        reinterpret_cast<const ops_op_v1*>(reinterpret_cast<const char*>(plugin->ops) + i * stride);
+    if (stride < kOpSizeV1_0 || op->struct_size != stride || op->name == nullptr ||
+        op->name[0] == '\0' || op->call == nullptr || op->args_schema == nullptr ||
+        op->payload < OPS_PAYLOAD_NONE || op->payload > OPS_PAYLOAD_OUT) {
       return plugin_error(file, "malformed operation #" + std::to_string(i));
     }
     out.push_back(LoadedOperation{op, plugin->name, plugin->version ? plugin->version : "0", file,

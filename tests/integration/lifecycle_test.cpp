@@ -57,7 +57,7 @@ class LifecycleTest : public ::testing::Test {
                        const std::string& list_settings = "{}") const {
     return R"({"plugin_dir": ")" + plugins_.string() +
            R"(", "operations": {"list": {"allow": ["*"], "settings": )" + list_settings +
-           R"(}, "old_echo": {"allow": ["*"]}, "hooked": {"allow": ["*"], "settings": )" +
+           R"(}, "old_echo": {"allow": ["*"]}, "old_second": {"allow": ["*"]}, "hooked": {"allow": ["*"], "settings": )" +
            hooked_settings + "}}}";
   }
   std::string settings(int level, const std::string& extra = "") const {
@@ -139,6 +139,10 @@ TEST_F(LifecycleTest, APluginBuiltAgainstThePreviousHeaderLoadsAndAnswers) {
   EXPECT_NE(described.result_json.find(R"("name":"old_echo")"), std::string::npos)
       << described.result_json;
   EXPECT_NE(described.result_json.find(R"("plugin":"old_abi")"), std::string::npos);
+  // Its second operation: found at ABI 1.0's stride, not this server's.
+  Outcome second = call_op(*c, "old_second", "{}");
+  EXPECT_OP_OK(second);
+  EXPECT_EQ(second.result_json, R"({"second":true})");
 }
 
 TEST_F(LifecycleTest, SettingsThatFailTheSchemaRefuseTheStartNamingTheField) {
