@@ -323,12 +323,11 @@ class TlsFloodTest : public ::testing::Test {
   std::uint16_t tls_port_ = 0;
 };
 
-// 2 × cores threads doing full handshakes back to back, cores × 96 connections sending a
+// 2 × cores threads doing full handshakes back to back, cores × 120 connections sending a
 // ClientHello and closing once the server has answered it (the server's expensive part
-// for none of the client's), and 8 more stalling after their ClientHello, for 3 s: a TLS client
-// that logged in before keeps getting its `describe` answers, every one, with a bounded p99.
-// Measured on the 2-core machine with the handshakes on the I/O threads, this client's p99 was far
-// above the bound (see docs/RELIABILITY.md); with the handshake threads it stays a few ms.
+// for none of the client's), and 8 more stalling after their ClientHello, for 3 s: a TLS
+// client that logged in before keeps getting its `describe` answers, every one, many of
+// them, with a bounded p99.
 TEST_F(TlsFloodTest, AHandshakeFloodDoesNotStarveAnAuthenticatedClient) {
   start({});
   auto c = tls_client();
@@ -336,14 +335,14 @@ TEST_F(TlsFloodTest, AHandshakeFloodDoesNotStarveAnAuthenticatedClient) {
   print("no flood, TLS client", ping_pong(*c, 1000ms));
 
   TlsFlood flood(tls_port_);
-  flood.start(2 * cores(), cores(), 96, 8);
+  flood.start(2 * cores(), cores(), 120, 8);
   std::this_thread::sleep_for(300ms);  // the flood at full strength first
   Latencies during = ping_pong(*c, 3000ms);
   flood.stop();
   print("flood, TLS client", during);
   std::printf(
       "[ figures  ] flood: %u full-handshake threads (%.0f handshakes/s completed), %u "
-      "threads x 96 ClientHellos in flight (%.0f server answers/s), %llu failed or refused; 8 "
+      "threads x 120 ClientHellos in flight (%.0f server answers/s), %llu failed or refused; 8 "
       "stalled handshakes\n",
       2 * cores(), static_cast<double>(flood.handshakes.load()) / flood.seconds(), cores(),
       static_cast<double>(flood.hellos_answered.load()) / flood.seconds(),
@@ -353,8 +352,14 @@ TEST_F(TlsFloodTest, AHandshakeFloodDoesNotStarveAnAuthenticatedClient) {
   // (most connections beyond those are refused at the max_unauthenticated cap).
   EXPECT_GT(flood.handshakes.load() + flood.hellos_answered.load(), 300u);
   EXPECT_EQ(during.failed, 0u) << during.first_failure;
-  EXPECT_GT(during.requests, 20u);
-  EXPECT_LT(during.p99_ms, 200.0);
+  // The bounds, from measurements on 2 cores shared with other builds: with the handshakes
+  // on the I/O threads this client got 26 to 962 answers in 3 s, p99 127 to 267 ms; with
+  // the handshake threads 9,400 to 11,000, p99 3.5 to 3.9 ms, the slowest 50 to 52 ms.
+  // The bursts of a flood at the cap let the client through now and then, so a p99 bound
+  // of 200 ms did not always tell the two apart; 50 ms does, with a margin of 10 times the
+  // good figures for a loaded machine.
+  EXPECT_GT(during.requests, 300u);
+  EXPECT_LT(during.p99_ms, 50.0);
   EXPECT_LT(during.max_ms, 1000.0);
   // A new client still gets in once the flood is over.
   auto after = tls_client();
@@ -403,6 +408,25 @@ TEST_F(TlsFloodTest, StalledHandshakesCountAgainstTheCapAndEndAtTheDeadline) {
   ASSERT_GT(flood.stalled_closed.load(), 8u);
   EXPECT_GE(flood.stalled_min_ms.load(), 900);
   EXPECT_LT(flood.stalled_max_ms.load(), 3000);
+}
+
+// A stop while handshakes are stalled (and a flood is on): the stop closes them at once
+// (they run on the handshake threads, but the stop reaches them through the socket) and
+// the server exits cleanly, well before the 10 s handshake deadline.
+TEST_F(TlsFloodTest, AStopEndsStalledTlsHandshakesAtOnce) {
+  start({});
+  TlsFlood flood(tls_port_);
+  flood.start(1, 1, 16, 8);
+  std::this_thread::sleep_for(1000ms);
+  const auto t0 = Clock::now();
+  EXPECT_EQ(server_->stop(10s), 0) << server_->log();
+  const auto took = Clock::now() - t0;
+  flood.stop();
+  std::printf("[ figures  ] stop with %llu stalled handshakes open: %.0f ms\n",
+              static_cast<unsigned long long>(flood.stalled_accepted.load()),
+              std::chrono::duration<double, std::milli>(took).count());
+  EXPECT_GE(flood.stalled_accepted.load(), 8u);
+  EXPECT_LT(took, 5s);
 }
 
 }  // namespace
