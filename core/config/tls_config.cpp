@@ -7,8 +7,14 @@
 namespace ops::core {
 namespace {
 
-constexpr std::string_view kKnown[] = {
-    "listen", "cert", "key", "client_ca", "min_version", "channel_binding", "proxy_protocol"};
+constexpr std::string_view kKnown[] = {"listen",
+                                       "cert",
+                                       "key",
+                                       "client_ca",
+                                       "min_version",
+                                       "channel_binding",
+                                       "proxy_protocol",
+                                       "handshake_threads"};
 
 // A non-empty string member, or nullopt when absent; an error for anything else.
 Result<std::optional<std::string>> string_member(const rapidjson::Value& obj, const char* name,
@@ -91,6 +97,13 @@ Result<TlsSettings> parse_tls_settings(const rapidjson::Value& value,
     auto flag = parse_proxy_protocol(it->value, "/tls/proxy_protocol", error_at);
     if (!flag) return std::move(flag).error();
     tls.proxy_protocol = *flag;
+  }
+  if (auto it = value.FindMember("handshake_threads"); it != value.MemberEnd()) {
+    if (!it->value.IsUint() || it->value.GetUint() > 256) {
+      return error_at("/tls/handshake_threads",
+                      "\"handshake_threads\" must be an integer from 0 (automatic) to 256");
+    }
+    tls.handshake_threads = it->value.GetUint();
   }
   return tls;
 }

@@ -8,7 +8,9 @@
 //     "client_ca": "tls/clients.pem",    optional: require client certificates from this CA
 //     "min_version": "1.3",              "1.3" (default) or "1.2" (ECDHE+AEAD, EMS only)
 //     "channel_binding": "required",     "required" (default: hmac-sha256-plus) or "off"
-//     "proxy_protocol": false            TLS listener expects a PROXY v2 header first
+//     "proxy_protocol": false,           TLS listener expects a PROXY v2 header first
+//     "handshake_threads": 0             threads doing TLS handshakes, off the I/O
+//                                        threads; 0 (default): a quarter of the CPUs, >= 1
 //   }
 //
 // Parsed here, into TlsSettings, with unknown members refused like the rest of the file;
@@ -39,6 +41,7 @@ struct TlsSettings {
   TlsMinVersion min_version = TlsMinVersion::tls1_3;
   bool channel_binding = true;  // false: "off", the listener offers plain hmac-sha256
   bool proxy_protocol = false;
+  unsigned handshake_threads = 0;  // 0: HandshakeThreads::default_count()
 };
 
 // Command-line flags: --tls-listen, --tls-cert, --tls-key, --tls-client-ca. Each replaces

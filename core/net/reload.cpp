@@ -40,6 +40,7 @@ std::vector<std::string> settings_needing_restart(const Config& running, const C
            "tls.listen");
     differ(running.tls->channel_binding != next.tls->channel_binding, "tls.channel_binding");
     differ(running.tls->proxy_protocol != next.tls->proxy_protocol, "tls.proxy_protocol");
+    differ(running.tls->handshake_threads != next.tls->handshake_threads, "tls.handshake_threads");
   }
   return out;
 }

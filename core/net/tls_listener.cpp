@@ -33,7 +33,10 @@ Result<TlsListener> open_tls_listener(asio::io_context& accept_io, const TlsSett
   if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec)
     return Error{ErrorCode::internal, "cannot listen for TLS on " + where + ": " + ec.message()};
-  return TlsListener{settings, std::move(*context), std::move(acceptor)};
+  const unsigned threads = settings.handshake_threads != 0 ? settings.handshake_threads
+                                                           : HandshakeThreads::default_count();
+  return TlsListener{settings, std::move(*context), std::move(acceptor),
+                     std::make_shared<HandshakeThreads>(threads)};
 }
 
 std::unique_ptr<Transport> make_tls_transport(tcp::socket socket, const TlsListener& listener) {
@@ -45,6 +48,7 @@ std::unique_ptr<Transport> make_tls_transport(tcp::socket socket, const TlsListe
   TlsTransportOptions options;
   options.proxy_protocol = listener.settings.proxy_protocol;
   options.channel_binding = listener.settings.channel_binding;
+  if (listener.handshakes) options.handshake_executor = listener.handshakes->strand();
   return std::make_unique<TlsTransport>(std::move(socket), std::move(context), options);
 }
 
@@ -59,6 +63,10 @@ std::string tls_listening_line(const TlsListener& listener) {
                      ", channel binding " + (s.channel_binding ? "required" : "off");
   if (s.client_ca) line += ", client certificates required";
   if (s.proxy_protocol) line += ", PROXY v2 header expected";
+  if (listener.handshakes) {
+    const unsigned n = listener.handshakes->size();
+    line += ", handshakes on " + std::to_string(n) + (n == 1 ? " thread" : " threads");
+  }
   return line + ")";
 }
 

@@ -21,6 +21,7 @@
 #include <string>
 
 #include "config/tls_config.hpp"
+#include "net/handshake_threads.hpp"
 #include "net/tls_transport.hpp"
 #include "opserver/error.hpp"
 
@@ -30,11 +31,16 @@ struct TlsListener {
   TlsSettings settings;
   std::shared_ptr<boost::asio::ssl::context> context;
   std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor;
+  // Where every connection's TLS handshake runs, off the I/O threads (a handshake flood
+  // must not starve authenticated sessions; net/handshake_threads.hpp). Shared: the
+  // listener is moved into the server.
+  std::shared_ptr<HandshakeThreads> handshakes;
 };
 
 // Builds the TLS context (every file checked, see tls/server_context.hpp), then binds and
-// listens on settings.listen_host:listen_port (port 0: any free port). Errors name the
-// file or the address.
+// listens on settings.listen_host:listen_port (port 0: any free port), and starts the
+// handshake threads (settings.handshake_threads; 0: HandshakeThreads::default_count()).
+// Errors name the file or the address.
 Result<TlsListener> open_tls_listener(boost::asio::io_context& accept_io,
                                       const TlsSettings& settings);
 

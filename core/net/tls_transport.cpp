@@ -4,8 +4,10 @@
 #include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cstring>
+#include <exception>
 
 #include "net/proxy_v2.hpp"
 #include "opserver/proof.hpp"
@@ -47,6 +49,27 @@ asio::any_io_executor TlsTransport::executor() const {
 }
 
 asio::awaitable<boost::system::error_code> TlsTransport::handshake() {
+  if (!options_.handshake_executor) co_return co_await run_handshake();
+  {
+    std::lock_guard lock(close_mutex_);
+    if (closed_ || close_requested_) co_return asio::error::operation_aborted;
+    in_handshake_ = true;
+  }
+  // The session's coroutine waits here, on its strand, holding no I/O thread.
+  auto [thrown, ec] = co_await asio::co_spawn(options_.handshake_executor, run_handshake(),
+                                              asio::as_tuple(asio::use_awaitable));
+  bool close_now = false;
+  {
+    std::lock_guard lock(close_mutex_);
+    in_handshake_ = false;
+    close_now = close_requested_;
+  }
+  if (close_now) close();
+  if (thrown) std::rethrow_exception(thrown);
+  co_return ec;
+}
+
+asio::awaitable<boost::system::error_code> TlsTransport::run_handshake() {
   if (options_.proxy_protocol) {
     auto source = co_await proxy_v2::read_proxy_v2(stream_.next_layer());
     if (!source) {
@@ -116,6 +139,13 @@ asio::awaitable<boost::system::error_code> TlsTransport::wait_readable() {
 
 void TlsTransport::close() noexcept {
   std::lock_guard lock(close_mutex_);
+  if (in_handshake_) {
+    // The handshake thread may be inside the socket object right now: leave it alone,
+    // make its pending read or write fail, and let handshake() close on its return.
+    close_requested_ = true;
+    ::shutdown(fd_, SHUT_RDWR);
+    return;
+  }
   closed_ = true;
   boost::system::error_code ec;
   stream_.next_layer().close(ec);

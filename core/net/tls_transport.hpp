@@ -7,6 +7,14 @@
 // the RFC 9266 tls-exporter channel binding is computed. The session's handshake
 // deadline bounds all of it (close() cancels).
 //
+// With a handshake executor (TlsTransportOptions), all of that runs as a coroutine of its
+// own on that executor (a strand of the handshake threads, net/handshake_threads.hpp),
+// so OpenSSL's handshake CPU never runs on the I/O threads; the socket stays with the
+// connection's strand and its reactor. Meanwhile the socket object belongs to the
+// handshake: a close() from the strand (the watchdog's deadline, a stop) only shuts the
+// socket down, which ends the handshake's pending read or write at once, and the close
+// itself happens when handshake() returns.
+//
 // Payload bytes cannot bypass TLS: native_fd() is -1, so Connection moves them through
 // the strand. shutdown_both() may be called from any thread.
 #pragma once
@@ -26,6 +34,8 @@ struct TlsTransportOptions {
   // false where the operator turned channel binding off: channel_binding() is then
   // nullopt, so the session offers plain hmac-sha256 as on a plain listener (§8).
   bool channel_binding = true;
+  // Where the handshake's CPU work runs: empty means on the connection's strand.
+  boost::asio::any_io_executor handshake_executor;
 };
 
 class TlsTransport final : public Transport {
@@ -51,6 +61,9 @@ class TlsTransport final : public Transport {
   const std::string& failure() const noexcept { return failure_; }
 
  private:
+  // The handshake itself, on whichever executor the caller runs it.
+  boost::asio::awaitable<boost::system::error_code> run_handshake();
+
   std::shared_ptr<boost::asio::ssl::context> context_;  // outlives stream_
   boost::asio::ssl::stream<boost::asio::ip::tcp::socket> stream_;
   TlsTransportOptions options_;
@@ -66,6 +79,8 @@ class TlsTransport final : public Transport {
   boost::system::error_code peeked_error_;
   std::mutex close_mutex_;
   bool closed_ = false;
+  bool in_handshake_ = false;     // the handshake executor owns the socket object now
+  bool close_requested_ = false;  // close() came during it: close once it returns
 };
 
 }  // namespace ops::core

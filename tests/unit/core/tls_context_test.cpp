@@ -184,7 +184,7 @@ class TlsConfigTest : public ::testing::Test {
 TEST_F(TlsConfigTest, FullBlockIsParsed) {
   auto c = load(R"(, "proxy_protocol": true, "tls": {"listen": "0.0.0.0:9443", "cert": "a.crt",
       "key": "a.key", "client_ca": "ca.pem", "min_version": "1.2", "channel_binding": "off",
-      "proxy_protocol": true})");
+      "proxy_protocol": true, "handshake_threads": 3})");
   ASSERT_TRUE(c) << c.error().message;
   ASSERT_TRUE(c->tls);
   EXPECT_TRUE(c->proxy_protocol);
@@ -197,6 +197,7 @@ TEST_F(TlsConfigTest, FullBlockIsParsed) {
   EXPECT_EQ(c->tls->min_version, TlsMinVersion::tls1_2);
   EXPECT_FALSE(c->tls->channel_binding);
   EXPECT_TRUE(c->tls->proxy_protocol);
+  EXPECT_EQ(c->tls->handshake_threads, 3u);
 }
 
 TEST_F(TlsConfigTest, DefaultsAreStrict) {
@@ -207,6 +208,7 @@ TEST_F(TlsConfigTest, DefaultsAreStrict) {
   EXPECT_TRUE(c->tls->channel_binding);
   EXPECT_FALSE(c->tls->proxy_protocol);
   EXPECT_FALSE(c->tls->client_ca);
+  EXPECT_EQ(c->tls->handshake_threads, 0u);  // automatic
   EXPECT_FALSE(c->proxy_protocol);
   auto none = load("");
   ASSERT_TRUE(none);
@@ -232,6 +234,12 @@ TEST_F(TlsConfigTest, BadBlocksAreRefusedWithThePlace) {
        "\"required\" or \"off\""},
       {R"(, "tls": {"listen": "127.0.0.1:1", "cert": "a", "key": "b", "proxy_protocol": 1})",
        "true or false"},
+      {R"(, "tls": {"listen": "127.0.0.1:1", "cert": "a", "key": "b", "handshake_threads": -1})",
+       "from 0 (automatic) to 256"},
+      {R"(, "tls": {"listen": "127.0.0.1:1", "cert": "a", "key": "b", "handshake_threads": "2"})",
+       "from 0 (automatic) to 256"},
+      {R"(, "tls": {"listen": "127.0.0.1:1", "cert": "a", "key": "b", "handshake_threads": 257})",
+       "from 0 (automatic) to 256"},
       {R"(, "tls": [])", "must be an object"},
       {R"(, "proxy_protocol": "yes")", "true or false"},
   };
