@@ -102,13 +102,15 @@ ChannelStatus WorkerChannel::fill(Clock::time_point deadline) {
     msg.msg_iovlen = 1;
     msg.msg_control = control;
     msg.msg_controllen = sizeof control;
-    const ssize_t n = ::recvmsg(socket_.get(), &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    // Without a deadline (a worker waiting for its next call) one blocking recvmsg; with
+    // one, poll first: the answer is rarely there already, and each system call counts on
+    // a path that runs once per isolated call.
+    const bool forever = deadline == Clock::time_point::max();
+    if (!forever && !wait(POLLIN, deadline)) return ChannelStatus::timeout;
+    const ssize_t n =
+        ::recvmsg(socket_.get(), &msg, MSG_CMSG_CLOEXEC | (forever ? 0 : MSG_DONTWAIT));
     if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) {
-        if (!wait(POLLIN, deadline)) return ChannelStatus::timeout;
-        continue;
-      }
+      if (errno == EINTR || errno == EAGAIN) continue;
       return ChannelStatus::closed;
     }
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
