@@ -146,15 +146,16 @@ Status handle_move(Call& call, const rapidjson::Value& args) {
 
   int err = 0;
   if (overwrite && !from_is_dir) {
-    // The file about to be replaced leaves the user's usage (§10).
+    // The file about to be replaced leaves the user's usage (§10). The lock keeps an upload
+    // or a remove of the same file from acting between the look and the rename.
+    ops::sdk::ReplaceLock lock(call.scratch_dir());
     struct stat replaced {};
     const bool replaces =
         ::fstatat(to_parent.get(), to_leaf.c_str(), &replaced, AT_SYMLINK_NOFOLLOW) == 0 &&
         S_ISREG(replaced.st_mode);
     // rename(2) replaces a file atomically and refuses a directory (EISDIR). (Not
     // ops::sdk::replace_file: its exchange would show the old file under `from` for a
-    // moment. So a file that another request removes or replaces between the look above
-    // and the rename is counted with the size seen by the look.)
+    // moment.)
     if (::renameat(src->parent.get(), src->leaf.c_str(), to_parent.get(), to_leaf.c_str()) != 0) {
       err = errno;
     } else if (replaces) {

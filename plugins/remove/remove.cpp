@@ -43,6 +43,7 @@
 #include "opserver/paths.hpp"
 #include "opserver/plugin.hpp"
 #include "opserver/proof.hpp"
+#include "opserver/publish.hpp"
 
 namespace {
 
@@ -235,6 +236,7 @@ int take_out_entry(Call& call, int parent, const std::string& leaf, bool& regula
   regular = false;
   size = 0;
   const int scratch = call.scratch_dir();
+  ops::sdk::ReplaceLock lock(scratch);  // see publish.hpp: against a move's look-then-rename
   const std::string aside = "remove-" + ops::proof::random_hex(16);
   struct stat st {};
   if (::renameat(parent, leaf.c_str(), scratch, aside.c_str()) != 0) {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <stdio.h>  // renameat
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -102,6 +103,21 @@ CreatedDirs::~CreatedDirs() {
 // appears meanwhile, exchange again. A directory swapped out is swapped back and refused
 // (EISDIR), as rename(2) would. Without RENAME_EXCHANGE (EINVAL: an old filesystem), a look
 // and rename(2).
+ReplaceLock::ReplaceLock(int scratch_dir) {
+  if (scratch_dir < 0) return;
+  // The scratch directory itself, opened anew: flock belongs to an open file description,
+  // and the host's descriptor is shared by every call of the process.
+  fd_ = ::openat(scratch_dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd_ >= 0 && ::flock(fd_, LOCK_EX) != 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
+ReplaceLock::~ReplaceLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the lock
+}
+
 int replace_file(int source_dir, const std::string& source, int parent, const std::string& leaf,
                  bool& replaced, std::uint64_t& replaced_bytes) {
   replaced = false;
@@ -228,6 +244,7 @@ Status publish_file(Call& call, int root, int source_dir, const std::string& sou
   int err = 0;
   bool linked = false;
   if (overwrite) {
+    ReplaceLock lock(call.scratch_dir());
     err = replace_file(source_dir, source_name, parent, leaf, outcome.replaced,
                        outcome.replaced_bytes);
   } else {

@@ -91,6 +91,24 @@ Status publish_file(Call& call, int root, int source_dir, const std::string& sou
                     const std::string& path, bool overwrite, PublishTarget& target,
                     PublishOutcome& outcome);
 
+// Held while an operation looks at what a path holds and then replaces or takes it away
+// (upload and move with overwrite, remove of one file), so the usage change it reports is
+// the size of the very file it displaced: `move` must rename(2) (atomic for readers) after
+// a look, and without this lock a concurrent upload or remove between the look and the
+// rename would be counted twice. One lock for the whole server and its worker processes:
+// flock(2) on the scratch directory (nothing is created); held for two system calls.
+// A lock that cannot be taken (no scratch, flock unsupported) is skipped, not an error.
+class ReplaceLock {
+ public:
+  explicit ReplaceLock(int scratch_dir);
+  ~ReplaceLock();
+  ReplaceLock(const ReplaceLock&) = delete;
+  ReplaceLock& operator=(const ReplaceLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 // Renames the file `source` in `source_dir` over `leaf` in `parent` (which may hold a
 // file, or nothing) and says exactly what it replaced: whether a regular file, and its
 // size. Taken from the very entry the rename displaced, not from a look before it, so
