@@ -70,6 +70,9 @@ bool remove_tree(int dir_fd, const std::string& name);
 class UserServices {
  public:
   UserServices(UserStore& users, int storage_fd, int scratch_fd, UserDefaults defaults);
+  ~UserServices();
+  UserServices(const UserServices&) = delete;
+  UserServices& operator=(const UserServices&) = delete;
 
   UserStore& store() noexcept { return users_; }
   UserSessions& sessions() noexcept { return sessions_; }
