@@ -84,7 +84,8 @@ class UserServices {
   std::optional<std::uint64_t> rate_for(const std::string& user,
                                         BandwidthLimits::Direction direction);
 
-  bool exists(const std::string& user) { return users_.key_for(user).has_value(); }
+  // find(), not key_for(): a shared store that cannot be reached answers from its last copy.
+  bool exists(const std::string& user) { return users_.find(user).has_value(); }
   Status create_user(const std::string& name, const std::string& key, const LimitChange& limits);
   Status remove_user(const std::string& name);
   Status rekey_user(const std::string& name, const std::string& key, const Connection* except);
