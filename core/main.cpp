@@ -165,8 +165,9 @@ int main(int argc, char** argv) {
   CLI::App* db = app.add_subcommand("db", "The PostgreSQL user store (\"user_store\")");
   db->require_subcommand(1);
   CLI::App* migrate = db->add_subcommand(
-      "migrate", "Create the schema or bring it to this version (idempotent; safe to run on "
-                 "several nodes at once)");
+      "migrate",
+      "Create the schema or bring it to this version (idempotent; safe to run on "
+      "several nodes at once)");
   migrate->add_option("--config", config_path, "The server's settings, naming the database");
 
   CLI::App* reload = app.add_subcommand(

@@ -15,8 +15,8 @@
 #include <memory>
 #include <string>
 
-#include "auth/handshake.hpp"
 #include "auth/file_user_store.hpp"
+#include "auth/handshake.hpp"
 #include "opserver/proof.hpp"
 #include "proto/strict_json.hpp"
 

@@ -12,8 +12,8 @@
 #include <fstream>
 #include <string>
 
-#include "auth/handshake.hpp"
 #include "auth/file_user_store.hpp"
+#include "auth/handshake.hpp"
 #include "config/config.hpp"
 #include "dispatch/registry.hpp"
 #include "opserver/frame.hpp"

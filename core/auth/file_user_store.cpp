@@ -280,7 +280,8 @@ Status FileUserStore::change(Edit&& edit) {
   return ok_status();
 }
 
-Status FileUserStore::add(const std::string& name, const std::string& key, const LimitChange& limits) {
+Status FileUserStore::add(const std::string& name, const std::string& key,
+                          const LimitChange& limits) {
   if (!is_valid_user_name(name)) {
     return fail(ErrorCode::invalid_args, "user names must match ^[a-z_][a-z0-9_.-]{0,31}$");
   }

@@ -51,8 +51,9 @@ Result<KeySealer> KeySealer::from_file(const std::filesystem::path& file) {
   if ((st.st_mode & 077) != 0) {
     ::close(fd);
     return fail(ErrorCode::invalid_args,
-                name + ": the user store's key file must be readable by its owner only "
-                       "(chmod 600)");
+                name +
+                    ": the user store's key file must be readable by its owner only "
+                    "(chmod 600)");
   }
   char text[80] = {};
   ssize_t n = ::read(fd, text, sizeof text);
@@ -71,15 +72,18 @@ Result<KeySealer> KeySealer::from_file(const std::filesystem::path& file) {
   if (!good) {
     OPENSSL_cleanse(key.data(), key.size());
     return fail(ErrorCode::invalid_args,
-                name + ": the user store's key file must hold 64 hexadecimal characters "
-                       "(openssl rand -hex 32)");
+                name +
+                    ": the user store's key file must hold 64 hexadecimal characters "
+                    "(openssl rand -hex 32)");
   }
   KeySealer sealer(key);
   OPENSSL_cleanse(key.data(), key.size());
   return sealer;
 }
 
-KeySealer::~KeySealer() { OPENSSL_cleanse(key_.data(), key_.size()); }
+KeySealer::~KeySealer() {
+  OPENSSL_cleanse(key_.data(), key_.size());
+}
 
 std::string KeySealer::seal(std::string_view user, std::string_view plaintext) const {
   std::string out(1 + kNonce + plaintext.size() + kTag, '\0');
@@ -89,17 +93,18 @@ std::string KeySealer::seal(std::string_view user, std::string_view plaintext) c
   const std::string aad = associated_data(user);
   Cipher ctx(EVP_CIPHER_CTX_new());
   int len = 0;
-  bool ok = ctx && EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key_.data(),
-                                      bytes + 1) == 1 &&
-            EVP_EncryptUpdate(ctx.get(), nullptr, &len,
-                              reinterpret_cast<const unsigned char*>(aad.data()),
-                              static_cast<int>(aad.size())) == 1 &&
-            EVP_EncryptUpdate(ctx.get(), bytes + 1 + kNonce, &len,
-                              reinterpret_cast<const unsigned char*>(plaintext.data()),
-                              static_cast<int>(plaintext.size())) == 1 &&
-            EVP_EncryptFinal_ex(ctx.get(), bytes + 1 + kNonce + len, &len) == 1 &&
-            EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kTag,
-                                bytes + 1 + kNonce + plaintext.size()) == 1;
+  bool ok =
+      ctx &&
+      EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key_.data(), bytes + 1) == 1 &&
+      EVP_EncryptUpdate(ctx.get(), nullptr, &len,
+                        reinterpret_cast<const unsigned char*>(aad.data()),
+                        static_cast<int>(aad.size())) == 1 &&
+      EVP_EncryptUpdate(ctx.get(), bytes + 1 + kNonce, &len,
+                        reinterpret_cast<const unsigned char*>(plaintext.data()),
+                        static_cast<int>(plaintext.size())) == 1 &&
+      EVP_EncryptFinal_ex(ctx.get(), bytes + 1 + kNonce + len, &len) == 1 &&
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kTag,
+                          bytes + 1 + kNonce + plaintext.size()) == 1;
   if (!ok) return {};
   return out;
 }
@@ -116,16 +121,17 @@ std::optional<std::string> KeySealer::open(std::string_view user, std::string_vi
   std::memcpy(tag, bytes + 1 + kNonce + text_len, kTag);
   Cipher ctx(EVP_CIPHER_CTX_new());
   int len = 0;
-  bool ok = ctx && EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key_.data(),
-                                      bytes + 1) == 1 &&
-            EVP_DecryptUpdate(ctx.get(), nullptr, &len,
-                              reinterpret_cast<const unsigned char*>(aad.data()),
-                              static_cast<int>(aad.size())) == 1 &&
-            EVP_DecryptUpdate(ctx.get(), reinterpret_cast<unsigned char*>(plain.data()), &len,
-                              bytes + 1 + kNonce, static_cast<int>(text_len)) == 1 &&
-            EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kTag, tag) == 1 &&
-            EVP_DecryptFinal_ex(ctx.get(), reinterpret_cast<unsigned char*>(plain.data()) + len,
-                                &len) == 1;
+  bool ok =
+      ctx &&
+      EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key_.data(), bytes + 1) == 1 &&
+      EVP_DecryptUpdate(ctx.get(), nullptr, &len,
+                        reinterpret_cast<const unsigned char*>(aad.data()),
+                        static_cast<int>(aad.size())) == 1 &&
+      EVP_DecryptUpdate(ctx.get(), reinterpret_cast<unsigned char*>(plain.data()), &len,
+                        bytes + 1 + kNonce, static_cast<int>(text_len)) == 1 &&
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kTag, tag) == 1 &&
+      EVP_DecryptFinal_ex(ctx.get(), reinterpret_cast<unsigned char*>(plain.data()) + len, &len) ==
+          1;
   if (!ok) {
     OPENSSL_cleanse(plain.data(), plain.size());
     return std::nullopt;

@@ -30,9 +30,9 @@ std::string one_line(const char* text) {
 Result<PgConn> pg_connect(const std::string& conninfo) {
   // Later keywords win, and "dbname" is expanded in place: the defaults come first so that
   // the operator's string overrides any of them.
-  const char* keys[] = {"connect_timeout", "keepalives",      "keepalives_idle",
-                        "keepalives_interval", "keepalives_count", "application_name",
-                        "dbname",          nullptr};
+  const char* keys[] = {
+      "connect_timeout",  "keepalives",       "keepalives_idle", "keepalives_interval",
+      "keepalives_count", "application_name", "dbname",          nullptr};
   const char* values[] = {"5", "1", "10", "5", "3", "opserver", conninfo.c_str(), nullptr};
   PgConn conn(PQconnectdbParams(keys, values, 1));
   if (!conn) return fail(ErrorCode::unavailable, "PostgreSQL: out of memory");

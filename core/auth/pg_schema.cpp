@@ -75,8 +75,7 @@ Result<int> pg_migrate(PGconn* conn) {
   PgResult set(PQexec(conn, set_version.c_str()));
   if (!set || PQresultStatus(set.get()) != PGRES_COMMAND_OK) {
     rollback();
-    return fail(ErrorCode::internal, std::string("migrating: PostgreSQL: ") +
-                                         PQerrorMessage(conn));
+    return fail(ErrorCode::internal, std::string("migrating: PostgreSQL: ") + PQerrorMessage(conn));
   }
   if (auto r = pg_exec(conn, "COMMIT", {}, "migrating"); !r) return std::move(r).error();
   return *from;

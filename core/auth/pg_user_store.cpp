@@ -20,6 +20,8 @@ namespace {
 
 constexpr auto kMinBackoff = std::chrono::milliseconds(100);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(2000);
+// How long a handshake waits for the command connection before giving up.
+constexpr auto kHandshakeWait = std::chrono::milliseconds(200);
 
 constexpr const char* kColumns =
     "name, key_sealed, quota_bytes, quota_files, upload_bytes_per_second, "
@@ -62,10 +64,12 @@ std::string notification(const std::string& node, const char* kind, const std::s
 
 Status fsync_dir(const fs::path& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return fail(ErrorCode::internal, "open " + dir.string() + ": " + std::strerror(errno));
+  if (fd < 0)
+    return fail(ErrorCode::internal, "open " + dir.string() + ": " + std::strerror(errno));
   int rc = ::fsync(fd);
   ::close(fd);
-  if (rc != 0) return fail(ErrorCode::internal, "fsync " + dir.string() + ": " + std::strerror(errno));
+  if (rc != 0)
+    return fail(ErrorCode::internal, "fsync " + dir.string() + ": " + std::strerror(errno));
   return ok_status();
 }
 
@@ -127,10 +131,11 @@ std::optional<UserRecord> PgUserStore::decode(const PGresult* r, int row, std::s
   UserRecord record;
   auto key = sealer_.open(name, pg_bytea(r, row, 1));
   if (!key) {
-    spdlog::error("user store: the key of user {} does not open with the key file (a key "
-                  "file that does not match the database, or a row altered or copied); "
-                  "the user cannot log in",
-                  name);
+    spdlog::error(
+        "user store: the key of user {} does not open with the key file (a key "
+        "file that does not match the database, or a row altered or copied); "
+        "the user cannot log in",
+        name);
     return std::nullopt;
   }
   record.key = std::move(*key);
@@ -143,7 +148,8 @@ std::optional<UserRecord> PgUserStore::decode(const PGresult* r, int row, std::s
 }
 
 Result<std::optional<UserRecord>> PgUserStore::fetch(PGconn* conn, std::string_view name) {
-  const std::string sql = std::string("SELECT ") + kColumns + " FROM opserver_users WHERE name = $1";
+  const std::string sql =
+      std::string("SELECT ") + kColumns + " FROM opserver_users WHERE name = $1";
   auto r = pg_exec(conn, sql.c_str(), {PgParam::text(std::string(name))}, "reading a user");
   if (!r) return std::move(r).error();
   if (PQntuples(r->get()) == 0) return std::optional<UserRecord>();
@@ -178,12 +184,13 @@ Status PgUserStore::open(bool bootstrap_admin, std::optional<fs::path>* admin_ke
     std::string key = proof::random_hex(32);
     fs::path key_path = state_dir_ / "admin.key";
     fs::path tmp = state_dir_ / "admin.key.tmp";
-    auto empty = command("SELECT NOT EXISTS (SELECT 1 FROM opserver_users)", {},
-                         "checking for users");
+    auto empty =
+        command("SELECT NOT EXISTS (SELECT 1 FROM opserver_users)", {}, "checking for users");
     if (!empty) return std::move(empty).error();
     if (std::string(PQgetvalue(empty->get(), 0, 0)) == "t") {
       int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-      if (fd < 0) return fail(ErrorCode::internal, "create " + tmp.string() + ": " + std::strerror(errno));
+      if (fd < 0)
+        return fail(ErrorCode::internal, "create " + tmp.string() + ": " + std::strerror(errno));
       std::string line = key + "\n";
       bool written = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
                      ::fsync(fd) == 0;
@@ -195,7 +202,8 @@ Status PgUserStore::open(bool bootstrap_admin, std::optional<fs::path>* admin_ke
       const std::string sql =
           "WITH ins AS (INSERT INTO opserver_users (name, key_sealed) SELECT 'admin', $1 "
           "WHERE NOT EXISTS (SELECT 1 FROM opserver_users) ON CONFLICT (name) DO NOTHING "
-          "RETURNING name) SELECT pg_notify('" + std::string(kPgUsersChannel) + "', $2) FROM ins";
+          "RETURNING name) SELECT pg_notify('" +
+          std::string(kPgUsersChannel) + "', $2) FROM ins";
       auto r = command(sql.c_str(),
                        {PgParam::bytes(sealer_.seal("admin", key)),
                         PgParam::text(notification(node_id_, "add", "admin"))},
@@ -217,7 +225,8 @@ Status PgUserStore::open(bool bootstrap_admin, std::optional<fs::path>* admin_ke
     }
   }
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) return fail(ErrorCode::internal, std::string("eventfd: ") + std::strerror(errno));
+  if (wake_fd_ < 0)
+    return fail(ErrorCode::internal, std::string("eventfd: ") + std::strerror(errno));
   listener_ = std::thread([this] { listen_loop(); });
   std::shared_lock lock(cache_mutex_);
   fresh_changed_.wait_for(lock, std::chrono::seconds(5), [this] { return fresh_; });
@@ -237,10 +246,13 @@ std::optional<std::string> PgUserStore::key_for(std::string_view user) {
       return it->second.key;
     }
   }
-  std::lock_guard lock(command_mutex_);
-  auto conn = command_locked();
-  if (!conn) return std::nullopt;  // cannot tell: the handshake fails like a wrong key
-  auto record = fetch(*conn, user);
+  // Often on an I/O thread (a handshake): never wait long for the connection, and never
+  // connect from here (a connect may take connect_timeout). Cannot tell: the handshake
+  // fails like one with a wrong key.
+  std::unique_lock lock(command_mutex_, std::defer_lock);
+  if (!lock.try_lock_for(kHandshakeWait)) return std::nullopt;
+  if (!command_ || !pg_usable(command_.get())) return std::nullopt;
+  auto record = fetch(command_.get(), user);
   if (!record || !*record) return std::nullopt;
   return (*record)->key;
 }
@@ -294,8 +306,7 @@ Result<PgResult> PgUserStore::write(const std::string& name, const char* sql,
   // A row changed, or the statement went out and its outcome is unknown (the connection
   // broke): read this name from the database until the listener has heard the change back
   // or reloaded everything. A statement the database refused changed nothing.
-  bool changed = r ? PQntuples(r->get()) > 0
-                   : sent && r.error().code == ErrorCode::unavailable;
+  bool changed = r ? PQntuples(r->get()) > 0 : sent && r.error().code == ErrorCode::unavailable;
   if (changed) ++awaiting_[name];
   return r;
 }
@@ -328,14 +339,16 @@ Status PgUserStore::add(const std::string& name, const std::string& key,
                   PgParam::text(notification(node_id_, "add", name))},
                  "creating user");
   if (!r) return std::move(r).error();
-  if (PQntuples(r->get()) == 0) return fail(ErrorCode::already_exists, "user already exists: " + name);
+  if (PQntuples(r->get()) == 0)
+    return fail(ErrorCode::already_exists, "user already exists: " + name);
   return ok_status();
 }
 
 Status PgUserStore::remove(const std::string& name) {
   const std::string sql =
       "WITH del AS (DELETE FROM opserver_users WHERE name = $1 RETURNING name) "
-      "SELECT pg_notify('" + std::string(kPgUsersChannel) + "', $2) FROM del";
+      "SELECT pg_notify('" +
+      std::string(kPgUsersChannel) + "', $2) FROM del";
   auto r = write(name, sql.c_str(),
                  {PgParam::text(name), PgParam::text(notification(node_id_, "remove", name))},
                  "removing user");
@@ -348,7 +361,8 @@ Status PgUserStore::rekey(const std::string& name, const std::string& key) {
   if (!is_valid_key(key)) return fail(ErrorCode::invalid_args, kKeyRuleMessage);
   const std::string sql =
       "WITH up AS (UPDATE opserver_users SET key_sealed = $2, updated = now() WHERE name = $1 "
-      "RETURNING name) SELECT pg_notify('" + std::string(kPgUsersChannel) + "', $3) FROM up";
+      "RETURNING name) SELECT pg_notify('" +
+      std::string(kPgUsersChannel) + "', $3) FROM up";
   auto r = write(name, sql.c_str(),
                  {PgParam::text(name), PgParam::bytes(sealer_.seal(name, key)),
                   PgParam::text(notification(node_id_, "rekey", name))},
@@ -365,13 +379,12 @@ Result<UserRecord> PgUserStore::set_limits(const std::string& name, const LimitC
   for (int i = 0; i < 4; ++i) {
     if (!*change_field(change, i)) continue;
     params.push_back(limit_param(**change_field(change, i)));
-    sets += std::string(", ") + kLimitColumns[i] + " = $" + std::to_string(params.size()) +
-            "::numeric";
+    sets +=
+        std::string(", ") + kLimitColumns[i] + " = $" + std::to_string(params.size()) + "::numeric";
   }
   const std::string sql = "WITH up AS (UPDATE opserver_users SET " + sets +
-                          " WHERE name = $1 RETURNING " + kColumns +
-                          ") SELECT up.*, pg_notify('" + std::string(kPgUsersChannel) +
-                          "', $2) FROM up";
+                          " WHERE name = $1 RETURNING " + kColumns + ") SELECT up.*, pg_notify('" +
+                          std::string(kPgUsersChannel) + "', $2) FROM up";
   auto r = write(name, sql.c_str(), params, "changing limits");
   if (!r) return std::move(r).error();
   if (PQntuples(r->get()) == 0) return fail(ErrorCode::not_found, "no such user: " + name);
@@ -422,8 +435,10 @@ void PgUserStore::listen_loop() {
     listen_session(conn->get());
     {
       std::unique_lock lock(cache_mutex_);
-      if (fresh_) spdlog::warn("user store listener: connection lost; keys are read from "
-                               "the database until it is back");
+      if (fresh_)
+        spdlog::warn(
+            "user store listener: connection lost; keys are read from "
+            "the database until it is back");
       fresh_ = false;
     }
     fresh_changed_.notify_all();
@@ -440,7 +455,8 @@ void PgUserStore::listen_session(PGconn* conn) {
   Users loaded;
   for (int i = 0; i < PQntuples(r->get()); ++i) {
     std::string name = PQgetvalue(r->get(), i, 0);
-    if (auto record = decode(r->get(), i, name)) loaded.emplace(std::move(name), std::move(*record));
+    if (auto record = decode(r->get(), i, name))
+      loaded.emplace(std::move(name), std::move(*record));
   }
   std::vector<std::string> gone;  // changed or removed while nobody was listening
   {

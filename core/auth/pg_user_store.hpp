@@ -21,7 +21,9 @@
 //    every user whose key changed or who vanished while the listener was away.
 // Statements use one command connection under a mutex; a connection the database ended
 // (a restart) is replaced before the next statement, and reconnecting backs off from
-// 100 ms to 2 s. Meanwhile calls answer `unavailable`.
+// 100 ms to 2 s. Meanwhile calls answer `unavailable`. A handshake that must read its key
+// from the database (key_for on an I/O thread) only uses a connection that is already
+// up and waits at most 200 ms for it: it never blocks an I/O thread on a connect.
 #pragma once
 
 #include <atomic>
@@ -69,8 +71,8 @@ class PgUserStore final : public UserStore {
   // The command connection, (re)connected if needed; caller holds command_mutex_.
   Result<PGconn*> command_locked();
   // Runs one statement on the command connection; `sent`: it reached the connection.
-  Result<PgResult> command(const char* sql, const std::vector<PgParam>& params,
-                           const char* what, bool* sent = nullptr);
+  Result<PgResult> command(const char* sql, const std::vector<PgParam>& params, const char* what,
+                           bool* sent = nullptr);
   // The user's row straight from the database: nullopt inside for no such user.
   Result<std::optional<UserRecord>> fetch(PGconn* conn, std::string_view name);
   // A write of `name` by this node: marks it in flight, runs `sql`, then marks it awaiting
@@ -92,7 +94,7 @@ class PgUserStore final : public UserStore {
   std::filesystem::path storage_dir_;
   std::string node_id_;  // random per process: tells our own notifications from others'
 
-  std::mutex command_mutex_;
+  std::timed_mutex command_mutex_;
   PgConn command_;
   Clock::time_point next_connect_{};
   std::chrono::milliseconds connect_backoff_{0};

@@ -120,7 +120,9 @@ UserServices::UserServices(UserStore& users, int storage_fd, int scratch_fd, Use
   });
 }
 
-UserServices::~UserServices() { users_.on_revoked_elsewhere(nullptr); }
+UserServices::~UserServices() {
+  users_.on_revoked_elsewhere(nullptr);
+}
 
 QuotaLimits UserServices::quota_for(const std::string& user) {
   auto record = users_.find(user);

@@ -48,7 +48,9 @@ std::string key_of(const Outcome& o) {
   return m[1];
 }
 
-bool is_closed(client::Client& c) { return !c.call("usage", "{}"); }
+bool is_closed(client::Client& c) {
+  return !c.call("usage", "{}");
+}
 
 class PgStore : public ::testing::Test {
  protected:
@@ -185,8 +187,7 @@ TEST_F(PgStore, ConcurrentRegistersOfOneNameOnTwoServersGiveExactlyOneOk) {
     EXPECT_TRUE(a.connect(name, key));
     EXPECT_TRUE(b.connect(name, key));
   }
-  EXPECT_EQ(pg_->query("SELECT count(*) FROM opserver_users WHERE name LIKE 'racer%'")[0][0],
-            "20");
+  EXPECT_EQ(pg_->query("SELECT count(*) FROM opserver_users WHERE name LIKE 'racer%'")[0][0], "20");
 }
 
 TEST_F(PgStore, RekeyOnOneServerClosesTheUsersConnectionsOnTheOtherWithinASecond) {
@@ -208,7 +209,7 @@ TEST_F(PgStore, RekeyOnOneServerClosesTheUsersConnectionsOnTheOtherWithinASecond
   EXPECT_TRUE(raw_on_b->closed_within(1s)) << "alice's connection on B is still open";
   EXPECT_LT(Clock::now() - answered, 1s);
   EXPECT_TRUE(is_closed(*on_b));
-  EXPECT_OP_OK(call_op(*asking, "usage", "{}"));  // the caller's own connection stays
+  EXPECT_OP_OK(call_op(*asking, "usage", "{}"));    // the caller's own connection stays
   EXPECT_OP_OK(call_op(*bob_on_b, "usage", "{}"));  // other users' connections stay
   client::Failure why{};
   EXPECT_FALSE(client::Client::connect(b.options("alice", old_key), &why));
@@ -243,8 +244,9 @@ TEST_F(PgStore, KeysAreSealedAtRestAndOnlyOpenForTheirOwnUserWithTheKeyFile) {
   const std::string dave_key = "dave's own chosen key";
   EXPECT_OP_OK(call_op(*admin, "register", R"({"user":"dave","key":"dave's own chosen key"})"));
   const std::string erin_key = server.add_user("erin");
-  auto rows = pg_->query("SELECT encode(key_sealed, 'escape') FROM opserver_users WHERE name IN "
-                         "('dave', 'erin')");
+  auto rows = pg_->query(
+      "SELECT encode(key_sealed, 'escape') FROM opserver_users WHERE name IN "
+      "('dave', 'erin')");
   ASSERT_EQ(rows.size(), 2u);
   for (const auto& row : rows) {
     ASSERT_TRUE(row[0]);
@@ -258,8 +260,9 @@ TEST_F(PgStore, KeysAreSealedAtRestAndOnlyOpenForTheirOwnUserWithTheKeyFile) {
   EXPECT_NE(sealed[0][0], sealed[1][0]);
 
   // dave's sealed key copied into erin's row does not open for erin.
-  pg_->query("UPDATE opserver_users SET key_sealed = (SELECT key_sealed FROM opserver_users "
-             "WHERE name = 'dave') WHERE name = 'erin'");
+  pg_->query(
+      "UPDATE opserver_users SET key_sealed = (SELECT key_sealed FROM opserver_users "
+      "WHERE name = 'dave') WHERE name = 'erin'");
   server.stop();
   server.restart();
   client::Failure why{};

@@ -51,8 +51,8 @@ pid_t spawn(const std::vector<std::string>& argv, const fs::path& log) {
     }
     int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (null >= 0) ::dup2(null, 0);
-    if (who.drop && (::setgroups(0, nullptr) != 0 || ::setgid(who.gid) != 0 ||
-                     ::setuid(who.uid) != 0)) {
+    if (who.drop &&
+        (::setgroups(0, nullptr) != 0 || ::setgid(who.gid) != 0 || ::setuid(who.uid) != 0)) {
       ::_exit(126);
     }
     // A test that crashes or is killed takes its postgres along (set after setuid, which
@@ -76,7 +76,9 @@ int wait_for(pid_t pid) {
 
 }  // namespace
 
-bool PgCluster::available() { return fs::exists(kBin / "postgres") && fs::exists(kBin / "initdb"); }
+bool PgCluster::available() {
+  return fs::exists(kBin / "postgres") && fs::exists(kBin / "initdb");
+}
 
 PgCluster::PgCluster() {
   char tmpl[] = "/tmp/ops-pg-XXXXXX";
@@ -114,10 +116,9 @@ std::string PgCluster::conninfo() const {
 
 void PgCluster::start() {
   if (pid_ > 0) return;
-  pid_ = spawn({(kBin / "postgres").string(), "-D", (dir_ / "data").string(), "-k",
-                dir_.string(), "-c", "listen_addresses=", "-c", "fsync=off", "-c",
-                "full_page_writes=off", "-c", "synchronous_commit=off", "-c",
-                "max_connections=40", "-c", "shared_buffers=16MB"},
+  pid_ = spawn({(kBin / "postgres").string(), "-D", (dir_ / "data").string(), "-k", dir_.string(),
+                "-c", "listen_addresses=", "-c", "fsync=off", "-c", "full_page_writes=off", "-c",
+                "synchronous_commit=off", "-c", "max_connections=40", "-c", "shared_buffers=16MB"},
                dir_ / "postgres.log");
   const std::string info =
       "host=" + dir_.string() + " port=5432 dbname=postgres user=ops connect_timeout=2";

@@ -6,8 +6,8 @@
 #include <filesystem>
 #include <string>
 
-#include "auth/handshake.hpp"
 #include "auth/file_user_store.hpp"
+#include "auth/handshake.hpp"
 #include "proto/messages.hpp"
 
 namespace ops::core {

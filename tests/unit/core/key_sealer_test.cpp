@@ -26,7 +26,7 @@ TEST(KeySealer, SealsAndOpensForTheSameUserOnly) {
   ASSERT_EQ(sealed.size(), 1u + 12 + 16 + 16);
   EXPECT_EQ(sealed.find("the key of alice"), std::string::npos);
   EXPECT_EQ(sealer.open("alice", sealed), "the key of alice");
-  EXPECT_EQ(sealer.open("bob", sealed), std::nullopt);  // moved to another row
+  EXPECT_EQ(sealer.open("bob", sealed), std::nullopt);                  // moved to another row
   EXPECT_EQ(KeySealer(key_of(8)).open("alice", sealed), std::nullopt);  // another key file
   // A fresh nonce each time.
   EXPECT_NE(sealer.seal("alice", "the key of alice"), sealed);
@@ -70,8 +70,8 @@ TEST_F(KeyFile, SixtyFourHexCharactersOwnerOnly) {
     ASSERT_FALSE(r.ok()) << std::oct << mode;
     EXPECT_NE(r.error().message.find("readable by its owner only"), std::string::npos);
   }
-  for (const std::string& bad : {std::string(63, 'a'), std::string(65, 'a'),
-                                 std::string(62, 'a') + "zz", std::string("")}) {
+  for (const std::string& bad :
+       {std::string(63, 'a'), std::string(65, 'a'), std::string(62, 'a') + "zz", std::string("")}) {
     auto r = KeySealer::from_file(write(bad, 0600));
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_NE(r.error().message.find("64 hexadecimal characters"), std::string::npos);

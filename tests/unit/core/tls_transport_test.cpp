@@ -27,8 +27,8 @@
 #include <random>
 #include <thread>
 
-#include "auth/handshake.hpp"
 #include "auth/file_user_store.hpp"
+#include "auth/handshake.hpp"
 #include "net/tls_listener.hpp"
 #include "opserver/client.hpp"
 #include "opserver/frame.hpp"

@@ -24,7 +24,8 @@ class UserStoreConfig : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
   Result<Config> load(const std::string& members) {
     std::ofstream(dir_ / "server.json")
-        << "{\"ops_config\": \"" << (dir_ / "ops.json").string() << "\",\n" << members << "}";
+        << "{\"ops_config\": \"" << (dir_ / "ops.json").string() << "\",\n"
+        << members << "}";
     return load_config(dir_ / "server.json");
   }
   fs::path dir_;
