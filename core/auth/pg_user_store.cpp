@@ -242,8 +242,9 @@ std::optional<std::string> PgUserStore::key_for(std::string_view user) {
     std::shared_lock lock(cache_mutex_);
     if (read_from_cache(user)) {
       auto it = cache_.find(user);
-      if (it == cache_.end()) return std::nullopt;
-      return it->second.key;
+      if (it != cache_.end()) return it->second.key;
+      // Not in the copy: perhaps registered on another server a moment ago, before its
+      // notification reached us. Only the database can say (a miss is never stale-positive).
     }
   }
   // Often on an I/O thread (a handshake): never wait long for the connection, and never
@@ -262,8 +263,8 @@ std::optional<UserRecord> PgUserStore::find(std::string_view user) {
     std::shared_lock lock(cache_mutex_);
     if (read_from_cache(user)) {
       auto it = cache_.find(user);
-      if (it == cache_.end()) return std::nullopt;
-      return it->second;
+      if (it != cache_.end()) return it->second;
+      // A miss may be a user registered elsewhere a moment ago: ask the database.
     }
   }
   {

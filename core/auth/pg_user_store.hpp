@@ -15,7 +15,8 @@
 //    database directly (and fails, like a wrong key, if it cannot), find() and names()
 //    fall back to the copy only when the database cannot be reached (limits, not keys);
 //  - a name this node is changing, or has changed but not yet heard back about, is read
-//    from the database too;
+//    from the database too, and so is a name the copy does not have (a user registered
+//    on another node a moment ago must be able to log in here at once);
 //  - a rekey or removal by another node calls the RevokedHandler (the server closes the
 //    user's connections) after the copy has the new state; after a reconnect, so does
 //    every user whose key changed or who vanished while the listener was away.
