@@ -226,6 +226,10 @@ int main(int argc, char** argv) {
   if (check) {
     if (ops::Status st = ops::core::check_config(*config); !st)
       return fail_with(st.error().message);
+    // The user store's key file (mode, format); the database itself is not contacted.
+    if (auto store = ops::core::make_user_store(*config); !store) {
+      return fail_with(store.error().message);
+    }
     std::printf("configuration OK: %zu operation(s) enabled\n", config->operations.size());
     return 0;
   }

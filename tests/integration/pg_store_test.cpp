@@ -283,6 +283,14 @@ TEST_F(PgStore, KeysAreSealedAtRestAndOnlyOpenForTheirOwnUserWithTheKeyFile) {
 
 TEST_F(PgStore, AKeyFileOthersCanReadIsRefused) {
   write_key(key_file_, kStoreKey, 0644);
+  // --check-config says so too, without contacting the database.
+  TempDir dir;
+  std::ofstream(dir.path() / "ops.json") << pg_ops_json();
+  std::ofstream(dir.path() / "server.json") << "{" << store_setting(key_file_) << "}\n";
+  RunResult check = run_program(
+      {OPS_SERVER_BIN, "--check-config", "--config", (dir.path() / "server.json").string()});
+  EXPECT_NE(check.status, 0);
+  EXPECT_NE(check.output.find("readable by its owner only"), std::string::npos) << check.output;
   try {
     ServerProcess server(options());
     ADD_FAILURE() << "the server started with a key file others can read";
