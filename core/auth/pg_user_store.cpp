@@ -299,19 +299,26 @@ std::vector<std::string> PgUserStore::names() {
 
 Result<PgResult> PgUserStore::write(const std::string& name, const char* sql,
                                     const std::vector<PgParam>& params, const char* what) {
+  // Both marks go up before the statement: its notification may reach the listener before
+  // this thread runs again, and must find the mark it takes down.
   {
     std::unique_lock lock(cache_mutex_);
     ++in_flight_[name];
+    ++awaiting_[name];
   }
   bool sent = false;
   auto r = command(sql, params, what, &sent);
   std::unique_lock lock(cache_mutex_);
   if (--in_flight_[name] == 0) in_flight_.erase(name);
-  // A row changed, or the statement went out and its outcome is unknown (the connection
-  // broke): read this name from the database until the listener has heard the change back
-  // or reloaded everything. A statement the database refused changed nothing.
-  bool changed = r ? PQntuples(r->get()) > 0 : sent && r.error().code == ErrorCode::unavailable;
-  if (changed) ++awaiting_[name];
+  // A row changed (the listener will hear it back), or the statement went out and its
+  // outcome is unknown (the connection broke): the name stays marked until the listener
+  // hears it or reloads everything. A statement that changed nothing or was refused sends
+  // no notification: take the mark down here.
+  bool notifies = r ? PQntuples(r->get()) > 0 : sent && r.error().code == ErrorCode::unavailable;
+  if (!notifies) {
+    auto it = awaiting_.find(name);
+    if (it != awaiting_.end() && --it->second == 0) awaiting_.erase(it);
+  }
   return r;
 }
 
@@ -470,7 +477,9 @@ void PgUserStore::listen_session(PGconn* conn) {
       if (it == loaded.end() || it->second.key != old.key) gone.push_back(name);
     }
     cache_ = std::move(loaded);
-    awaiting_.clear();  // everything committed before the load is in it
+    // Everything committed before the load is in it; statements still running may yet
+    // notify (if they commit after the LISTEN).
+    awaiting_ = in_flight_;
     fresh_ = true;
   }
   fresh_changed_.notify_all();

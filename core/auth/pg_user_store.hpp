@@ -104,7 +104,9 @@ class PgUserStore final : public UserStore {
   Users cache_;
   bool fresh_ = false;
   std::map<std::string, int, std::less<>> in_flight_;  // local writes running, by name
-  std::map<std::string, int, std::less<>> awaiting_;   // local writes not yet heard back
+  // Local writes whose notification the listener has not heard yet (counted from before
+  // the statement runs), by name.
+  std::map<std::string, int, std::less<>> awaiting_;
   std::condition_variable_any fresh_changed_;
 
   std::mutex handler_mutex_;

@@ -152,6 +152,34 @@ TEST_F(PgStore, RegisterAndLoginThroughTheServerSurviveARestart) {
   EXPECT_EQ(why, client::Failure::auth);
 }
 
+// Counts `needle` in the cluster's statement log.
+std::size_t occurrences(const std::string& text, const std::string& needle) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(needle); at != std::string::npos;
+       at = text.find(needle, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+TEST_F(PgStore, HandshakesOfKnownUsersCostNoDatabaseRoundTrip) {
+  ServerProcess server(options());
+  const std::string key = server.add_user("henry");
+  ASSERT_TRUE(server.connect("henry", key));
+  std::this_thread::sleep_for(200ms);  // the listener has heard the register back
+  const std::string lookup = "$1 = 'henry'";
+  const std::size_t before = occurrences(pg_->log(), lookup);
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(server.connect("henry", key));
+  client::Failure why{};
+  EXPECT_FALSE(client::Client::connect(server.options("henry", "wrong"), &why));
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(occurrences(pg_->log(), lookup), before) << "handshakes read henry's row";
+  // A name the copy lacks is asked for (it may have been registered elsewhere just now).
+  EXPECT_FALSE(client::Client::connect(server.options("nobody_here", "x"), &why));
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(occurrences(pg_->log(), "$1 = 'nobody_here'"), 1u);
+}
+
 TEST_F(PgStore, ConcurrentRegistersOfOneNameOnTwoServersGiveExactlyOneOk) {
   ServerProcess a(options());
   // B shares the database (and the key file); admin exists already, so B creates none.

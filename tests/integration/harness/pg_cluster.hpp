@@ -1,6 +1,7 @@
 // A real, throwaway PostgreSQL 15 cluster for the PostgreSQL user store's tests: initdb in a
 // fresh directory under /tmp, postgres listening only on a unix socket in that directory
-// (no TCP port to collide on), fsync off for speed, one database "opserver". Run as
+// (no TCP port to collide on), fsync off for speed, every statement logged (log()), one
+// database "opserver". Run as
 // `nobody` when the tests run as root (postgres refuses root). Everything is removed on
 // destruction. No mock: the server under test talks to this postgres through libpq.
 #pragma once
