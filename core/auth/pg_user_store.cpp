@@ -445,11 +445,16 @@ void PgUserStore::listen_loop() {
     backoff = kMinBackoff;
     listen_session(conn->get());
     {
+      std::lock_guard lock(stop_mutex_);
+      if (stopping_) return;
+    }
+    {
       std::unique_lock lock(cache_mutex_);
-      if (fresh_)
+      if (fresh_) {
         spdlog::warn(
-            "user store listener: connection lost; keys are read from "
-            "the database until it is back");
+            "user store listener: connection lost; keys are read from the database until it "
+            "is back");
+      }
       fresh_ = false;
     }
     fresh_changed_.notify_all();

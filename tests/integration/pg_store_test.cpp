@@ -265,6 +265,27 @@ TEST_F(PgStore, UnregisterOnOneServerClosesTheUsersConnectionsOnTheOther) {
   EXPECT_OP_OK(call_op(*admin_b, "register", R"({"user":"carol"})"));
 }
 
+TEST_F(PgStore, OfflineUserCommandsUseTheDatabaseAndReachTheRunningServer) {
+  ServerProcess server(options());
+  const std::string config = server.config_path().string();
+  RunResult add = run_program({OPS_SERVER_BIN, "--config", config, "user", "add", "zed"});
+  ASSERT_EQ(add.status, 0) << add.output;
+  std::string key = add.output;
+  while (!key.empty() && key.back() == '\n') key.pop_back();
+  ASSERT_EQ(key.size(), 64u) << add.output;
+  RawConnection raw(server.port());
+  ASSERT_TRUE(raw.authenticate("zed", key));  // the running server knows zed at once
+  RunResult list = run_program({OPS_SERVER_BIN, "--config", config, "user", "list"});
+  EXPECT_EQ(list.output, "admin\nzed\n");
+  // Removing zed offline closes its connection on the running server.
+  RunResult remove = run_program({OPS_SERVER_BIN, "--config", config, "user", "remove", "zed"});
+  EXPECT_EQ(remove.status, 0) << remove.output;
+  EXPECT_TRUE(raw.closed_within(1s));
+  client::Failure why{};
+  EXPECT_FALSE(client::Client::connect(server.options("zed", key), &why));
+  EXPECT_EQ(why, client::Failure::auth);
+}
+
 TEST_F(PgStore, KeysAreSealedAtRestAndOnlyOpenForTheirOwnUserWithTheKeyFile) {
   ServerProcess server(options());
   auto admin = server.connect_admin();
