@@ -238,23 +238,23 @@ bool PgUserStore::read_from_cache(std::string_view name) {
 }
 
 std::optional<std::string> PgUserStore::key_for(std::string_view user) {
-  bool miss = false;
   {
     std::shared_lock lock(cache_mutex_);
     if (read_from_cache(user)) {
+      // A miss is answered from the copy too, without asking the database: a query only
+      // for unknown names would tell them apart by timing (the handshake does the same
+      // work for both; core/auth/handshake.cpp). A user registered on another server a
+      // moment ago can log in here once the notification has arrived (milliseconds).
       auto it = cache_.find(user);
-      if (it != cache_.end()) return it->second.key;
-      // Not in the copy: perhaps registered on another server a moment ago, before its
-      // notification reached us. Only the database can say (a miss is never stale-positive).
-      miss = true;
+      if (it == cache_.end()) return std::nullopt;
+      return it->second.key;
     }
   }
   // Often on an I/O thread (a handshake): never connect from here (a connect may take
-  // connect_timeout) and never wait long for the connection. A miss does not wait at all:
-  // anyone can send unknown names, and they must not queue I/O threads on the mutex.
-  // Cannot tell: the handshake fails like one with a wrong key.
+  // connect_timeout) and never wait long for the connection. Cannot tell: the handshake
+  // fails like one with a wrong key.
   std::unique_lock lock(command_mutex_, std::defer_lock);
-  if (miss ? !lock.try_lock() : !lock.try_lock_for(kHandshakeWait)) return std::nullopt;
+  if (!lock.try_lock_for(kHandshakeWait)) return std::nullopt;
   if (!command_ || !pg_usable(command_.get())) return std::nullopt;
   auto record = fetch(command_.get(), user);
   if (!record || !*record) return std::nullopt;

@@ -15,8 +15,10 @@
 //    database directly (and fails, like a wrong key, if it cannot), find() and names()
 //    fall back to the copy only when the database cannot be reached (limits, not keys);
 //  - a name this node is changing, or has changed but not yet heard back about, is read
-//    from the database too, and so is a name the copy does not have (a user registered
-//    on another node a moment ago must be able to log in here at once);
+//    from the database too. A name the copy lacks is unknown to key_for (no query: an
+//    unknown name must cost a handshake what a known one does), so a user registered on
+//    another node logs in here once the notification has arrived; find() asks the
+//    database on a miss (callers are authenticated; a register elsewhere is seen at once);
 //  - a rekey or removal by another node calls the RevokedHandler (the server closes the
 //    user's connections) after the copy has the new state; after a reconnect, so does
 //    every user whose key changed or who vanished while the listener was away.

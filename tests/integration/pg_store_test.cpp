@@ -52,6 +52,36 @@ bool is_closed(client::Client& c) {
   return !c.call("usage", "{}");
 }
 
+// A server hears of a user registered elsewhere (another server, `opserver user add`) a few
+// milliseconds after the register answered: these retry the login for up to 2 s.
+std::unique_ptr<client::Client> connect_soon(const ServerProcess& server, const std::string& user,
+                                             const std::string& key) {
+  const auto give_up = Clock::now() + 2s;
+  while (true) {
+    auto c = client::Client::connect(server.options(user, key));
+    if (c) return std::move(*c);
+    if (Clock::now() > give_up) {
+      ADD_FAILURE() << "login as " << user << " still refused after 2 s: " << c.error().message;
+      return nullptr;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
+std::unique_ptr<RawConnection> authenticate_soon(const ServerProcess& server,
+                                                 const std::string& user, const std::string& key) {
+  const auto give_up = Clock::now() + 2s;
+  while (true) {
+    auto raw = std::make_unique<RawConnection>(server.port());
+    if (raw->authenticate(user, key)) return raw;
+    if (Clock::now() > give_up) {
+      ADD_FAILURE() << "raw login as " << user << " still refused after 2 s";
+      return nullptr;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
 class PgStore : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -174,10 +204,10 @@ TEST_F(PgStore, HandshakesOfKnownUsersCostNoDatabaseRoundTrip) {
   EXPECT_FALSE(client::Client::connect(server.options("henry", "wrong"), &why));
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(occurrences(pg_->log(), lookup), before) << "handshakes read henry's row";
-  // A name the copy lacks is asked for (it may have been registered elsewhere just now).
+  // Nor does a name nobody has: an unknown name costs what a known one does.
   EXPECT_FALSE(client::Client::connect(server.options("nobody_here", "x"), &why));
   std::this_thread::sleep_for(100ms);
-  EXPECT_EQ(occurrences(pg_->log(), "$1 = 'nobody_here'"), 1u);
+  EXPECT_EQ(occurrences(pg_->log(), "nobody_here"), 0u);
 }
 
 TEST_F(PgStore, ConcurrentRegistersOfOneNameOnTwoServersGiveExactlyOneOk) {
@@ -212,8 +242,8 @@ TEST_F(PgStore, ConcurrentRegistersOfOneNameOnTwoServersGiveExactlyOneOk) {
     // The key the winner handed out works on both servers.
     const std::string key = key_of(ra.ok ? ra : rb);
     const std::string name = "racer" + std::to_string(round);
-    EXPECT_TRUE(a.connect(name, key));
-    EXPECT_TRUE(b.connect(name, key));
+    EXPECT_TRUE(connect_soon(a, name, key));
+    EXPECT_TRUE(connect_soon(b, name, key));
   }
   EXPECT_EQ(pg_->query("SELECT count(*) FROM opserver_users WHERE name LIKE 'racer%'")[0][0], "20");
 }
@@ -222,11 +252,11 @@ TEST_F(PgStore, RekeyOnOneServerClosesTheUsersConnectionsOnTheOtherWithinASecond
   ServerProcess a(options());
   ServerProcess b(options(false));
   const std::string old_key = a.add_user("alice");
-  auto on_b = b.connect("alice", old_key);
-  auto raw_on_b = std::make_unique<RawConnection>(b.port());
-  ASSERT_TRUE(on_b && raw_on_b->authenticate("alice", old_key));
+  auto on_b = connect_soon(b, "alice", old_key);
+  auto raw_on_b = authenticate_soon(b, "alice", old_key);
+  ASSERT_TRUE(on_b && raw_on_b);
   std::string bob_key = a.add_user("bob");
-  auto bob_on_b = b.connect("bob", bob_key);
+  auto bob_on_b = connect_soon(b, "bob", bob_key);
   ASSERT_TRUE(bob_on_b);
 
   auto asking = a.connect("alice", old_key);
@@ -250,12 +280,12 @@ TEST_F(PgStore, UnregisterOnOneServerClosesTheUsersConnectionsOnTheOther) {
   ServerProcess a(options());
   ServerProcess b(options(false));
   const std::string key = a.add_user("carol");
-  RawConnection raw_on_b(b.port());
-  ASSERT_TRUE(raw_on_b.authenticate("carol", key));
+  auto raw_on_b = authenticate_soon(b, "carol", key);
+  ASSERT_TRUE(raw_on_b);
   auto admin = a.connect_admin();
   ASSERT_TRUE(admin);
   EXPECT_OP_OK(call_op(*admin, "unregister", R"({"user":"carol"})"));
-  EXPECT_TRUE(raw_on_b.closed_within(1s));
+  EXPECT_TRUE(raw_on_b->closed_within(1s));
   client::Failure why{};
   EXPECT_FALSE(client::Client::connect(b.options("carol", key), &why));
   EXPECT_EQ(why, client::Failure::auth);
@@ -273,14 +303,14 @@ TEST_F(PgStore, OfflineUserCommandsUseTheDatabaseAndReachTheRunningServer) {
   std::string key = add.output;
   while (!key.empty() && key.back() == '\n') key.pop_back();
   ASSERT_EQ(key.size(), 64u) << add.output;
-  RawConnection raw(server.port());
-  ASSERT_TRUE(raw.authenticate("zed", key));  // the running server knows zed at once
+  auto raw = authenticate_soon(server, "zed", key);  // the running server hears of zed
+  ASSERT_TRUE(raw);
   RunResult list = run_program({OPS_SERVER_BIN, "--config", config, "user", "list"});
   EXPECT_EQ(list.output, "admin\nzed\n");
   // Removing zed offline closes its connection on the running server.
   RunResult remove = run_program({OPS_SERVER_BIN, "--config", config, "user", "remove", "zed"});
   EXPECT_EQ(remove.status, 0) << remove.output;
-  EXPECT_TRUE(raw.closed_within(1s));
+  EXPECT_TRUE(raw->closed_within(1s));
   client::Failure why{};
   EXPECT_FALSE(client::Client::connect(server.options("zed", key), &why));
   EXPECT_EQ(why, client::Failure::auth);
