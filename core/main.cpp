@@ -13,6 +13,7 @@
 #include <iostream>
 
 #include "auth/user_store.hpp"
+#include "auth/user_store_factory.hpp"
 #include "config/config.hpp"
 #include "net/pid_file.hpp"
 #include "net/server.hpp"
@@ -30,7 +31,9 @@ int fail_with(const std::string& message) {
 
 int user_command(const Config& config, const std::string& action, const std::string& name,
                  const std::string& key_file) {
-  ops::core::UserStore store(config.state_dir, config.storage_dir);
+  auto made = ops::core::make_user_store(config);
+  if (!made) return fail_with(made.error().message);
+  ops::core::UserStore& store = **made;
   if (ops::Status st = store.open(false); !st) return fail_with(st.error().message);
   if (action == "list") {
     for (const std::string& user : store.names()) std::cout << user << "\n";
@@ -56,6 +59,14 @@ int user_command(const Config& config, const std::string& action, const std::str
   } else {
     std::cout << "added " << name << "\n";
   }
+  return 0;
+}
+
+// `opserver db migrate`: the PostgreSQL user store's schema, created or brought up to date.
+int db_command(const Config& config) {
+  auto report = ops::core::migrate_user_store(config);
+  if (!report) return fail_with(report.error().message);
+  std::printf("%s\n", report->c_str());
   return 0;
 }
 
@@ -89,7 +100,8 @@ int main(int argc, char** argv) {
       "                                         also serve over TLS (channel binding)\n"
       "  opserver user add alice                create a user and print its new key\n"
       "  opserver reload                        reload a running server (pid_file in its config)\n"
-      "  opserver user list\n"};
+      "  opserver user list\n"
+      "  opserver db migrate --config F         create/upgrade the PostgreSQL user store\n"};
   app.set_version_flag("--version", std::string(ops::core::kServerVersion));
 
   std::string config_path = "config/server.json";
@@ -150,6 +162,14 @@ int main(int argc, char** argv) {
   CLI::App* remove = user->add_subcommand("remove", "Remove a user (its files are kept)");
   remove->add_option("name", user_name, "User name")->required();
 
+  CLI::App* db = app.add_subcommand("db", "The PostgreSQL user store (\"user_store\")");
+  db->require_subcommand(1);
+  CLI::App* migrate = db->add_subcommand(
+      "migrate",
+      "Create the schema or bring it to this version (idempotent; safe to run on "
+      "several nodes at once)");
+  migrate->add_option("--config", config_path, "The server's settings, naming the database");
+
   CLI::App* reload = app.add_subcommand(
       "reload",
       "Reload the running server's configuration (SIGHUP through its pid file): run-time "
@@ -185,6 +205,7 @@ int main(int argc, char** argv) {
     return reload_command(config->pid_file.string());
   }
 
+  if (migrate->parsed()) return db_command(*config);
   if (user->parsed()) {
     std::string action = add->parsed() ? "add" : list->parsed() ? "list" : "remove";
     return user_command(*config, action, user_name, key_file);
@@ -205,6 +226,10 @@ int main(int argc, char** argv) {
   if (check) {
     if (ops::Status st = ops::core::check_config(*config); !st)
       return fail_with(st.error().message);
+    // The user store's key file (mode, format); the database itself is not contacted.
+    if (auto store = ops::core::make_user_store(*config); !store) {
+      return fail_with(store.error().message);
+    }
     std::printf("configuration OK: %zu operation(s) enabled\n", config->operations.size());
     return 0;
   }

@@ -15,8 +15,8 @@
 #include <memory>
 #include <string>
 
+#include "auth/file_user_store.hpp"
 #include "auth/handshake.hpp"
-#include "auth/user_store.hpp"
 #include "opserver/proof.hpp"
 #include "proto/strict_json.hpp"
 
@@ -32,7 +32,7 @@ void check(bool ok) {
 
 struct World {
   fs::path dir;
-  std::unique_ptr<ops::core::UserStore> users;
+  std::unique_ptr<ops::core::FileUserStore> users;
   std::unique_ptr<ops::core::Authenticator> auth;
   ops::proof::Nonce nonce{};
   ops::proof::Nonce cnonce{};
@@ -43,7 +43,7 @@ struct World {
     check(::mkdtemp(templ.data()) != nullptr);
     dir = templ;
     fs::create_directories(dir / "storage");
-    users = std::make_unique<ops::core::UserStore>(dir / "state", dir / "storage");
+    users = std::make_unique<ops::core::FileUserStore>(dir / "state", dir / "storage");
     check(users->open(false).ok());
     check(users->add("alice", kKey).ok());
     auth = std::make_unique<ops::core::Authenticator>(*users, "opserver/fuzz");

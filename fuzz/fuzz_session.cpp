@@ -28,7 +28,7 @@
 #include <string>
 #include <thread>
 
-#include "auth/user_store.hpp"
+#include "auth/file_user_store.hpp"
 #include "config/config.hpp"
 #include "net/server.hpp"
 #include "opserver/frame.hpp"
@@ -106,7 +106,7 @@ struct LiveServer {
               "log_level": "warn"})";
     {
       fs::create_directories(dir / "storage");
-      ops::core::UserStore users(dir / "state", dir / "storage");
+      ops::core::FileUserStore users(dir / "state", dir / "storage");
       check(users.open(false).ok(), "user store");
       check(users.add("fuzz", kKey).ok(), "add user");
     }

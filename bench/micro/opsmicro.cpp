@@ -12,8 +12,8 @@
 #include <fstream>
 #include <string>
 
+#include "auth/file_user_store.hpp"
 #include "auth/handshake.hpp"
-#include "auth/user_store.hpp"
 #include "config/config.hpp"
 #include "dispatch/registry.hpp"
 #include "opserver/frame.hpp"
@@ -133,7 +133,7 @@ BENCHMARK(BM_RandomNonce);
 // Everything the server does for one auth frame: parse, two HMACs, user lookup (which
 // stats users.json for changes), welcome frame.
 struct AuthFixture {
-  std::unique_ptr<ops::core::UserStore> users;
+  std::unique_ptr<ops::core::FileUserStore> users;
   std::unique_ptr<ops::core::Authenticator> auth;
   std::string key;
   std::string error;
@@ -145,7 +145,7 @@ AuthFixture& auth_fixture() {
     AuthFixture a;
     fs::path root = temp().path / "auth";
     fs::create_directories(root / "storage");
-    a.users = std::make_unique<ops::core::UserStore>(root / "state", root / "storage");
+    a.users = std::make_unique<ops::core::FileUserStore>(root / "state", root / "storage");
     if (auto opened = a.users->open(false); !opened) {
       a.error = "cannot open the user store: " + opened.error().message;
       return a;

@@ -109,6 +109,19 @@ UserServices::UserServices(UserStore& users, int storage_fd, int scratch_fd, Use
       usage_(storage_fd),
       trash_(scratch_fd) {
   trash_.collect_leftovers();
+  // A store shared by several servers (PostgreSQL) reports rekeys and removals made by the
+  // others: their old key no longer holds, so this server closes the user's connections.
+  users_.on_revoked_elsewhere([this](const std::string& user) {
+    std::size_t closed = sessions_.close_user(user, nullptr);
+    if (closed > 0) {
+      spdlog::info("user {} rekeyed or unregistered on another server; {} connection(s) closed",
+                   user, closed);
+    }
+  });
+}
+
+UserServices::~UserServices() {
+  users_.on_revoked_elsewhere(nullptr);
 }
 
 QuotaLimits UserServices::quota_for(const std::string& user) {

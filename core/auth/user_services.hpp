@@ -70,6 +70,9 @@ bool remove_tree(int dir_fd, const std::string& name);
 class UserServices {
  public:
   UserServices(UserStore& users, int storage_fd, int scratch_fd, UserDefaults defaults);
+  ~UserServices();
+  UserServices(const UserServices&) = delete;
+  UserServices& operator=(const UserServices&) = delete;
 
   UserStore& store() noexcept { return users_; }
   UserSessions& sessions() noexcept { return sessions_; }
@@ -81,7 +84,8 @@ class UserServices {
   std::optional<std::uint64_t> rate_for(const std::string& user,
                                         BandwidthLimits::Direction direction);
 
-  bool exists(const std::string& user) { return users_.key_for(user).has_value(); }
+  // find(), not key_for(): a shared store that cannot be reached answers from its last copy.
+  bool exists(const std::string& user) { return users_.find(user).has_value(); }
   Status create_user(const std::string& name, const std::string& key, const LimitChange& limits);
   Status remove_user(const std::string& name);
   Status rekey_user(const std::string& name, const std::string& key, const Connection* except);

@@ -1,15 +1,14 @@
-// The user key store: <state dir>/users.json (mode 0600), written atomically under a file
-// lock so the running server, the `register` operation and `opserver user ...` run
-// offline can all change it safely. Each user also gets <storage dir>/<name>/.
-// Thread-safe: lookups take a shared lock; the file is re-read when it changed on disk.
+// The user store seam: where users, their keys and their limits live. Two implementations:
+// FileUserStore (auth/file_user_store.hpp: <state dir>/users.json, the default) and
+// PgUserStore (auth/pg_user_store.hpp: PostgreSQL, shared by several server nodes).
+// make_user_store (auth/user_store_factory.hpp) picks one from server.json's "user_store".
+// Every implementation is thread-safe and creates <storage dir>/<name>/ for a new user.
 #pragma once
 
-#include <sys/stat.h>
 #include <cstdint>
 #include <filesystem>
-#include <map>
+#include <functional>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -60,50 +59,44 @@ struct LimitChange {
 
 class UserStore {
  public:
-  UserStore(std::filesystem::path state_dir, std::filesystem::path storage_dir);
+  virtual ~UserStore() = default;
 
-  // Creates the state directory (0700) if needed and reads the store. With
-  // `bootstrap_admin`, an empty store gets `admin` with a generated key, written to
-  // <state dir>/admin.key (0600); returns that file's path in `admin_key_path`.
-  Status open(bool bootstrap_admin, std::optional<std::filesystem::path>* admin_key_path = nullptr);
+  // Makes the store ready (creates or connects, reads). With `bootstrap_admin`, an empty
+  // store gets `admin` with a generated key, written to <state dir>/admin.key (0600);
+  // returns that file's path in `admin_key_path`.
+  virtual Status open(bool bootstrap_admin,
+                      std::optional<std::filesystem::path>* admin_key_path = nullptr) = 0;
 
-  // The user's key, or nullopt. Re-reads the file first if it changed on disk.
-  std::optional<std::string> key_for(std::string_view user);
-
-  // Everything the store keeps about `user`, or nullopt. Re-reads like key_for.
-  std::optional<UserRecord> find(std::string_view user);
+  // The user's key, or nullopt (no such user, or the store cannot tell right now: a
+  // handshake then fails like one with a wrong key). Never a key that was replaced.
+  virtual std::optional<std::string> key_for(std::string_view user) = 0;
+  // Everything the store keeps about `user`, or nullopt.
+  virtual std::optional<UserRecord> find(std::string_view user) = 0;
 
   // Adds a user (name and key checked), creating its storage directory, with `limits`
-  // applied. Atomic: on any failure the store is unchanged. already_exists for a taken name.
-  Status add(const std::string& name, const std::string& key, const LimitChange& limits = {});
+  // applied. Atomic: on any failure the store is unchanged. already_exists for a taken
+  // name; unavailable when the store cannot be reached.
+  virtual Status add(const std::string& name, const std::string& key,
+                     const LimitChange& limits = {}) = 0;
   // Removes a user from the store (not_found if unknown); its files are left in place.
-  Status remove(const std::string& name);
+  virtual Status remove(const std::string& name) = 0;
   // Replaces a user's key (checked like add's); the old key stops working at once.
-  Status rekey(const std::string& name, const std::string& key);
+  virtual Status rekey(const std::string& name, const std::string& key) = 0;
   // Changes a user's limits; returns the record as stored. not_found if unknown.
-  Result<UserRecord> set_limits(const std::string& name, const LimitChange& change);
-  std::vector<std::string> names();
+  virtual Result<UserRecord> set_limits(const std::string& name, const LimitChange& change) = 0;
+  virtual std::vector<std::string> names() = 0;
 
-  const std::filesystem::path& file() const noexcept { return file_; }
-
- private:
-  Status reload_locked();  // caller holds mutex_ exclusively
-  using Users = std::map<std::string, UserRecord, std::less<>>;
-  Status write_locked(const Users& users);
-  // Takes both locks, re-reads, lets `edit` change a copy, and writes it: every change
-  // goes through here, so every change is atomic and durable.
-  template <class Edit>
-  Status change(Edit&& edit);
-  bool changed_on_disk() const;  // caller holds mutex_ (either way)
-  void refresh();
-
-  std::filesystem::path state_dir_;
-  std::filesystem::path storage_dir_;
-  std::filesystem::path file_;
-  std::filesystem::path lock_file_;
-  std::shared_mutex mutex_;
-  Users users_;
-  struct stat seen_ {};
+  // Called (on a thread of the store's) when another process sharing the store rekeyed or
+  // removed `user`, after the store stopped accepting the old key: the server closes that
+  // user's connections. Set once by UserServices; an empty function unsets it, and no call
+  // is running once that returns. The file store has no such peers and never calls it.
+  using RevokedHandler = std::function<void(const std::string& user)>;
+  virtual void on_revoked_elsewhere(RevokedHandler handler) { (void)handler; }
 };
+
+// Shared by the implementations: the key rule's message.
+inline constexpr const char* kKeyRuleMessage =
+    "a key is 1 to 1024 bytes of UTF-8 without control characters";
+inline constexpr const char* kNameRuleMessage = "user names must match ^[a-z_][a-z0-9_.-]{0,31}$";
 
 }  // namespace ops::core

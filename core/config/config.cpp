@@ -360,7 +360,8 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
                                  "pid_file",
                                  "admin_listen",
                                  "defender",
-                                 "audit_log"});
+                                 "audit_log",
+                                 "user_store"});
       !st) {
     return st.error();
   }
@@ -460,6 +461,15 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
   if (Status st = r.path("audit_log", audit_log); !st) return st.error();
   if (!audit_log.empty()) config.audit_log = audit_log;
   if (overrides.audit_log) config.audit_log = *overrides.audit_log;
+  // Issue 17: the user store (user_store_config.cpp); key_file from server.json's directory.
+  if (const rapidjson::Value* store = r.find("user_store")) {
+    auto settings = parse_user_store_settings(*store, tls_error);
+    if (!settings) return std::move(settings).error();
+    if (!settings->key_file.empty()) {
+      settings->key_file = from_file_dir(server_json, settings->key_file);
+    }
+    config.user_store = std::move(*settings);
+  }
 
   if (overrides.listen) listen = *overrides.listen;
   if (Status st = parse_listen(listen, config.listen_host, config.listen_port); !st) {

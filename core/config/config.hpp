@@ -16,6 +16,7 @@
 #include "config/isolation_config.hpp"
 #include "config/operating_config.hpp"
 #include "config/tls_config.hpp"
+#include "config/user_store_config.hpp"
 #include "opserver/error.hpp"
 
 namespace ops::core {
@@ -94,6 +95,8 @@ struct Config : StartupSettings, RuntimeSettings {
   std::optional<AdminListen> admin_listen;
   DefenderSettings defender;
   std::optional<std::filesystem::path> audit_log;
+  // Where users and keys live: users.json (the default) or PostgreSQL (issue 17).
+  UserStoreSettings user_store;
 };
 
 // Command-line overrides, applied after the files are read.

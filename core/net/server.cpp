@@ -26,6 +26,7 @@
 #include "auth/handshake.hpp"
 #include "auth/user_services.hpp"
 #include "auth/user_store.hpp"
+#include "auth/user_store_factory.hpp"
 #include "dispatch/handler_pool.hpp"
 #include "dispatch/registry.hpp"
 #include "isolation/supervisor.hpp"
@@ -482,7 +483,9 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
   // Temporary files of uploads cut short by a crash: nothing refers to them any more.
   empty_directory(scratch_fd);
 
-  impl->users = std::make_unique<UserStore>(cfg.state_dir, cfg.storage_dir);
+  auto users = make_user_store(cfg);  // "user_store" in server.json (issue 17)
+  if (!users) return std::move(users).error();
+  impl->users = std::move(*users);
   std::optional<fs::path> admin_key;
   if (Status st = impl->users->open(true, &admin_key); !st) return st.error();
   if (admin_key) {

@@ -6,7 +6,7 @@
 #include <fstream>
 #include <stdexcept>
 
-#include "auth/user_store.hpp"
+#include "auth/file_user_store.hpp"
 #include "config/config.hpp"
 #include "opserver/frame.hpp"
 #include "opserver/proof.hpp"
@@ -31,7 +31,7 @@ InProcessServer::InProcessServer(const std::string& extra_settings) {
       << (extra_settings.empty() ? "" : ", " + extra_settings) << "}";
   fs::create_directories(dir_ / "storage");
   {
-    core::UserStore users(dir_ / "state", dir_ / "storage");
+    core::FileUserStore users(dir_ / "state", dir_ / "storage");
     if (!users.open(false).ok() || !users.add(kUser, kKey).ok()) {
       throw std::runtime_error("user store");
     }

@@ -6,8 +6,8 @@
 #include <filesystem>
 #include <string>
 
+#include "auth/file_user_store.hpp"
 #include "auth/handshake.hpp"
-#include "auth/user_store.hpp"
 #include "proto/messages.hpp"
 
 namespace ops::core {
@@ -23,7 +23,7 @@ class ChannelBindingAuth : public ::testing::Test {
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_ / "storage");
-    store_ = std::make_unique<UserStore>(dir_ / "state", dir_ / "storage");
+    store_ = std::make_unique<FileUserStore>(dir_ / "state", dir_ / "storage");
     auto opened = store_->open(false);
     ASSERT_TRUE(opened) << opened.error().message;
     auto added = store_->add("alice", kKey);
@@ -46,7 +46,7 @@ class ChannelBindingAuth : public ::testing::Test {
 
   static constexpr const char* kKey = "the key of alice";
   fs::path dir_;
-  std::unique_ptr<UserStore> store_;
+  std::unique_ptr<FileUserStore> store_;
   std::unique_ptr<Authenticator> auth_;
   proof::Nonce nonce_{};
   proof::Nonce cnonce_{};

@@ -27,8 +27,8 @@
 #include <random>
 #include <thread>
 
+#include "auth/file_user_store.hpp"
 #include "auth/handshake.hpp"
-#include "auth/user_store.hpp"
 #include "net/tls_listener.hpp"
 #include "opserver/client.hpp"
 #include "opserver/frame.hpp"
@@ -144,7 +144,7 @@ class TlsTransportTest : public ::testing::Test {
     fs::create_directories(dir_ / "storage");
     pki_ = std::make_unique<test::TestPki>(dir_ / "pki");
     server_files_ = pki_->issue("server");
-    users_ = std::make_unique<UserStore>(dir_ / "state", dir_ / "storage");
+    users_ = std::make_unique<FileUserStore>(dir_ / "state", dir_ / "storage");
     ASSERT_TRUE(users_->open(false));
     ASSERT_TRUE(users_->add("alice", kKey));
     auth_ = std::make_unique<Authenticator>(*users_, "opserver/test");
@@ -228,7 +228,7 @@ class TlsTransportTest : public ::testing::Test {
   fs::path dir_;
   std::unique_ptr<test::TestPki> pki_;
   test::CertFiles server_files_;
-  std::unique_ptr<UserStore> users_;
+  std::unique_ptr<FileUserStore> users_;
   std::unique_ptr<Authenticator> auth_;
   asio::io_context io_;
   std::unique_ptr<TlsListener> listener_;

@@ -1,7 +1,7 @@
 // UserStore: limits kept with each user (absent, null, a value), rekey, remove, set_limits,
 // the old one-member format still read, and every change written through the atomic
 // tmp+rename path (no temporary file left, the file re-read by a second instance).
-#include "auth/user_store.hpp"
+#include "auth/file_user_store.hpp"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -34,7 +34,7 @@ class UserStoreTest : public ::testing::Test {
 };
 
 TEST_F(UserStoreTest, LimitsRoundTripAsAbsentNullOrValue) {
-  UserStore s(root_ / "state", root_ / "storage");
+  FileUserStore s(root_ / "state", root_ / "storage");
   ASSERT_TRUE(s.open(false).ok());
   LimitChange limits;
   limits.quota_bytes = UserLimit::of(1000);
@@ -45,7 +45,7 @@ TEST_F(UserStoreTest, LimitsRoundTripAsAbsentNullOrValue) {
                          R"("bob":{"key":"k2"}}})"
                          "\n");
   // A second instance (the offline CLI, another process) reads the same.
-  UserStore other(root_ / "state", root_ / "storage");
+  FileUserStore other(root_ / "state", root_ / "storage");
   ASSERT_TRUE(other.open(false).ok());
   auto alice = other.find("alice");
   ASSERT_TRUE(alice);
@@ -62,7 +62,7 @@ TEST_F(UserStoreTest, LimitsRoundTripAsAbsentNullOrValue) {
 TEST_F(UserStoreTest, OldFormatIsRead) {
   fs::create_directories(root_ / "state");
   std::ofstream(root_ / "state" / "users.json") << R"({"users":{"admin":{"key":"abc"}}})";
-  UserStore s(root_ / "state", root_ / "storage");
+  FileUserStore s(root_ / "state", root_ / "storage");
   ASSERT_TRUE(s.open(false).ok());
   EXPECT_EQ(s.key_for("admin"), std::optional<std::string>("abc"));
   EXPECT_FALSE(s.find("admin")->quota_bytes.own);
@@ -72,12 +72,12 @@ TEST_F(UserStoreTest, AWrongLimitTypeIsACorruptStore) {
   fs::create_directories(root_ / "state");
   std::ofstream(root_ / "state" / "users.json")
       << R"({"users":{"admin":{"key":"abc","quota_bytes":"lots"}}})";
-  UserStore s(root_ / "state", root_ / "storage");
+  FileUserStore s(root_ / "state", root_ / "storage");
   EXPECT_FALSE(s.open(false).ok());
 }
 
 TEST_F(UserStoreTest, RekeyReplacesTheKeyAndKeepsTheLimits) {
-  UserStore s(root_ / "state", root_ / "storage");
+  FileUserStore s(root_ / "state", root_ / "storage");
   ASSERT_TRUE(s.open(false).ok());
   LimitChange limits;
   limits.quota_files = UserLimit::of(3);
@@ -89,13 +89,13 @@ TEST_F(UserStoreTest, RekeyReplacesTheKeyAndKeepsTheLimits) {
   EXPECT_EQ(s.rekey("alice", "").error().code, ErrorCode::invalid_args);
   EXPECT_EQ(s.rekey("alice", "a\nb").error().code, ErrorCode::invalid_args);
   EXPECT_EQ(s.key_for("alice"), std::optional<std::string>("new"));
-  UserStore other(root_ / "state", root_ / "storage");
+  FileUserStore other(root_ / "state", root_ / "storage");
   ASSERT_TRUE(other.open(false).ok());
   EXPECT_EQ(other.key_for("alice"), std::optional<std::string>("new"));
 }
 
 TEST_F(UserStoreTest, SetLimitsChangesOnlyWhatIsGiven) {
-  UserStore s(root_ / "state", root_ / "storage");
+  FileUserStore s(root_ / "state", root_ / "storage");
   ASSERT_TRUE(s.open(false).ok());
   ASSERT_TRUE(s.add("alice", "k").ok());
   LimitChange change;
@@ -119,7 +119,7 @@ TEST_F(UserStoreTest, SetLimitsChangesOnlyWhatIsGiven) {
 }
 
 TEST_F(UserStoreTest, RemoveForgetsTheUserButKeepsItsFiles) {
-  UserStore s(root_ / "state", root_ / "storage");
+  FileUserStore s(root_ / "state", root_ / "storage");
   ASSERT_TRUE(s.open(false).ok());
   ASSERT_TRUE(s.add("alice", "k").ok());
   std::ofstream(root_ / "storage" / "alice" / "f") << "x";
