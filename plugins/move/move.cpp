@@ -149,6 +149,10 @@ Status handle_move(Call& call, const rapidjson::Value& args) {
     // The file about to be replaced leaves the user's usage (§10). The lock keeps an upload
     // or a remove of the same file from acting between the look and the rename.
     ops::sdk::ReplaceLock lock(call.scratch_dir());
+    if (!lock.held()) {
+      return ops::fail(ops::ErrorCode::unavailable,
+                       "cannot move now: the server's replace lock is unavailable");
+    }
     struct stat replaced {};
     const bool replaces =
         ::fstatat(to_parent.get(), to_leaf.c_str(), &replaced, AT_SYMLINK_NOFOLLOW) == 0 &&

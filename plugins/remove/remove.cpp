@@ -237,6 +237,7 @@ int take_out_entry(Call& call, int parent, const std::string& leaf, bool& regula
   size = 0;
   const int scratch = call.scratch_dir();
   ops::sdk::ReplaceLock lock(scratch);  // see publish.hpp: against a move's look-then-rename
+  if (!lock.held()) return lock.error();
   const std::string aside = "remove-" + ops::proof::random_hex(16);
   struct stat st {};
   if (::renameat(parent, leaf.c_str(), scratch, aside.c_str()) != 0) {

@@ -104,11 +104,16 @@ CreatedDirs::~CreatedDirs() {
 // (EISDIR), as rename(2) would. Without RENAME_EXCHANGE (EINVAL: an old filesystem), a look
 // and rename(2).
 ReplaceLock::ReplaceLock(int scratch_dir) {
-  if (scratch_dir < 0) return;
+  if (scratch_dir < 0) {
+    error_ = EBADF;
+    return;
+  }
   // The scratch directory itself, opened anew: flock belongs to an open file description,
   // and the host's descriptor is shared by every call of the process.
   fd_ = ::openat(scratch_dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd_ < 0) error_ = errno;
   if (fd_ >= 0 && ::flock(fd_, LOCK_EX) != 0) {
+    error_ = errno;
     ::close(fd_);
     fd_ = -1;
   }
@@ -245,8 +250,9 @@ Status publish_file(Call& call, int root, int source_dir, const std::string& sou
   bool linked = false;
   if (overwrite) {
     ReplaceLock lock(call.scratch_dir());
-    err = replace_file(source_dir, source_name, parent, leaf, outcome.replaced,
-                       outcome.replaced_bytes);
+    err = lock.held() ? replace_file(source_dir, source_name, parent, leaf, outcome.replaced,
+                                     outcome.replaced_bytes)
+                      : lock.error();
   } else {
     err = publish_noreplace(source_dir, source_name, parent, leaf, &linked);
   }

@@ -97,11 +97,19 @@ Status publish_file(Call& call, int root, int source_dir, const std::string& sou
 // a look, and without this lock a concurrent upload or remove between the look and the
 // rename would be counted twice. One lock for the whole server and its worker processes:
 // flock(2) on the scratch directory (nothing is created); held for two system calls.
-// A lock that cannot be taken (no scratch, flock unsupported) is skipped, not an error.
+// held() is false when it could not be taken (the directory cannot be opened): the
+// operation should then fail `unavailable` rather than risk a wrong count.
 class ReplaceLock {
  public:
   explicit ReplaceLock(int scratch_dir);
   ~ReplaceLock();
+  bool held() const noexcept { return fd_ >= 0; }
+  int error() const noexcept { return error_; }  // the errno when not held
+
+ private:
+  int error_ = 0;
+
+ public:
   ReplaceLock(const ReplaceLock&) = delete;
   ReplaceLock& operator=(const ReplaceLock&) = delete;
 
