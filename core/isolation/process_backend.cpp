@@ -9,6 +9,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "isolation/json_text.hpp"
 #include "isolation/worker_codes.hpp"
 #include "plugin_host/host_api.hpp"
 
@@ -16,20 +17,6 @@ namespace ops::isolation {
 namespace {
 
 using Value = rapidjson::Value;
-
-std::string json_text(const Value& value) {
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
-  value.Accept(writer);
-  return {buffer.GetString(), buffer.GetSize()};
-}
-
-std::string json_quote(std::string_view text) {
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
-  writer.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
-  return {buffer.GetString(), buffer.GetSize()};
-}
 
 // Typed members of a host request; a missing or mistyped one makes the request malformed.
 struct Args {

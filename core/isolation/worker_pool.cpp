@@ -8,25 +8,12 @@
 #include <algorithm>
 #include <thread>
 
+#include "isolation/json_text.hpp"
 #include "isolation/supervisor.hpp"
 #include "opserver/strict_json.hpp"
 
 namespace ops::isolation {
 namespace {
-
-std::string json_text(const rapidjson::Value& value) {
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
-  value.Accept(writer);
-  return {buffer.GetString(), buffer.GetSize()};
-}
-
-std::string json_quote(std::string_view text) {
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
-  writer.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
-  return {buffer.GetString(), buffer.GetSize()};
-}
 
 const char* status_name(ChannelStatus st) {
   switch (st) {

@@ -362,6 +362,23 @@ Result<LoadFrom> fresh_copy(const fs::path& file) {
   return LoadFrom{"/proc/self/fd/" + std::to_string(mem), mem};
 }
 
+// The directory plugins are loaded from must be safe to load code from (case 105).
+Status check_plugin_dir(int dir_fd, const fs::path& dir) {
+  struct stat st {};
+  if (::fstat(dir_fd, &st) != 0) {
+    const int err = errno;
+    return Error{ErrorCode::internal,
+                 "plugin directory " + dir.string() + ": cannot inspect it: " + std::strerror(err)};
+  }
+  if (std::string problem =
+          trust_problem(st, (st.st_mode & S_IWGRP) && has_extended_acl_fd(dir_fd));
+      !problem.empty()) {
+    return Error{ErrorCode::internal, "plugin directory " + dir.string() + " is " + problem +
+                                          "; refusing to load plugins from it"};
+  }
+  return ok_status();
+}
+
 Result<std::vector<LoadedOperation>> load_directory(const fs::path& dir, const PluginReload* reload,
                                                     const std::set<std::string>& skip) {
   // The directory is checked on a descriptor, and listed and inspected through it, so
@@ -376,18 +393,7 @@ Result<std::vector<LoadedOperation>> load_directory(const fs::path& dir, const P
                  "plugin directory " + dir.string() + ": cannot open it: " + std::strerror(err)};
   }
   FdCloser close_dir(dir_fd);
-  struct stat st {};
-  if (::fstat(dir_fd, &st) != 0) {
-    const int err = errno;
-    return Error{ErrorCode::internal,
-                 "plugin directory " + dir.string() + ": cannot inspect it: " + std::strerror(err)};
-  }
-  if (std::string problem =
-          trust_problem(st, (st.st_mode & S_IWGRP) && has_extended_acl_fd(dir_fd));
-      !problem.empty()) {
-    return Error{ErrorCode::internal, "plugin directory " + dir.string() + " is " + problem +
-                                          "; refusing to load plugins from it"};
-  }
+  if (Status trusted = check_plugin_dir(dir_fd, dir); !trusted) return trusted.error();
   auto names = list_libraries(dir_fd, dir);
   if (!names) return names.error();
   std::vector<fs::path> files;
@@ -463,18 +469,7 @@ Result<std::vector<LoadedOperation>> load_plugin_file(const fs::path& file) {
                  "plugin directory " + dir.string() + ": cannot open it: " + std::strerror(err)};
   }
   FdCloser close_dir(dir_fd);
-  struct stat st {};
-  if (::fstat(dir_fd, &st) != 0) {
-    const int err = errno;
-    return Error{ErrorCode::internal,
-                 "plugin directory " + dir.string() + ": cannot inspect it: " + std::strerror(err)};
-  }
-  if (std::string problem =
-          trust_problem(st, (st.st_mode & S_IWGRP) && has_extended_acl_fd(dir_fd));
-      !problem.empty()) {
-    return Error{ErrorCode::internal, "plugin directory " + dir.string() + " is " + problem +
-                                          "; refusing to load plugins from it"};
-  }
+  if (Status trusted = check_plugin_dir(dir_fd, dir); !trusted) return trusted.error();
   auto load = check_library(dir_fd, file);
   if (!load) return load.error();
   if (!*load) return plugin_error(file, "is not a regular file");

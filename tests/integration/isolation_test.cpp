@@ -122,7 +122,13 @@ TEST_F(IsolatedPlugin, AThousandWorkerCrashesLeakNothingInTheServer) {
   ASSERT_TRUE(c);
   for (int i = 0; i < 20; ++i) ASSERT_EQ(crash(*c, "abort").code, "unavailable");  // warm up
   ASSERT_TRUE(crash(*c, "none").ok);
-  const std::size_t fds = server_->open_fds();
+  // The baseline once it holds still (a closing descriptor of the warm-up may linger).
+  std::size_t fds = 0;
+  eventually([&] {
+    fds = server_->open_fds();
+    std::this_thread::sleep_for(50ms);
+    return server_->open_fds() == fds;
+  });
   const std::size_t children = children_of(server_->pid());
   const std::uint64_t rss = server_->rss_bytes();
   for (int i = 0; i < 1000; ++i) {
@@ -131,7 +137,7 @@ TEST_F(IsolatedPlugin, AThousandWorkerCrashesLeakNothingInTheServer) {
   }
   ASSERT_TRUE(crash(*c, "none").ok);
   // Both settle within moments (a worker being reaped, a descriptor being closed).
-  EXPECT_TRUE(eventually([&] { return server_->open_fds() == fds; }, 3s))
+  EXPECT_TRUE(eventually([&] { return server_->open_fds() <= fds; }, 3s))
       << "descriptors leaked across 1,000 worker crashes: " << server_->open_fds() << " vs " << fds;
   EXPECT_TRUE(eventually([&] { return children_of(server_->pid()) == children; }, 3s))
       << "worker processes left behind: " << children_of(server_->pid()) << " vs " << children;
