@@ -157,10 +157,13 @@ def check_kill_during_transfers(workers=4, seconds=24):
     stats = {"uploads": 0, "downloads": 0, "retries": 0, "errors": {}, "bad_downloads": 0}
     stop = threading.Event()
 
-    def note_error(e):
+    def note_error(e, phase):
         with lock:
             stats["retries"] += 1
-            stats["errors"][e.code] = stats["errors"].get(e.code, 0) + 1
+            what = f"{phase} {e.code}"
+            stats["errors"][what] = stats["errors"].get(what, 0) + 1
+            if e.code not in ("connection_lost", "cannot_connect"):
+                stats.setdefault("messages", []).append(f"{phase}: {e.code}: {e.message}")
 
     def worker(w):
         rng = random.Random(w)
@@ -172,9 +175,11 @@ def check_kill_during_transfers(workers=4, seconds=24):
             data = rng.randbytes(rng.choice([4096, 65536, 1 << 20, 4 << 20]))
             digest = hashlib.sha256(data).hexdigest()
             for attempt in range(30):  # retry the same file until acknowledged
+                phase = "connect"
                 try:
                     if client is None or client.broken:
                         client = connect(HAPROXY, user, key, timeout=20)
+                    phase = "upload"
                     try:
                         client.upload(path, data)
                     except opsclient.OpsError as e:
@@ -190,6 +195,7 @@ def check_kill_during_transfers(workers=4, seconds=24):
                     # read back something acknowledged earlier
                     with lock:
                         old, want = rng.choice(list(acked.items()))
+                    phase = "download"
                     body = client.download(old).payload
                     with lock:
                         stats["downloads"] += 1
@@ -197,7 +203,7 @@ def check_kill_during_transfers(workers=4, seconds=24):
                             stats["bad_downloads"] += 1
                     break
                 except opsclient.OpsError as e:
-                    note_error(e)
+                    note_error(e, phase)
                     if client is not None:
                         client.close()
                         client = None
@@ -239,6 +245,8 @@ def check_kill_during_transfers(workers=4, seconds=24):
     print(f"      downloads verified {stats['downloads']}, bad {stats['bad_downloads']}; "
           f"failed attempts retried {stats['retries']} {stats['errors']}; kills {kills}",
           flush=True)
+    for m in stats.get("messages", [])[:10]:
+        print(f"      {m}", flush=True)
 
 
 # --- e) PostgreSQL restarted: register says unavailable, then works, no node restarted ---
