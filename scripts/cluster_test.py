@@ -288,6 +288,39 @@ def check_pg_restart():
               + ("ok" if login else "FAILED") if took is not None else "register never worked again"))
 
 
+# --- g) PostgreSQL statements per login, register and rekey (log_statement=all) ---
+def pg_statements():
+    with open(os.path.join(TMP, "pg", "postgres.log"), errors="replace") as f:
+        return [l.split("LOG:", 1)[1].strip() for l in f
+                if "LOG:  statement:" in l or "LOG:  execute" in l]
+
+
+def check_pg_round_trips(logins=30):
+    with admin(NODE[1]) as a:
+        name = unique("carol")
+        key = a.register(name)["key"]
+        wait_login(NODE[2], name, key, 1.0)
+        wait_login(NODE[3], name, key, 1.0)
+        time.sleep(0.2)
+        n0 = len(pg_statements())
+        for _ in range(logins):
+            connect(HAPROXY, name, key).close()
+        n1 = len(pg_statements())
+        a.register(unique("dave"))
+        time.sleep(0.2)
+        n2 = len(pg_statements())
+        a.rekey(name)
+        time.sleep(0.2)
+        all_ = pg_statements()
+        n3 = len(all_)
+    print(f"      statements: {logins} logins {n1 - n0}; register {n2 - n1}; rekey {n3 - n2}",
+          flush=True)
+    for line in all_[n1:n3]:
+        print(f"        {line[:140]}", flush=True)
+    report(f"g) PostgreSQL statements: 0 for {logins} logins of a known user", n1 == n0,
+           f"register {n2 - n1}, rekey {n3 - n2} (the listeners' reloads excluded: none happen)")
+
+
 # --- f) capacity: small operations through HAProxy with 1, 2, 3 nodes in service ---
 def haproxy_cmd(cmd):
     s = socket.socket(socket.AF_UNIX)
@@ -320,7 +353,10 @@ def check_capacity(clients=6, seconds=3):
     os.chmod(key_file, 0o600)
     wait_login(HAPROXY, user, key, 1.0)
     hz = os.sysconf("SC_CLK_TCK")
+    haproxy_pid = int(open(os.path.join(TMP, "haproxy.pid")).read().split()[0])
     use_opsbench = bool(OPSBENCH) and os.access(OPSBENCH, os.X_OK)
+    with open("/proc/loadavg") as f:
+        load_before = " ".join(f.read().split()[:3])
     rows = []
     for active in (1, 2, 3):
         for i in (1, 2, 3):
@@ -328,6 +364,7 @@ def check_capacity(clients=6, seconds=3):
                         + ("ready" if i <= active else "maint"))
         time.sleep(0.3)
         before = {i: cpu_ticks(node_pid(i)) for i in (1, 2, 3)}
+        hbefore = cpu_ticks(haproxy_pid)
         t0 = time.monotonic()
         if use_opsbench:
             procs = [subprocess.Popen([OPSBENCH, "pingpong", "--op", "describe", "--duration",
@@ -357,20 +394,26 @@ def check_capacity(clients=6, seconds=3):
             total = sum(counts)
         wall = time.monotonic() - t0
         cpu = sum(cpu_ticks(node_pid(i)) - before[i] for i in (1, 2, 3)) / hz
-        rows.append((active, total / wall, cpu / total * 1e6 if total else 0.0, cpu / wall))
+        hcpu = (cpu_ticks(haproxy_pid) - hbefore) / hz
+        rows.append((active, total / wall, cpu / total * 1e6 if total else 0.0, cpu / wall,
+                     hcpu / total * 1e6 if total else 0.0))
     for i in (1, 2, 3):
         haproxy_cmd(f"set server opservers/node{i} state ready")
     tool = "opsbench pingpong --op describe" if use_opsbench else "python opsclient describe loop"
     print(f"\nCapacity through HAProxy: {clients} clients x {seconds} s, {tool}, "
           f"{os.cpu_count()} CPU(s) shared by clients, HAProxy, nodes and PostgreSQL")
-    print(f"{'nodes':>5} {'ops/s':>10} {'node CPU us/op':>15} {'node CPU cores':>15}")
-    for active, rate, us, cores in rows:
-        print(f"{active:>5} {rate:>10.0f} {us:>15.1f} {cores:>15.2f}")
+    with open("/proc/loadavg") as f:
+        print(f"load average before/after: {load_before} / {' '.join(f.read().split()[:3])}")
+    print(f"{'nodes':>5} {'ops/s':>10} {'node CPU us/op':>15} {'node CPU cores':>15} "
+          f"{'HAProxy CPU us/op':>18}")
+    for active, rate, us, cores, hus in rows:
+        print(f"{active:>5} {rate:>10.0f} {us:>15.1f} {cores:>15.2f} {hus:>18.1f}")
     report("f) capacity figures measured", all(r[1] > 0 for r in rows))
 
 
 for check in (check_register_then_login, check_register_race, check_rekey_closes,
-              check_kill_during_transfers, check_pg_restart, check_capacity):
+              check_kill_during_transfers, check_pg_restart, check_pg_round_trips,
+              check_capacity):
     try:
         check()
     except Exception as e:  # a check that crashed is a failed check; go on with the rest
