@@ -1,0 +1,429 @@
+"""The checks of scripts/cluster-test, run once it has started PostgreSQL, three nodes and
+HAProxy (ports and directories come from the environment it sets). Prints PASS/FAIL per
+check and a capacity table; exits 1 if any check failed."""
+
+import hashlib
+import json
+import os
+import random
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import opsclient
+
+TMP = os.environ["CLUSTER_TMP"]
+BASE = int(os.environ["CLUSTER_BASE_PORT"])
+HAPROXY = BASE
+NODE = {i: BASE + 10 * i for i in (1, 2, 3)}
+ADMIN_KEY = open(os.path.join(TMP, "admin.key")).read().strip()
+STORAGE = os.path.join(TMP, "storage")
+OPSBENCH = os.environ.get("OPSBENCH", "")
+
+results = []
+
+
+def report(name, ok, detail=""):
+    results.append(ok)
+    print(f"{'PASS' if ok else 'FAIL'}  {name}" + (f"  ({detail})" if detail else ""), flush=True)
+
+
+# --- direct connections to a node: its listener wants a PROXY v2 header first ---
+_create_connection = socket.create_connection
+
+
+def _with_proxy_header(address, *args, **kwargs):
+    sock = _create_connection(address, *args, **kwargs)
+    if address[1] in NODE.values():
+        src = sock.getsockname()
+        header = (b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", 12)
+                  + socket.inet_aton(src[0]) + socket.inet_aton(address[0])
+                  + struct.pack("!HH", src[1], address[1]))
+        sock.sendall(header)
+    return sock
+
+
+socket.create_connection = _with_proxy_header
+
+
+def connect(port, user, key, timeout=30.0):
+    return opsclient.Client("127.0.0.1", port, user, key, timeout=timeout)
+
+
+def admin(port):
+    return connect(port, "admin", ADMIN_KEY)
+
+
+def unique(prefix):
+    return f"{prefix}{random.randrange(16**8):08x}"
+
+
+def wait_login(port, user, key, limit):
+    """Seconds until `user` can log in at `port`, or None after `limit` seconds."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        try:
+            connect(port, user, key).close()
+            return time.monotonic() - start
+        except opsclient.OpsError:
+            time.sleep(0.005)
+    return None
+
+
+# --- a) registered on node 1, logs in on node 2 and through HAProxy at once ---
+def check_register_then_login():
+    with admin(NODE[1]) as a:
+        name = unique("alice")
+        key = a.register(name)["key"]
+    t2 = wait_login(NODE[2], name, key, 1.0)
+    t3 = wait_login(NODE[3], name, key, 1.0)
+    th = [wait_login(HAPROXY, name, key, 1.0) for _ in range(3)]
+    ok = t2 is not None and t3 is not None and all(t is not None for t in th)
+    fmt = lambda t: "never" if t is None else f"{t * 1000:.1f} ms"
+    report("a) register on node 1, login on node 2, node 3 and via HAProxy within 1 s", ok,
+           f"node2 {fmt(t2)}, node3 {fmt(t3)}, haproxy {', '.join(fmt(t) for t in th)}")
+
+
+# --- b) the same name registered on all three nodes at once: exactly one ok ---
+def check_register_race(rounds=10):
+    conns = [admin(NODE[i]) for i in (1, 2, 3)]
+    bad = []
+    for _ in range(rounds):
+        name = unique("race")
+        barrier = threading.Barrier(3)
+        outcome = [None] * 3
+
+        def go(k):
+            barrier.wait()
+            try:
+                conns[k].register(name)
+                outcome[k] = "ok"
+            except opsclient.OpsError as e:
+                outcome[k] = e.code
+
+        threads = [threading.Thread(target=go, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if outcome.count("ok") != 1 or outcome.count("already_exists") != 2:
+            bad.append(outcome)
+    for c in conns:
+        c.close()
+    report(f"b) {rounds} rounds of one name registered on 3 nodes at once: exactly one ok",
+           not bad, f"bad rounds: {bad}" if bad else "")
+
+
+# --- c) rekey on node 1 closes the user's connection on node 2 within 1 s ---
+def check_rekey_closes():
+    with admin(NODE[1]) as a:
+        name = unique("bob")
+        key = a.register(name)["key"]
+        if wait_login(NODE[2], name, key, 1.0) is None:
+            report("c) rekey on node 1 closes the connection on node 2 within 1 s", False,
+                   "could not log in on node 2")
+            return
+        held = connect(NODE[2], name, key)
+        held.describe()
+        a.rekey(name)
+        start = time.monotonic()
+    closed_after = None
+    while time.monotonic() - start < 3.0:
+        try:
+            held.stat("")
+        except opsclient.OpsError:
+            closed_after = time.monotonic() - start
+            break
+        time.sleep(0.005)
+    held.close()
+    old_refused = wait_login(NODE[2], name, key, 0.2) is None
+    ok = closed_after is not None and closed_after < 1.0 and old_refused
+    report("c) rekey on node 1 closes the connection on node 2 within 1 s", ok,
+           ("not closed within 3 s" if closed_after is None else
+            f"closed {closed_after * 1000:.1f} ms after the rekey answer")
+           + ("" if old_refused else "; the old key still logs in on node 2"))
+
+
+# --- d) uploads and downloads through HAProxy while nodes are SIGKILLed and restarted ---
+def check_kill_during_transfers(workers=4, seconds=24):
+    with admin(NODE[1]) as a:
+        user = unique("load")
+        key = a.register(user)["key"]
+    wait_login(HAPROXY, user, key, 1.0)
+    acked = {}  # path -> sha256 hex
+    lock = threading.Lock()
+    stats = {"uploads": 0, "downloads": 0, "retries": 0, "errors": {}, "bad_downloads": 0}
+    stop = threading.Event()
+
+    def note_error(e, phase):
+        with lock:
+            stats["retries"] += 1
+            what = f"{phase} {e.code}"
+            stats["errors"][what] = stats["errors"].get(what, 0) + 1
+            if e.code not in ("connection_lost", "cannot_connect"):
+                stats.setdefault("messages", []).append(f"{phase}: {e.code}: {e.message}")
+
+    def worker(w):
+        rng = random.Random(w)
+        client = None
+        n = 0
+        while not stop.is_set():
+            n += 1
+            path = f"w{w}/f{n}"
+            data = rng.randbytes(rng.choice([4096, 65536, 1 << 20, 4 << 20]))
+            digest = hashlib.sha256(data).hexdigest()
+            for attempt in range(30):  # retry the same file until acknowledged
+                phase = "connect"
+                try:
+                    if client is None or client.broken:
+                        client = connect(HAPROXY, user, key, timeout=20)
+                    phase = "upload"
+                    try:
+                        client.upload(path, data)
+                    except opsclient.OpsError as e:
+                        if e.code != "already_exists":
+                            raise
+                        # An earlier attempt was done but its answer lost: same content?
+                        got = client.stat(path, sha256=True)
+                        if got.get("sha256") != digest:
+                            raise
+                    with lock:
+                        acked[path] = digest
+                        stats["uploads"] += 1
+                    # read back something acknowledged earlier
+                    with lock:
+                        old, want = rng.choice(list(acked.items()))
+                    phase = "download"
+                    body = client.download(old).payload
+                    with lock:
+                        stats["downloads"] += 1
+                        if hashlib.sha256(body).hexdigest() != want:
+                            stats["bad_downloads"] += 1
+                    break
+                except opsclient.OpsError as e:
+                    note_error(e, phase)
+                    if client is not None:
+                        client.close()
+                        client = None
+                    time.sleep(0.1)
+        if client is not None:
+            client.close()
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    kills = []
+    time.sleep(seconds / 4)
+    for victim in (2, 3):
+        before = stats["uploads"]
+        subprocess.run([os.path.join(TMP, f"node{victim}", "node.sh"), "kill"], check=True)
+        time.sleep(2)
+        subprocess.run([os.path.join(TMP, f"node{victim}", "node.sh"), "start"], check=True)
+        kills.append(victim)
+        time.sleep(seconds / 4)
+        if stats["uploads"] == before:
+            kills.append("no progress")
+    stop.set()
+    for t in threads:
+        t.join()
+    # every acknowledged upload is on the shared storage with its sha256
+    missing = []
+    for path, digest in acked.items():
+        try:
+            with open(os.path.join(STORAGE, user, path), "rb") as f:
+                if hashlib.sha256(f.read()).hexdigest() != digest:
+                    missing.append(path + " (different content)")
+        except OSError:
+            missing.append(path)
+    ok = (not missing and stats["bad_downloads"] == 0 and stats["uploads"] > 0
+          and "no progress" not in kills)
+    report(f"d) transfers via HAProxy while node 2 then node 3 are SIGKILLed and restarted", ok,
+           f"{stats['uploads']} uploads acknowledged, all on the storage with their sha256"
+           if not missing else f"missing or wrong: {missing[:5]} ({len(missing)})")
+    print(f"      downloads verified {stats['downloads']}, bad {stats['bad_downloads']}; "
+          f"failed attempts retried {stats['retries']} {stats['errors']}; kills {kills}",
+          flush=True)
+    for m in stats.get("messages", [])[:10]:
+        print(f"      {m}", flush=True)
+    if any("upload not_found" in k for k in stats["errors"]):
+        # Known: a starting node empties the shared .ops-tmp, taking other nodes' uploads in
+        # progress with it (deploy/README.md, docs/SCALING.md "Not done yet"). Retried above.
+        print("      (upload not_found: a restarting node removed the shared .ops-tmp's "
+              "temporary files of uploads running on the other nodes; known, see "
+              "docs/SCALING.md)", flush=True)
+
+
+# --- e) PostgreSQL restarted: register says unavailable, then works, no node restarted ---
+def check_pg_restart():
+    conns = {i: admin(NODE[i]) for i in (1, 2, 3)}
+    pg = os.path.join(TMP, "pg.sh")
+    subprocess.run([pg, "stop"], check=True)
+    codes = []
+    for i in (1, 2, 3):
+        try:
+            conns[i].register(unique("down"))
+            codes.append("ok")
+        except opsclient.OpsError as e:
+            codes.append(e.code)
+    still_serving = True
+    try:
+        conns[2].stat("")  # an open connection carries on
+    except opsclient.OpsError:
+        still_serving = False
+    subprocess.run([pg, "start"], check=True)
+    start = time.monotonic()
+    name, key, took = unique("back"), None, None
+    while time.monotonic() - start < 15:
+        try:
+            if conns[1].broken:
+                conns[1] = admin(NODE[1])
+            key = conns[1].register(name)["key"]
+            took = time.monotonic() - start
+            break
+        except opsclient.OpsError:
+            time.sleep(0.1)
+    login = key is not None and wait_login(NODE[3], name, key, 5.0) is not None
+    for c in conns.values():
+        c.close()
+    ok = codes == ["unavailable"] * 3 and still_serving and took is not None and login
+    report("e) PostgreSQL stopped: register unavailable on every node; after restart it works",
+           ok, f"while down: {codes}, open connection {'served' if still_serving else 'FAILED'}; "
+           + (f"register ok {took:.2f} s after PostgreSQL was back, login on node 3 "
+              + ("ok" if login else "FAILED") if took is not None else "register never worked again"))
+
+
+# --- g) PostgreSQL statements per login, register and rekey (log_statement=all) ---
+def pg_statements():
+    with open(os.path.join(TMP, "pg", "postgres.log"), errors="replace") as f:
+        return [l.split("LOG:", 1)[1].strip() for l in f
+                if "LOG:  statement:" in l or "LOG:  execute" in l]
+
+
+def check_pg_round_trips(logins=30):
+    with admin(NODE[1]) as a:
+        name = unique("carol")
+        key = a.register(name)["key"]
+        wait_login(NODE[2], name, key, 1.0)
+        wait_login(NODE[3], name, key, 1.0)
+        time.sleep(0.2)
+        n0 = len(pg_statements())
+        for _ in range(logins):
+            connect(HAPROXY, name, key).close()
+        n1 = len(pg_statements())
+        a.register(unique("dave"))
+        time.sleep(0.2)
+        n2 = len(pg_statements())
+        a.rekey(name)
+        time.sleep(0.2)
+        all_ = pg_statements()
+        n3 = len(all_)
+    print(f"      statements: {logins} logins {n1 - n0}; register {n2 - n1}; rekey {n3 - n2}",
+          flush=True)
+    for line in all_[n1:n3]:
+        print(f"        {line[:140]}", flush=True)
+    report(f"g) PostgreSQL statements: 0 for {logins} logins of a known user", n1 == n0,
+           f"register {n2 - n1}, rekey {n3 - n2} (the listeners' reloads excluded: none happen)")
+
+
+# --- f) capacity: small operations through HAProxy with 1, 2, 3 nodes in service ---
+def haproxy_cmd(cmd):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(os.path.join(TMP, "haproxy.sock"))
+    s.sendall(cmd.encode() + b"\n")
+    out = b""
+    while chunk := s.recv(4096):
+        out += chunk
+    s.close()
+    return out.decode()
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
+
+
+def node_pid(i):
+    return int(open(os.path.join(TMP, f"node{i}", "pid")).read())
+
+
+def check_capacity(clients=6, seconds=3):
+    with admin(NODE[1]) as a:
+        user = unique("bench")
+        key = a.register(user)["key"]
+    key_file = os.path.join(TMP, "bench.key")
+    with open(key_file, "w") as f:
+        f.write(key + "\n")
+    os.chmod(key_file, 0o600)
+    wait_login(HAPROXY, user, key, 1.0)
+    hz = os.sysconf("SC_CLK_TCK")
+    haproxy_pid = int(open(os.path.join(TMP, "haproxy.pid")).read().split()[0])
+    use_opsbench = bool(OPSBENCH) and os.access(OPSBENCH, os.X_OK)
+    with open("/proc/loadavg") as f:
+        load_before = " ".join(f.read().split()[:3])
+    rows = []
+    for active in (1, 2, 3):
+        for i in (1, 2, 3):
+            haproxy_cmd(f"set server opservers/node{i} state "
+                        + ("ready" if i <= active else "maint"))
+        time.sleep(0.3)
+        before = {i: cpu_ticks(node_pid(i)) for i in (1, 2, 3)}
+        hbefore = cpu_ticks(haproxy_pid)
+        t0 = time.monotonic()
+        if use_opsbench:
+            procs = [subprocess.Popen([OPSBENCH, "pingpong", "--op", "describe", "--duration",
+                                       str(seconds), "--port", str(HAPROXY), "--user", user,
+                                       "--key-file", key_file, "--json"],
+                                      stdout=subprocess.PIPE, text=True)
+                     for _ in range(clients)]
+            total = 0
+            for p in procs:
+                out, _ = p.communicate()
+                total += json.loads(out.strip().splitlines()[-1])["ops"]
+        else:
+            counts = [0] * clients
+
+            def loop(k):
+                with connect(HAPROXY, user, key) as c:
+                    end = time.monotonic() + seconds
+                    while time.monotonic() < end:
+                        c.describe()
+                        counts[k] += 1
+
+            threads = [threading.Thread(target=loop, args=(k,)) for k in range(clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            total = sum(counts)
+        wall = time.monotonic() - t0
+        cpu = sum(cpu_ticks(node_pid(i)) - before[i] for i in (1, 2, 3)) / hz
+        hcpu = (cpu_ticks(haproxy_pid) - hbefore) / hz
+        rows.append((active, total / wall, cpu / total * 1e6 if total else 0.0, cpu / wall,
+                     hcpu / total * 1e6 if total else 0.0))
+    for i in (1, 2, 3):
+        haproxy_cmd(f"set server opservers/node{i} state ready")
+    tool = "opsbench pingpong --op describe" if use_opsbench else "python opsclient describe loop"
+    print(f"\nCapacity through HAProxy: {clients} clients x {seconds} s, {tool}, "
+          f"{os.cpu_count()} CPU(s) shared by clients, HAProxy, nodes and PostgreSQL")
+    with open("/proc/loadavg") as f:
+        print(f"load average before/after: {load_before} / {' '.join(f.read().split()[:3])}")
+    print(f"{'nodes':>5} {'ops/s':>10} {'node CPU us/op':>15} {'node CPU cores':>15} "
+          f"{'HAProxy CPU us/op':>18}")
+    for active, rate, us, cores, hus in rows:
+        print(f"{active:>5} {rate:>10.0f} {us:>15.1f} {cores:>15.2f} {hus:>18.1f}")
+    report("f) capacity figures measured", all(r[1] > 0 for r in rows))
+
+
+for check in (check_register_then_login, check_register_race, check_rekey_closes,
+              check_kill_during_transfers, check_pg_restart, check_pg_round_trips,
+              check_capacity):
+    try:
+        check()
+    except Exception as e:  # a check that crashed is a failed check; go on with the rest
+        report(f"{check.__name__} crashed", False, f"{type(e).__name__}: {e}")
+
+print(f"\n{results.count(True)} passed, {results.count(False)} failed", flush=True)
+raise SystemExit(0 if all(results) else 1)
