@@ -112,10 +112,15 @@ ReplaceLock::ReplaceLock(int scratch_dir) {
   // and the host's descriptor is shared by every call of the process.
   fd_ = ::openat(scratch_dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd_ < 0) error_ = errno;
-  if (fd_ >= 0 && ::flock(fd_, LOCK_EX) != 0) {
-    error_ = errno;
+  while (fd_ >= 0 && ::flock(fd_, LOCK_EX) != 0) {
+    if (errno == EINTR) continue;
+    // A filesystem without flock on directories (NFS emulates it with byte-range locks,
+    // which a directory cannot take): go on unlocked, with the narrow miscount the lock
+    // exists to prevent (docs/SCALING.md), rather than refuse every overwrite.
     ::close(fd_);
     fd_ = -1;
+    unlocked_ = true;
+    break;
   }
 }
 

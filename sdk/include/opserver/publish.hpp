@@ -103,11 +103,14 @@ class ReplaceLock {
  public:
   explicit ReplaceLock(int scratch_dir);
   ~ReplaceLock();
-  bool held() const noexcept { return fd_ >= 0; }
+  // True when the operation may go on: the lock is held, or this filesystem cannot lock a
+  // directory at all (then it goes on unlocked).
+  bool held() const noexcept { return fd_ >= 0 || unlocked_; }
   int error() const noexcept { return error_; }  // the errno when not held
 
  private:
   int error_ = 0;
+  bool unlocked_ = false;
 
  public:
   ReplaceLock(const ReplaceLock&) = delete;
