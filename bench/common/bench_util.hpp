@@ -119,7 +119,8 @@ inline std::optional<unsigned long long> own_cpu_ticks(long pid, bool reaped_chi
   // utime(14) stime(15) cutime(16) cstime(17).
   unsigned long long ticks = 0;
   for (int i = 3; i <= 17 && rest >> field; ++i) {
-    if (i == 14 || i == 15 || (reaped_children && (i == 16 || i == 17))) ticks += std::stoull(field);
+    if (i == 14 || i == 15 || (reaped_children && (i == 16 || i == 17)))
+      ticks += std::stoull(field);
   }
   return ticks;
 }

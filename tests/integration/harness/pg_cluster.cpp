@@ -118,8 +118,8 @@ void PgCluster::start() {
   if (pid_ > 0) return;
   pid_ = spawn({(kBin / "postgres").string(), "-D", (dir_ / "data").string(), "-k", dir_.string(),
                 "-c", "listen_addresses=", "-c", "fsync=off", "-c", "full_page_writes=off", "-c",
-                "synchronous_commit=off", "-c", "max_connections=40", "-c", "shared_buffers=16MB", "-c",
-                "log_statement=all"},
+                "synchronous_commit=off", "-c", "max_connections=40", "-c", "shared_buffers=16MB",
+                "-c", "log_statement=all"},
                dir_ / "postgres.log");
   const std::string info =
       "host=" + dir_.string() + " port=5432 dbname=postgres user=ops connect_timeout=2";
