@@ -17,6 +17,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fault_util.hpp"
@@ -442,14 +443,27 @@ TEST_F(WithIdentityPlugin, TheHandlerSeesTheAuthenticatedUser) {
 TEST_F(WithIdentityPlugin, ALeakingPluginShowsInTheFigures) {
   auto c = server_->connect_admin();
   ASSERT_TRUE(c);
-  const std::size_t fds_before = server_->open_fds();
+  // The reply leaves the handler before the call closes the user's directory descriptor,
+  // so a count taken right after a reply can see that descriptor still open: count once
+  // two readings agree.
+  auto settled_fds = [&] {
+    std::size_t last = server_->open_fds();
+    for (int i = 0; i < 100; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      const std::size_t now = server_->open_fds();
+      if (now == last) return now;
+      last = now;
+    }
+    return last;
+  };
+  const std::size_t fds_before = settled_fds();
   const std::uint64_t rss_before = server_->rss_bytes();
   constexpr int kCalls = 2000;
   for (int i = 0; i < kCalls; ++i) {
     auto r = c->call("leak", "{}");
     ASSERT_TRUE(r && r->ok);
   }
-  const std::size_t fds_after = server_->open_fds();
+  const std::size_t fds_after = settled_fds();
   const std::uint64_t rss_after = server_->rss_bytes();
   std::cout << "[ leak     ] " << kCalls << " calls: +" << fds_after - fds_before
             << " descriptors, +" << (rss_after - rss_before) / 1024 << " KiB RSS\n";
