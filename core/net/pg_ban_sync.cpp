@@ -25,7 +25,7 @@ constexpr const char* kRecord =
     "ON CONFLICT (address) DO UPDATE SET banned_until = greatest(b.banned_until, "
     "excluded.banned_until), bans = greatest(b.bans, excluded.bans) "
     "RETURNING address, banned_until, bans) "
-    "SELECT pg_notify($4, $5 || ' ' || encode(address, 'hex') || ' ' || "
+    "SELECT pg_notify($4::text, $5::text || ' ' || encode(address, 'hex') || ' ' || "
     "(extract(epoch FROM banned_until - now()) * 1000)::bigint || ' ' || bans) FROM up";
 
 constexpr const char* kLoad =

@@ -129,7 +129,7 @@ PgUsageLedger::PgUsageLedger(std::string conninfo, int storage_fd)
     : conninfo_(conninfo),
       storage_fd_(storage_fd),
       node_(proof::random_hex(8)),
-      pool_(std::move(conninfo), 4) {}
+      pool_(std::move(conninfo), 8) {}
 
 PgUsageLedger::~PgUsageLedger() {
   {
