@@ -356,6 +356,60 @@ TEST_F(PgShared, PostgresDownRefusesNewReservationsAndACommitInFlightCountsOnceI
   EXPECT_OP_OK(upload(*c, "third.bin", std::string(100, 't')));
 }
 
+TEST_F(PgShared, AHeldReservationOutlivesItsServerAndEndsOnTheOther) {
+  // The file operations and the resumable ones.
+  std::string ops = file_ops_json(OPS_PLUGIN_DIR);
+  ops.replace(ops.rfind("  }\n}"), std::string::npos,
+              R"(, "upload_open": {"allow": ["*"]}, "upload_append": {"allow": ["*"]},
+    "upload_status": {"allow": ["*"]}, "upload_commit": {"allow": ["*"]},
+    "upload_abort": {"allow": ["*"]}
+  }
+})");
+  ServerOptions oa = options(true);
+  oa.ops_json = ops;
+  ServerOptions ob = options(false);
+  ob.ops_json = ops;
+  ServerProcess a(oa);
+  ServerProcess b(ob);
+  const std::string key = a.add_user("hana");
+  auto admin = a.connect_admin();
+  ASSERT_TRUE(admin);
+  EXPECT_OP_OK(call_op(*admin, "set_quota", R"({"user":"hana","bytes":1000})"));
+  std::string id;
+  {
+    auto on_a = connect_soon(a, "hana", key);
+    ASSERT_TRUE(on_a);
+    Outcome open = call_op(*on_a, "upload_open", R"({"path":"r.bin","size":800})");
+    ASSERT_TRUE(open.ok) << open.code << " " << open.message;
+    id = open.result()["upload"].GetString();
+    EXPECT_OP_OK(call_op(*on_a, "upload_append", "{\"upload\":" + jstr(id) + ",\"offset\":0}",
+                         std::string(800, 'r')));
+  }
+  // A stops (cleanly: it gives back its calls' reservations, not the held one).
+  a.stop();
+  auto rows = pg_->query("SELECT node, tag, bytes FROM opserver_reservations");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0][0], std::nullopt);
+  EXPECT_EQ(rows[0][2], "800");
+  auto on_b = connect_soon(b, "hana", key);
+  ASSERT_TRUE(on_b);
+  EXPECT_EQ(usage_of(*on_b).reserved, 800u);
+  EXPECT_OP_ERR(upload(*on_b, "p.bin", std::string(300, 'p')), "quota_exceeded");
+  // Committed on B: the held room becomes the file.
+  Outcome committed = call_op(*on_b, "upload_commit", "{\"upload\":" + jstr(id) + "}");
+  ASSERT_TRUE(committed.ok) << committed.code << " " << committed.message;
+  Used u = usage_of(*on_b);
+  EXPECT_EQ(u.bytes, 800u);
+  EXPECT_EQ(u.files, 1u);
+  EXPECT_EQ(u.reserved, 0u);
+  EXPECT_EQ(pg_->query("SELECT count(*) FROM opserver_reservations")[0][0], "0");
+  // A again: the same figures.
+  a.restart();
+  auto again = connect_soon(a, "hana", key);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(usage_of(*again).bytes, 800u);
+}
+
 TEST_F(PgShared, ABanOnOneServerRefusesTheAddressOnTheOtherUntilItExpires) {
   const std::string defender =
       R"(, "defender": {"enabled": true, "threshold": 3, "observation_s": 60, "ban_time_s": 3})";
