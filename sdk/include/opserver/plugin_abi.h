@@ -171,8 +171,8 @@ typedef struct ops_host_v1 {
    * *token (0 when this host keeps no quotas at all; committing or releasing 0 is a
    * no-op that returns OPS_OK), or OPS_QUOTA_EXCEEDED (the handler should then fail() with that
    * code; the host has not recorded an error), or OPS_UNAVAILABLE when the shared usage
-   * store (PostgreSQL) cannot be reached (nothing reserved). A dimension asked for 0 is never refused,
-   * so a replacement no larger than the old file always passes. */
+   * store (PostgreSQL) cannot be reached (nothing reserved). A dimension asked for 0 is never
+   * refused, so a replacement no larger than the old file always passes. */
   int (*quota_reserve)(ops_call* call, uint64_t bytes, uint64_t files, uint64_t* token);
   /* Ends reservation `token` of this call and changes the user's usage by the actual
    * deltas (negative for a smaller replacement). Returns OPS_OK, or OPS_NOT_FOUND for a
