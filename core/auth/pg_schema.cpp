@@ -19,6 +19,41 @@ CREATE TABLE opserver_users (
   created timestamptz NOT NULL DEFAULT now(),
   updated timestamptz NOT NULL DEFAULT now()
 ))sql",
+    // 2: usage and reservations shared by the nodes, the nodes' heartbeats, defender bans.
+    R"sql(
+CREATE TABLE opserver_usage (
+  user_name text PRIMARY KEY,
+  bytes bigint NOT NULL,
+  files bigint NOT NULL,
+  reserved_bytes bigint NOT NULL DEFAULT 0 CHECK (reserved_bytes >= 0),
+  reserved_files bigint NOT NULL DEFAULT 0 CHECK (reserved_files >= 0),
+  counted timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE opserver_nodes (
+  node text PRIMARY KEY,
+  started timestamptz NOT NULL DEFAULT now(),
+  heartbeat timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE opserver_reservations (
+  id bigserial PRIMARY KEY,
+  user_name text NOT NULL,
+  node text,
+  tag text,
+  bytes bigint NOT NULL CHECK (bytes >= 0),
+  files bigint NOT NULL CHECK (files >= 0),
+  created timestamptz NOT NULL DEFAULT now(),
+  reaped timestamptz,
+  CHECK ((node IS NULL) <> (tag IS NULL))
+);
+CREATE UNIQUE INDEX opserver_reservations_held ON opserver_reservations (user_name, tag)
+  WHERE tag IS NOT NULL;
+CREATE INDEX opserver_reservations_node ON opserver_reservations (node) WHERE node IS NOT NULL;
+CREATE INDEX opserver_reservations_user ON opserver_reservations (user_name);
+CREATE TABLE opserver_bans (
+  address bytea PRIMARY KEY CHECK (length(address) = 16),
+  banned_until timestamptz NOT NULL,
+  bans integer NOT NULL CHECK (bans > 0)
+))sql",
 };
 static_assert(std::size(kMigrations) == kPgSchemaVersion);
 
@@ -64,9 +99,13 @@ Result<int> pg_migrate(PGconn* conn) {
                     "): upgrade opserver");
   }
   for (int v = *from + 1; v <= kPgSchemaVersion; ++v) {
-    if (auto r = pg_exec(conn, kMigrations[v - 1], {}, "migrating"); !r) {
+    // The simple query protocol (PQexec): a migration may hold several statements.
+    PgResult r(PQexec(conn, kMigrations[v - 1]));
+    if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
+      const std::string message = std::string("migrating to version ") + std::to_string(v) +
+                                  ": PostgreSQL: " + PQerrorMessage(conn);
       rollback();
-      return std::move(r).error();
+      return fail(ErrorCode::internal, message);
     }
   }
   const std::string set_version =

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "opserver/proof.hpp"
+#include "quota/memory_usage_ledger.hpp"
 
 namespace ops::core {
 
@@ -101,12 +102,13 @@ void TrashCollector::run() {
   }
 }
 
-UserServices::UserServices(UserStore& users, int storage_fd, int scratch_fd, UserDefaults defaults)
+UserServices::UserServices(UserStore& users, int storage_fd, int scratch_fd, UserDefaults defaults,
+                           std::unique_ptr<UsageLedger> usage)
     : users_(users),
       storage_fd_(storage_fd),
       scratch_fd_(scratch_fd),
       defaults_(defaults),
-      usage_(storage_fd),
+      usage_(usage ? std::move(usage) : std::make_unique<MemoryUsageLedger>(storage_fd)),
       trash_(scratch_fd) {
   trash_.collect_leftovers();
   // A store shared by several servers (PostgreSQL) reports rekeys and removals made by the
@@ -159,9 +161,12 @@ Status UserServices::move_aside(const std::string& name) {
 Status UserServices::create_user(const std::string& name, const std::string& key,
                                  const LimitChange& limits) {
   std::lock_guard lock(admin_mutex_);
-  // A fresh count: whatever was known about an earlier user of this name is gone.
-  usage_.forget(name);
-  return users_.add(name, key, limits);
+  if (Status st = users_.add(name, key, limits); !st) return st;
+  // A fresh count: whatever was known about an earlier user of this name is gone. After
+  // the add, not before: a shared ledger must not lose the usage of a user of that name
+  // who exists (a register that ends in already_exists).
+  usage_->forget(name);
+  return ok_status();
 }
 
 Status UserServices::remove_user(const std::string& name) {
@@ -185,7 +190,7 @@ Status UserServices::remove_user(const std::string& name) {
   if (Status again = move_aside(name); !again) {
     spdlog::warn("unregister {}: {}", name, again.error().message);
   }
-  usage_.forget(name);
+  usage_->forget(name);
   spdlog::info("user {} unregistered; {} connection(s) closed", name, closed);
   return ok_status();
 }
@@ -204,7 +209,9 @@ Result<UserRecord> UserServices::set_limits(const std::string& name, const Limit
 
 Result<std::string> UserServices::usage_json(const std::string& user) {
   if (!exists(user)) return fail(ErrorCode::not_found, "no such user: " + user);
-  Usage u = usage_.usage(user);
+  auto counted = usage_->usage(user);
+  if (!counted) return std::move(counted).error();
+  const Usage& u = *counted;
   QuotaLimits q = quota_for(user);
   rapidjson::StringBuffer out;
   rapidjson::Writer<rapidjson::StringBuffer> w(out);

@@ -29,7 +29,7 @@
 #include "auth/user_store.hpp"
 #include "net/bandwidth.hpp"
 #include "net/user_sessions.hpp"
-#include "quota/usage_tracker.hpp"
+#include "quota/usage_ledger.hpp"
 
 namespace ops::core {
 
@@ -69,14 +69,17 @@ bool remove_tree(int dir_fd, const std::string& name);
 
 class UserServices {
  public:
-  UserServices(UserStore& users, int storage_fd, int scratch_fd, UserDefaults defaults);
+  // `usage`: where usage and reservations are kept (quota/usage_ledger.hpp); null: this
+  // process's memory (MemoryUsageLedger).
+  UserServices(UserStore& users, int storage_fd, int scratch_fd, UserDefaults defaults,
+               std::unique_ptr<UsageLedger> usage = nullptr);
   ~UserServices();
   UserServices(const UserServices&) = delete;
   UserServices& operator=(const UserServices&) = delete;
 
   UserStore& store() noexcept { return users_; }
   UserSessions& sessions() noexcept { return sessions_; }
-  UsageTracker& usage() noexcept { return usage_; }
+  UsageLedger& usage() noexcept { return *usage_; }
   BandwidthLimits& bandwidth() noexcept { return bandwidth_; }
 
   // The limits in force for a user (its own, else the server's defaults).
@@ -102,7 +105,7 @@ class UserServices {
   int scratch_fd_;
   UserDefaults defaults_;
   UserSessions sessions_;
-  UsageTracker usage_;
+  std::unique_ptr<UsageLedger> usage_;
   BandwidthLimits bandwidth_;
   std::mutex admin_mutex_;  // one create/remove at a time in this process
   TrashCollector trash_;

@@ -61,16 +61,54 @@ bool Defender::banned(const Address& address, Clock::time_point now) {
   return it != index_.end() && it->second->banned_until > now;
 }
 
+namespace {
+std::string address_text(const Defender::Address& address) {
+  boost::asio::ip::address_v6 v6(address);
+  return v6.is_v4_mapped()
+             ? boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, v6).to_string()
+             : v6.to_string();
+}
+}  // namespace
+
+void Defender::on_ban(BanHandler handler) {
+  ban_handler_ = std::move(handler);
+}
+
+void Defender::ban_from_elsewhere(const Address& address, std::chrono::milliseconds remaining,
+                                  unsigned bans, Clock::time_point now) {
+  if (!settings_.enabled || allowed(address) || remaining.count() <= 0) return;
+  {
+    std::lock_guard lock(mutex_);
+    Entry& entry = touch(address, now);
+    entry.banned_until = std::max(entry.banned_until, now + remaining);
+    entry.bans = std::max(entry.bans, bans);
+    entry.failures = 0;
+    entry.window_start = now;
+  }
+  spdlog::info("defender: {} banned for {} s by another node (ban {})", address_text(address),
+               std::chrono::duration_cast<std::chrono::seconds>(remaining).count(), bans);
+}
+
 void Defender::on_failure(const Address& address, Clock::time_point now) {
   if (!settings_.enabled || allowed(address)) return;
-  std::lock_guard lock(mutex_);
+  std::chrono::seconds banned_for{0};
+  unsigned bans = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (!score(address, now, banned_for, bans)) return;
+  }
+  if (ban_handler_) ban_handler_(address, banned_for, bans);
+}
+
+bool Defender::score(const Address& address, Clock::time_point now,
+                     std::chrono::seconds& banned_for, unsigned& bans) {
   Entry& entry = touch(address, now);
-  if (entry.banned_until > now) return;  // already banned (a connection from before the ban)
+  if (entry.banned_until > now) return false;  // already banned (a connection from before it)
   if (now - entry.window_start > settings_.observation) {
     entry.window_start = now;
     entry.failures = 0;
   }
-  if (++entry.failures < settings_.threshold) return;
+  if (++entry.failures < settings_.threshold) return false;
   // Banned: ban_time, doubled for each earlier ban of this address, up to max_ban_time.
   auto length = settings_.ban_time;
   for (unsigned i = 0; i < entry.bans && length < settings_.max_ban_time; ++i) length *= 2;
@@ -80,13 +118,11 @@ void Defender::on_failure(const Address& address, Clock::time_point now) {
   entry.failures = 0;
   entry.window_start = now;
   if (metrics_) metrics_->on_defender_ban();
-  boost::asio::ip::address_v6 v6(address);
-  const std::string text =
-      v6.is_v4_mapped()
-          ? boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, v6).to_string()
-          : v6.to_string();
-  spdlog::warn("defender: {} banned for {} s after {} failed handshakes (ban {})", text,
-               length.count(), settings_.threshold, entry.bans);
+  spdlog::warn("defender: {} banned for {} s after {} failed handshakes (ban {})",
+               address_text(address), length.count(), settings_.threshold, entry.bans);
+  banned_for = length;
+  bans = entry.bans;
+  return true;
 }
 
 std::size_t Defender::banned_count(Clock::time_point now) {

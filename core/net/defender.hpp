@@ -11,6 +11,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -36,6 +37,18 @@ class Defender {
   bool banned(const Address& address, Clock::time_point now = Clock::now());
   // A failed handshake from `address`: scored, and may start a ban.
   void on_failure(const Address& address, Clock::time_point now = Clock::now());
+  // Called after each ban this defender starts (not one applied from elsewhere), outside
+  // its lock, on the thread that scored the failure (an I/O thread: it must not block).
+  // Set before the server serves. `length`: the ban's duration; `bans`: how many bans of
+  // the address so far (the next one doubles).
+  using BanHandler =
+      std::function<void(const Address& address, std::chrono::seconds length, unsigned bans)>;
+  void on_ban(BanHandler handler);
+  // A ban started by another node (net/pg_ban_sync.hpp): `address` is banned for
+  // `remaining` from `now` unless banned longer already; its ban count rises to `bans`.
+  // Addresses in the allow list are left alone.
+  void ban_from_elsewhere(const Address& address, std::chrono::milliseconds remaining,
+                          unsigned bans, Clock::time_point now = Clock::now());
   // Addresses banned at `now`.
   std::size_t banned_count(Clock::time_point now = Clock::now());
   std::size_t tracked() const;
@@ -59,6 +72,10 @@ class Defender {
   };
 
   bool allowed(const Address& address) const;
+  // Scores one failure (caller holds mutex_); true when it started a ban, with its length
+  // and the address's ban count.
+  bool score(const Address& address, Clock::time_point now, std::chrono::seconds& banned_for,
+             unsigned& bans);
   // Finds or makes the entry for `address`, most recently seen first; forgets the least
   // recently seen beyond max_tracked.
   Entry& touch(const Address& address, Clock::time_point now);
@@ -69,6 +86,7 @@ class Defender {
   mutable std::mutex mutex_;
   Lru lru_;
   std::unordered_map<Address, Lru::iterator, AddressHash> index_;
+  BanHandler ban_handler_;  // set before serving; read without the lock
 };
 
 }  // namespace ops::core

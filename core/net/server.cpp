@@ -35,6 +35,7 @@
 #include "metrics/metrics.hpp"
 #include "metrics/operation_health.hpp"
 #include "net/defender.hpp"
+#include "net/pg_ban_sync.hpp"
 #include "net/pid_file.hpp"
 #include "net/reload.hpp"
 #include "net/sd_notify.hpp"
@@ -45,6 +46,7 @@
 #include "opserver/fd.hpp"
 #include "plugin_host/lifecycle.hpp"
 #include "plugin_host/plugin_loader.hpp"
+#include "quota/usage_ledger_factory.hpp"
 #include "tls/server_context.hpp"
 
 namespace ops::core {
@@ -208,7 +210,8 @@ struct Server::Impl {
   std::unique_ptr<AdminServer> admin;
   std::unique_ptr<Defender> defender;
   std::unique_ptr<AuditLog> audit;
-  std::atomic<bool> ready{false};  // plugins loaded and listeners bound, accepting
+  std::unique_ptr<PgBanSync> ban_sync;  // with the PostgreSQL store: bans shared (issue 17)
+  std::atomic<bool> ready{false};       // plugins loaded and listeners bound, accepting
   // The operations' health hooks, asked for /readyz and the metrics (on the handler pool).
   std::unique_ptr<OperationHealth> health;
   asio::signal_set reopen_signal{io, SIGUSR1};
@@ -496,11 +499,19 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
   impl->context = std::unique_ptr<ServerContext>(
       new ServerContext{impl->config, *impl->snapshots, *impl->users, *impl->authenticator,
                         impl->workers, storage_fd, scratch_fd});
+  // Usage and reservations, and the defender's bans: shared through PostgreSQL when the
+  // user store is (issue 17), else this process's own.
+  auto ledger = make_usage_ledger(cfg, storage_fd);
+  if (!ledger) return std::move(ledger).error();
+  auto ban_sync = make_ban_sync(cfg, *impl->defender);
+  if (!ban_sync) return std::move(ban_sync).error();
+  impl->ban_sync = std::move(*ban_sync);
   impl->services = std::make_unique<UserServices>(
       *impl->users, storage_fd, scratch_fd,
       UserDefaults{cfg.default_quota_bytes, cfg.default_quota_files,
                    cfg.default_upload_bytes_per_second, cfg.default_download_bytes_per_second,
-                   cfg.payload_min_rate});
+                   cfg.payload_min_rate},
+      std::move(*ledger));
   impl->context->services = impl->services.get();
   impl->context->metrics = &impl->metrics;
   impl->context->defender = impl->defender.get();

@@ -297,8 +297,10 @@ int host_quota_release(ops_call* call, uint64_t token) {
 int host_quota_hold(ops_call* call, uint64_t token, const char* tag) {
   CallUserState* state = user_state(call);
   if (state == nullptr || tag == nullptr || !state->holds(token)) return OPS_NOT_FOUND;
-  state->forget(token);
-  return state->services->usage().hold(call->user, token, tag) ? OPS_OK : OPS_NOT_FOUND;
+  Status held = state->services->usage().hold(call->user, token, tag);
+  // Still the call's when the ledger could not be reached: released when the call ends.
+  if (held || held.error().code != ErrorCode::unavailable) state->forget(token);
+  return held ? OPS_OK : static_cast<int>(held.error().code);
 }
 
 int host_quota_commit_held(ops_call* call, const char* tag, int64_t bytes_delta,

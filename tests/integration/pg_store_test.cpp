@@ -136,14 +136,14 @@ TEST_F(PgStore, MigrateCreatesTheSchemaOnceAndTheServerRefusesAnUnmigratedDataba
   std::ofstream(config) << "{" << store_setting(key_file_) << "}\n";
   RunResult first = run_program({OPS_SERVER_BIN, "db", "migrate", "--config", config.string()});
   EXPECT_EQ(first.status, 0) << first.output;
-  EXPECT_NE(first.output.find("schema migrated from version 0 to 1"), std::string::npos)
+  EXPECT_NE(first.output.find("schema migrated from version 0 to 2"), std::string::npos)
       << first.output;
   RunResult again = run_program({OPS_SERVER_BIN, "db", "migrate", "--config", config.string()});
   EXPECT_EQ(again.status, 0) << again.output;
-  EXPECT_NE(again.output.find("schema already at version 1"), std::string::npos) << again.output;
+  EXPECT_NE(again.output.find("schema already at version 2"), std::string::npos) << again.output;
   auto version = pg_->query("SELECT version FROM opserver_schema");
   ASSERT_EQ(version.size(), 1u);
-  EXPECT_EQ(version[0][0], "1");
+  EXPECT_EQ(version[0][0], "2");
   // The file store needs no migration, and says so.
   std::ofstream(config) << "{\"user_store\": \"file\"}\n";
   RunResult file = run_program({OPS_SERVER_BIN, "db", "migrate", "--config", config.string()});
@@ -392,8 +392,10 @@ TEST_F(PgStore, PostgresRestartingMeansUnavailableThenServiceResumesByItself) {
   pg_->stop();
   EXPECT_OP_ERR(call_op(*admin, "register", R"({"user":"gina"})"), "unavailable");
   EXPECT_OP_ERR(call_op(*admin, "rekey", R"({"user":"frank"})"), "unavailable");
-  // Connections already open carry on; a new login cannot be checked, so it fails.
-  EXPECT_OP_OK(call_op(*frank, "usage", "{}"));
+  // Connections already open carry on; a new login cannot be checked, so it fails. Usage
+  // is in the database too (the shared usage ledger): that one says unavailable.
+  EXPECT_OP_OK(call_op(*frank, "list", "{}"));
+  EXPECT_OP_ERR(call_op(*frank, "usage", "{}"), "unavailable");
   client::Failure why{};
   EXPECT_FALSE(client::Client::connect(server.options("frank", frank_key), &why));
 

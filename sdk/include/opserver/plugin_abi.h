@@ -170,8 +170,9 @@ typedef struct ops_host_v1 {
   /* Reserves room for `bytes` more bytes and `files` more files. Returns OPS_OK and sets
    * *token (0 when this host keeps no quotas at all; committing or releasing 0 is a
    * no-op that returns OPS_OK), or OPS_QUOTA_EXCEEDED (the handler should then fail() with that
-   * code; the host has not recorded an error). A dimension asked for 0 is never refused,
-   * so a replacement no larger than the old file always passes. */
+   * code; the host has not recorded an error), or OPS_UNAVAILABLE when the shared usage
+   * store (PostgreSQL) cannot be reached (nothing reserved). A dimension asked for 0 is never
+   * refused, so a replacement no larger than the old file always passes. */
   int (*quota_reserve)(ops_call* call, uint64_t bytes, uint64_t files, uint64_t* token);
   /* Ends reservation `token` of this call and changes the user's usage by the actual
    * deltas (negative for a smaller replacement). Returns OPS_OK, or OPS_NOT_FOUND for a
@@ -182,8 +183,10 @@ typedef struct ops_host_v1 {
   /* Keeps reservation `token` beyond this call, under `tag` (UTF-8, NUL-terminated, e.g.
    * a resumable upload's id; tags are per user). A tag already held grows by it. Held
    * room is reported as reserved until quota_commit_held or quota_release_held, from any
-   * later call of the same user. Held reservations live in server memory: after a
-   * restart a plugin holds them again. OPS_OK or OPS_NOT_FOUND (unknown token). */
+   * later call of the same user. With the file user store held reservations live in
+   * server memory (gone at a restart); with the PostgreSQL store they are in the database,
+   * survive restarts and can be ended from any server. OPS_OK, OPS_NOT_FOUND (unknown
+   * token) or OPS_UNAVAILABLE (the shared store cannot be reached; still the call's). */
   int (*quota_hold)(ops_call* call, uint64_t token, const char* tag);
   /* Ends the held reservation `tag` like quota_commit. OPS_OK or OPS_NOT_FOUND. */
   int (*quota_commit_held)(ops_call* call, const char* tag, int64_t bytes_delta,

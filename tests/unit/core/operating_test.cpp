@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "config/operating_config.hpp"
 #include "metrics/audit_log.hpp"
@@ -127,6 +129,51 @@ TEST(Defender, RemembersAtMostMaxTrackedAddresses) {
     d.on_failure(addr(("10.0." + std::to_string(i / 256) + "." + std::to_string(i % 256)).c_str()));
   }
   EXPECT_EQ(d.tracked(), 100u);
+}
+
+TEST(Defender, ReportsEachBanItStartsAndTakesBansFromElsewhere) {
+  Defender d(settings(2), nullptr);
+  std::vector<std::pair<std::chrono::seconds, unsigned>> reported;
+  std::vector<Defender::Address> addresses;
+  d.on_ban([&](const Defender::Address& a, std::chrono::seconds length, unsigned bans) {
+    addresses.push_back(a);
+    reported.emplace_back(length, bans);
+  });
+  auto t = Defender::Clock::now();
+  d.on_failure(addr("192.0.2.1"), t);
+  EXPECT_TRUE(reported.empty());
+  d.on_failure(addr("192.0.2.1"), t);
+  ASSERT_EQ(reported.size(), 1u);
+  EXPECT_EQ(addresses[0], addr("192.0.2.1"));
+  EXPECT_EQ(reported[0], std::make_pair(60s, 1u));
+  // Failures while banned start nothing.
+  d.on_failure(addr("192.0.2.1"), t + 1s);
+  EXPECT_EQ(reported.size(), 1u);
+
+  // A ban from another node: applied, not reported back, never shortened, and its count
+  // makes this node's next ban of the address longer.
+  const auto b = addr("198.51.100.7");
+  d.ban_from_elsewhere(b, 30'000ms, 1, t);
+  EXPECT_TRUE(d.banned(b, t + 29s));
+  EXPECT_FALSE(d.banned(b, t + 31s));
+  d.ban_from_elsewhere(b, 5'000ms, 1, t);
+  EXPECT_TRUE(d.banned(b, t + 29s));
+  EXPECT_EQ(reported.size(), 1u);
+  t += 40s;
+  d.on_failure(b, t);
+  d.on_failure(b, t);
+  EXPECT_TRUE(d.banned(b, t + 119s));  // the second ban of b: doubled
+  EXPECT_FALSE(d.banned(b, t + 121s));
+  ASSERT_EQ(reported.size(), 2u);
+  EXPECT_EQ(addresses[1], b);
+  EXPECT_EQ(reported[1], std::make_pair(120s, 2u));
+
+  // The allow list holds for bans from elsewhere too.
+  DefenderSettings s = settings(1);
+  s.allow = {"192.0.2.0/24"};
+  Defender allowing(s, nullptr);
+  allowing.ban_from_elsewhere(addr("192.0.2.9"), 30'000ms, 1, t);
+  EXPECT_FALSE(allowing.banned(addr("192.0.2.9"), t + 1s));
 }
 
 TEST(Metrics, UnknownOperationsShareOneLabelAndSeriesAreCounted) {
