@@ -5,6 +5,7 @@
 
 #include <libpq-fe.h>
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -13,6 +14,11 @@
 #include "opserver/error.hpp"
 
 namespace ops::core {
+
+// How long to wait before reconnecting to a PostgreSQL that went away: from the first to
+// the longest wait, doubling in between (every connection of the store, pool and listeners).
+inline constexpr std::chrono::milliseconds kPgReconnectFirst{100};
+inline constexpr std::chrono::milliseconds kPgReconnectLongest{2000};
 
 struct PgConnFree {
   void operator()(PGconn* c) const { PQfinish(c); }

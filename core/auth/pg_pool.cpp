@@ -3,11 +3,6 @@
 #include <spdlog/spdlog.h>
 
 namespace ops::core {
-namespace {
-constexpr auto kMinBackoff = std::chrono::milliseconds(100);
-constexpr auto kMaxBackoff = std::chrono::milliseconds(2000);
-}  // namespace
-
 PgPool::PgPool(std::string conninfo, std::size_t idle_max)
     : conninfo_(std::move(conninfo)), idle_max_(idle_max) {}
 
@@ -37,7 +32,7 @@ Result<PgPool::Lease> PgPool::acquire() {
   auto conn = pg_connect(conninfo_);
   std::lock_guard lock(mutex_);
   if (!conn) {
-    backoff_ = std::min(kMaxBackoff, std::max(kMinBackoff, backoff_ * 2));
+    backoff_ = std::min(kPgReconnectLongest, std::max(kPgReconnectFirst, backoff_ * 2));
     next_connect_ = Clock::now() + backoff_;
     return std::move(conn).error();
   }

@@ -18,8 +18,6 @@ namespace ops::core {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr auto kMinBackoff = std::chrono::milliseconds(100);
-constexpr auto kMaxBackoff = std::chrono::milliseconds(2000);
 // How long a handshake waits for the command connection before giving up.
 constexpr auto kHandshakeWait = std::chrono::milliseconds(200);
 
@@ -106,7 +104,8 @@ Result<PGconn*> PgUserStore::command_locked() {
   }
   auto conn = pg_connect(conninfo_);
   if (!conn) {
-    connect_backoff_ = std::min(kMaxBackoff, std::max(kMinBackoff, connect_backoff_ * 2));
+    connect_backoff_ =
+        std::min(kPgReconnectLongest, std::max(kPgReconnectFirst, connect_backoff_ * 2));
     next_connect_ = now + connect_backoff_;
     spdlog::warn("user store: {}", conn.error().message);
     return std::move(conn).error();
@@ -425,7 +424,7 @@ bool PgUserStore::wait_or_stop(std::chrono::milliseconds delay) {
 }
 
 void PgUserStore::listen_loop() {
-  auto backoff = kMinBackoff;
+  auto backoff = kPgReconnectFirst;
   bool warned = false;
   while (true) {
     {
@@ -437,12 +436,12 @@ void PgUserStore::listen_loop() {
       if (!warned) spdlog::warn("user store listener: {}", conn.error().message);
       warned = true;
       if (!wait_or_stop(backoff)) return;
-      backoff = std::min(kMaxBackoff, backoff * 2);
+      backoff = std::min(kPgReconnectLongest, backoff * 2);
       continue;
     }
     if (warned) spdlog::info("user store listener: connected again; reloading users");
     warned = false;
-    backoff = kMinBackoff;
+    backoff = kPgReconnectFirst;
     listen_session(conn->get());
     {
       std::lock_guard lock(stop_mutex_);

@@ -13,6 +13,7 @@
 
 #include "dispatch/handler_pool.hpp"
 #include "dispatch/registry.hpp"
+#include "net/await_tuple.hpp"
 #include "net/connection.hpp"
 #include "plugin_host/host_api.hpp"
 
@@ -21,9 +22,6 @@ namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
-
 // Opens (creating if needed) the user's directory under the storage root, refusing a
 // symlink in its place.
 Fd open_user_dir(int storage_fd, const std::string& user) {

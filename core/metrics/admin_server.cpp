@@ -11,6 +11,8 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 
+#include "net/await_tuple.hpp"
+
 namespace ops::core {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -18,8 +20,6 @@ namespace http = beast::http;
 using asio::ip::tcp;
 
 namespace {
-
-constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
 // A scraper holds at most this many connections, each for at most this long per request.
 constexpr unsigned kMaxConnections = 8;
 constexpr std::chrono::seconds kRequestTimeout{10};

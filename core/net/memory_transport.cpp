@@ -6,6 +6,8 @@
 #include <cstring>
 #include <utility>
 
+#include "net/await_tuple.hpp"
+
 namespace ops::core {
 namespace asio = boost::asio;
 
@@ -28,10 +30,6 @@ struct MemoryPipeState {
     });
   }
 };
-
-namespace {
-constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
-}  // namespace
 
 MemoryTransport::MemoryTransport(asio::any_io_executor strand,
                                  std::shared_ptr<MemoryPipeState> state)

@@ -15,8 +15,6 @@
 namespace ops::core {
 namespace {
 
-constexpr auto kMinBackoff = std::chrono::milliseconds(100);
-constexpr auto kMaxBackoff = std::chrono::milliseconds(2000);
 constexpr int kPurgeEveryMs = 60'000;
 
 constexpr const char* kRecord =
@@ -98,7 +96,7 @@ bool PgBanSync::stopping() {
 }
 
 void PgBanSync::run() {
-  auto backoff = kMinBackoff;
+  auto backoff = kPgReconnectFirst;
   bool warned = false;
   while (!stopping()) {
     auto conn = pg_connect(conninfo_);
@@ -109,12 +107,12 @@ void PgBanSync::run() {
       ::poll(&wake, 1, static_cast<int>(backoff.count()));
       std::uint64_t n;
       (void)!::read(wake_fd_, &n, sizeof n);
-      backoff = std::min(kMaxBackoff, backoff * 2);
+      backoff = std::min(kPgReconnectLongest, backoff * 2);
       continue;
     }
     if (warned) spdlog::info("defender bans: connected again");
     warned = false;
-    backoff = kMinBackoff;
+    backoff = kPgReconnectFirst;
     session(conn->get());
   }
 }

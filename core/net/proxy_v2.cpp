@@ -9,11 +9,12 @@
 #include <cstring>
 #include <vector>
 
+#include "net/await_tuple.hpp"
+
 namespace ops::core::proxy_v2 {
 namespace asio = boost::asio;
 
 namespace {
-
 constexpr std::array<std::uint8_t, 12> kSignature = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
                                                      0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
 constexpr std::uint8_t kVersion2 = 0x20;
@@ -36,8 +37,6 @@ Error malformed(const std::string& why) {
 std::uint16_t be16(const std::uint8_t* p) {
   return static_cast<std::uint16_t>(p[0] << 8 | p[1]);
 }
-
-constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
 
 }  // namespace
 

@@ -34,6 +34,7 @@
 #include "metrics/audit_log.hpp"
 #include "metrics/metrics.hpp"
 #include "metrics/operation_health.hpp"
+#include "net/await_tuple.hpp"
 #include "net/defender.hpp"
 #include "net/pg_ban_sync.hpp"
 #include "net/pid_file.hpp"
@@ -55,7 +56,6 @@ namespace fs = std::filesystem;
 using asio::ip::tcp;
 
 namespace {
-
 // Runs the plugins' shutdown hooks (plugin_host/lifecycle.hpp) when Server::create fails
 // after their init hooks ran; before the Impl, and the libraries with it, go.
 struct PluginShutdownOnFailure {
@@ -66,7 +66,6 @@ struct PluginShutdownOnFailure {
   }
 };
 
-constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
 constexpr const char* kScratchName = ".ops-tmp";
 // How often the server reports throttled log lines and considers trimming the heap.
 constexpr std::chrono::seconds kHousekeepingTick{2};

@@ -19,6 +19,7 @@
 #include "metrics/audit_log.hpp"
 #include "metrics/metrics.hpp"
 #include "metrics/request_record.hpp"
+#include "net/await_tuple.hpp"
 #include "net/defender.hpp"
 #include "opserver/frame.hpp"
 #include "opserver/proof.hpp"
@@ -30,9 +31,6 @@ namespace ops::core {
 namespace asio = boost::asio;
 
 namespace {
-
-constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
-
 // The metrics label of a request for `name`: only enabled operations (and describe) are
 // labels of their own; any other name a client sends is "unknown", so clients cannot add
 // series.

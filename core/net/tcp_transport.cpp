@@ -1,5 +1,6 @@
 #include "net/tcp_transport.hpp"
 
+#include "net/await_tuple.hpp"
 #include "net/proxy_v2.hpp"
 
 #include <sys/socket.h>
@@ -14,7 +15,6 @@ namespace ops::core {
 namespace asio = boost::asio;
 
 namespace {
-constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
 // A CLOCK_REALTIME stamp as a steady_clock time (never later than now).
 std::chrono::steady_clock::time_point steady_from_realtime(const timespec& ts) {
   timespec now_real;

@@ -9,22 +9,15 @@
 #include <cstring>
 #include <exception>
 
+#include "net/await_tuple.hpp"
 #include "net/proxy_v2.hpp"
+#include "net/tcp_transport.hpp"
 #include "opserver/proof.hpp"
 
 namespace ops::core {
 namespace asio = boost::asio;
 
 namespace {
-constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
-
-std::string endpoint_text(const asio::ip::tcp::socket& socket) {
-  boost::system::error_code ec;
-  auto endpoint = socket.remote_endpoint(ec);
-  if (ec) return "?";
-  return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
-}
-
 boost::system::error_code protocol_error() {
   return boost::system::errc::make_error_code(boost::system::errc::protocol_error);
 }
