@@ -3,6 +3,7 @@ HAProxy (ports and directories come from the environment it sets). Prints PASS/F
 check and a capacity table; exits 1 if any check failed."""
 
 import hashlib
+import io
 import json
 import os
 import random
@@ -259,7 +260,8 @@ def check_kill_during_transfers(workers=4, seconds=24):
 def check_resumable_across_kills(workers=3, seconds=24, chunk=256 << 10):
     """Each worker uploads files with upload_open/append/commit through HAProxy, on a new
     connection every few appends (so on changing nodes), while node 1, 2 and 3 are SIGKILLed
-    and restarted in turn. After any failure it resumes as a client must: upload_status,
+    and restarted in turn, and cuts some appends short itself (part of the payload, then the
+    connection closed). After any failure it resumes as a client must: upload_status,
     append from the offset reported, commit with the sha256. Every status must report at
     least the last acknowledged offset, and every upload must complete."""
     with admin(NODE[1]) as a:
@@ -267,7 +269,7 @@ def check_resumable_across_kills(workers=3, seconds=24, chunk=256 << 10):
         key = a.register(user)["key"]
     wait_login(HAPROXY, user, key, 1.0)
     lock = threading.Lock()
-    stats = {"completed": 0, "appends": 0, "resumes": 0, "errors": {}, "problems": []}
+    stats = {"completed": 0, "appends": 0, "resumes": 0, "cut": 0, "errors": {}, "problems": []}
     stop = threading.Event()
     done = {}  # path -> sha256 of completed uploads
 
@@ -334,6 +336,16 @@ def check_resumable_across_kills(workers=3, seconds=24, chunk=256 << 10):
                     if offset < len(data):
                         phase = "append"
                         piece = data[offset:offset + chunk]
+                        if len(piece) > 1 and rng.random() < 0.15:
+                            # The client dies mid-append: the header promises the whole
+                            # piece, part of it is sent, then the connection is closed.
+                            with lock:
+                                stats["cut"] += 1
+                            client.call("upload_append", {"upload": upload, "offset": offset},
+                                        io.BytesIO(piece[:rng.randrange(1, len(piece))]),
+                                        payload_size=len(piece))
+                            problem(f"{path}: an append cut short was answered ok")
+                            continue
                         res = client.call("upload_append", {"upload": upload, "offset": offset},
                                           piece)
                         if res["offset"] != offset + len(piece):
@@ -351,12 +363,22 @@ def check_resumable_across_kills(workers=3, seconds=24, chunk=256 << 10):
                     break
                 except opsclient.OpsError as e:
                     note(e, phase)
-                    if phase == "commit" and e.code == "not_found":
+                    if phase in ("status", "append", "commit") and e.code == "not_found" \
+                            and upload is not None:
                         # An earlier commit's answer was lost: the file must be there.
-                        try:
-                            committed = client.stat(path, sha256=True).get("sha256") == digest
-                        except opsclient.OpsError:
-                            committed = False
+                        for _ in range(20):
+                            try:
+                                if client is None or client.broken:
+                                    fresh()
+                                got = client.stat(path, sha256=True)
+                                committed = got.get("sha256") == digest
+                                break
+                            except opsclient.OpsError as e2:
+                                committed = False
+                                if e2.code == "not_found":
+                                    break
+                                client = None
+                                time.sleep(0.1)
                         if not committed:
                             problem(f"{path}: gone at commit and not published")
                         break
@@ -414,11 +436,12 @@ def check_resumable_across_kills(workers=3, seconds=24, chunk=256 << 10):
     interrupted = sum(n for what, n in stats["errors"].items()
                       if what.split()[1] in ("connection_lost", "cannot_connect", "unavailable"))
     ok = (stats["completed"] > 0 and not stats["problems"] and not wrong and not leftover
-          and stats["resumes"] > 0)
+          and stats["resumes"] > stats["cut"] / 2)
     report("h) resumable uploads via HAProxy, resumed on any node while nodes 1, 2, 3 are "
            "SIGKILLed and restarted", ok,
            f"{stats['completed']} uploads completed with their sha256 after {stats['resumes']} "
-           f"resumes; {stats['appends']} appends" if ok else
+           f"resumes; {stats['appends']} appends, {stats['cut']} cut short by the client"
+           if ok else
            f"problems {stats['problems'][:5]} wrong {wrong[:5]} left in uploads/ {leftover[:5]}")
     print(f"      interrupted calls {interrupted}, errors by phase {stats['errors']}; "
           f"kills {kills}", flush=True)

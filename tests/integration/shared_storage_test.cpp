@@ -115,8 +115,12 @@ class SharedStorage : public ::testing::Test {
   }
   void start_b() { b_ = std::make_unique<ServerProcess>(second_server_of(*a_)); }
   void TearDown() override {
-    if (a_) EXPECT_TRUE(a_->running()) << a_->log();
-    if (b_) EXPECT_TRUE(b_->running()) << b_->log();
+    if (a_) {
+      EXPECT_TRUE(a_->running()) << a_->log();
+    }
+    if (b_) {
+      EXPECT_TRUE(b_->running()) << b_->log();
+    }
   }
   fs::path uploads() const { return a_->storage_dir() / ".ops-tmp" / "uploads" / "rita"; }
 
