@@ -431,14 +431,17 @@ Status handle_append(Call& call, const rapidjson::Value& args) {
   }
   state->durable.store(end + received);
   if (state->hash) state->hashed = end + received;
+  if (vanished) {
+    // Kept: the bytes that arrived, now durable; the next upload_status, which settles under
+    // the lock, reports them (and marks them). Not marked here: nothing acknowledges them,
+    // and a status must not report them while this call still holds the lock, or the
+    // client's append from that offset would meet the lock (conflict).
+    return ops::fail(ErrorCode::unavailable, "payload did not arrive");
+  }
   // Before the answer: a status on another server during the next append reports at least
   // this. If it cannot be written, no answer acknowledges the bytes (they are durable, and
   // the next upload_status, which settles under the lock, reports them).
   if (Status marked = store->write_mark(id, end + received); !marked) return marked;
-  if (vanished) {
-    // Kept: the bytes that arrived, now durable; upload_status reports them.
-    return ops::fail(ErrorCode::unavailable, "payload did not arrive");
-  }
 
   rapidjson::StringBuffer out;
   Writer w(out);

@@ -116,10 +116,10 @@ typedef struct ops_host_v1 {
   /* A server-private directory on the same filesystem as the user directories, never
    * visible through a user's paths, SHARED by every server using the same storage
    * directory: for state that must outlive a restart and that any of them may continue
-   * (resumable uploads keep theirs in `uploads/`). Nothing in it is removed at start-up.
-   * Temporary files belong in node_scratch_dir (below); an older server has none, and then
-   * removes the files directly in this directory at start-up. OWNERSHIP: host; do not
-   * close. */
+   * (resumable uploads keep theirs in `uploads/`). Its subdirectories are never removed by
+   * the server; files left directly in it are, once 10 minutes old. Temporary files belong
+   * in node_scratch_dir (below); an older server has none, and then removes the files
+   * directly in this directory at start-up. OWNERSHIP: host; do not close. */
   int (*scratch_dir)(ops_call* call);
   /* This operation's "settings" object from ops.json as JSON text ("{}" if none).
    * OWNERSHIP: host; valid until the plugin is unloaded. */
