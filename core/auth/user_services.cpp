@@ -70,21 +70,6 @@ void TrashCollector::remove_later(std::string name) {
   wake_.notify_all();
 }
 
-void TrashCollector::collect_leftovers() {
-  int fd = ::dup(scratch_fd_);
-  DIR* dir = fd >= 0 ? ::fdopendir(fd) : nullptr;
-  if (dir == nullptr) {
-    if (fd >= 0) ::close(fd);
-    return;
-  }
-  while (dirent* e = ::readdir(dir)) {
-    if (std::strncmp(e->d_name, kTrashPrefix, std::strlen(kTrashPrefix)) == 0) {
-      remove_later(e->d_name);
-    }
-  }
-  ::closedir(dir);
-}
-
 void TrashCollector::run() {
   for (;;) {
     std::string name;
@@ -110,7 +95,6 @@ UserServices::UserServices(UserStore& users, int storage_fd, int scratch_fd, Use
       defaults_(defaults),
       usage_(usage ? std::move(usage) : std::make_unique<MemoryUsageLedger>(storage_fd)),
       trash_(scratch_fd) {
-  trash_.collect_leftovers();
   // A store shared by several servers (PostgreSQL) reports rekeys and removals made by the
   // others: their old key no longer holds, so this server closes the user's connections.
   users_.on_revoked_elsewhere([this](const std::string& user) {

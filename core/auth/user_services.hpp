@@ -7,13 +7,15 @@
 //  1. new sessions of the user are refused (UserSessions::disable; a handshake that
 //     checked the key a moment earlier is refused too) and its open connections are
 //     closed, mid-request too;
-//  2. its storage directory is renamed into the server-private scratch directory
-//     (<storage>/.ops-tmp/unregistered-*), so no later user of the same name ever sees it;
+//  2. its storage directory is renamed into this server's own part of the scratch area
+//     (<storage>/.ops-tmp/node-<id>/unregistered-*), so no later user of the same name ever
+//     sees it, and no other server sharing the storage ever deletes it at the same time;
 //  3. the user leaves users.json: its key stops working;
 //  4. its usage is forgotten, and a background thread deletes the moved directory.
 // A crash between 2 and 3 leaves the user with an empty directory (the unregister was
 // not answered and can be repeated), never a directory without a user. Leftover
-// unregistered-* trees are deleted in the background at the next start.
+// unregistered-* trees are deleted in the background at the next start (NodeScratch), or
+// by another server once this one is gone for good (storage/node_scratch.hpp).
 #pragma once
 
 #include <condition_variable>
@@ -45,14 +47,12 @@ struct UserDefaults {
   std::uint64_t min_rate = 0;
 };
 
-// Deletes directory trees in the scratch directory on a thread of its own.
+// Deletes directory trees in this server's scratch directory on a thread of its own.
 class TrashCollector {
  public:
   explicit TrashCollector(int scratch_fd);
   ~TrashCollector();  // stops after the tree in progress; the rest waits for the next start
   void remove_later(std::string name);
-  // Queues every `unregistered-*` entry the scratch directory holds (left by a crash).
-  void collect_leftovers();
 
  private:
   void run();
@@ -69,8 +69,9 @@ bool remove_tree(int dir_fd, const std::string& name);
 
 class UserServices {
  public:
-  // `usage`: where usage and reservations are kept (quota/usage_ledger.hpp); null: this
-  // process's memory (MemoryUsageLedger).
+  // `scratch_fd`: this server's own scratch directory (NodeScratch::fd()). `usage`: where
+  // usage and reservations are kept (quota/usage_ledger.hpp); null: this process's memory
+  // (MemoryUsageLedger).
   UserServices(UserStore& users, int storage_fd, int scratch_fd, UserDefaults defaults,
                std::unique_ptr<UsageLedger> usage = nullptr);
   ~UserServices();

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "proto/strict_json.hpp"
+#include "storage/node_scratch.hpp"
 
 namespace ops::core {
 namespace fs = std::filesystem;
@@ -361,7 +362,8 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
                                  "admin_listen",
                                  "defender",
                                  "audit_log",
-                                 "user_store"});
+                                 "user_store",
+                                 "node_id"});
       !st) {
     return st.error();
   }
@@ -391,6 +393,7 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
       r.millis("operation_timeout_ms", config.operation_timeout, 1),
       r.string("log_level", config.log_level),
       r.path("pid_file", config.pid_file),
+      r.string("node_id", config.node_id),
   };
   for (Status& st : checks) {
     if (!st) return st.error();
@@ -412,6 +415,9 @@ Result<Config> load_config(const fs::path& server_json, const ConfigOverrides& o
   static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
   if (!kLevels.contains(config.log_level)) {
     return r.bad("log_level", "must be one of trace, debug, info, warn, error, off");
+  }
+  if (!config.node_id.empty() && !valid_node_id(config.node_id)) {
+    return r.bad("node_id", "must be 1 to 64 of A-Z a-z 0-9 . _ - and not start with '.'");
   }
   if (config.max_worker_threads < config.worker_threads) {
     return r.bad("max_worker_threads",

@@ -52,6 +52,9 @@ struct StartupSettings {
   std::string log_level = "info";
   // Where the running server writes its pid (`opserver reload` signals it); empty: nowhere.
   std::filesystem::path pid_file;
+  // This server's name among those sharing storage_dir: its temporaries live in
+  // <storage>/.ops-tmp/node-<node_id>/. Empty: default_node_id() (host name + state dir).
+  std::string node_id;
 };
 
 // Settings that may change while the server runs. Sessions read them from the current

@@ -111,6 +111,7 @@ asio::awaitable<CallOutcome> run_plugin_call(const CallEnvironment& env, CallReq
   call.user = request.user;
   call.request_id = request.id;
   call.scratch_dir_fd = env.scratch_fd;
+  call.node_scratch_dir_fd = env.node_scratch_fd;
   call.pace = Pace(env.settings.payload_timeout, env.settings.payload_min_rate,
                    env.settings.payload_rate_grace);
   call.payload_total = request.payload;

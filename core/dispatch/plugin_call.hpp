@@ -55,6 +55,7 @@ struct CallEnvironment {
   const RuntimeSettings& settings;
   int storage_fd = -1;
   int scratch_fd = -1;
+  int node_scratch_fd = -1;  // <scratch>/node-<id> (storage/node_scratch.hpp)
 };
 
 // Runs `request` and returns how it ended. Must be awaited on env.strand; the connection

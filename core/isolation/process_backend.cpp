@@ -341,7 +341,8 @@ int ProcessBackend::invoke(const ops_host_v1* host, ops_call* call,
                            ",\"user\":" + json_quote(call->user) +
                            ",\"args\":" + std::string(args_json.empty() ? "{}" : args_json) +
                            ",\"payload\":" + std::to_string(call->payload_total) + "}}";
-  const std::array<int, 2> fds{host->user_dir(call), host->scratch_dir(call)};
+  const std::array<int, 3> fds{host->user_dir(call), host->scratch_dir(call),
+                               host->node_scratch_dir(call)};
   int code = OPS_INTERNAL;
   std::string why;
   Conversation::End end = Conversation::End::worker_failed;

@@ -88,6 +88,10 @@ int host_user_dir(ops_call* call) {
 int host_scratch_dir(ops_call* call) {
   return remote(call).scratch_dir.get();
 }
+int host_node_scratch_dir(ops_call* call) {
+  const RemoteCall& c = remote(call);
+  return c.node_scratch_dir.valid() ? c.node_scratch_dir.get() : c.scratch_dir.get();
+}
 const char* host_settings(ops_call* call) {
   return remote(call).settings.c_str();
 }
@@ -331,6 +335,7 @@ const ops_host_v1 kRemoteHost = {
     host_set_quota,
     host_get_usage,
     host_close_user_connections,
+    host_node_scratch_dir,
 };
 
 }  // namespace

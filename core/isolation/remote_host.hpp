@@ -18,6 +18,7 @@ struct RemoteCall {
   std::string settings;  // the operation's settings, JSON text
   Fd user_dir;
   Fd scratch_dir;
+  Fd node_scratch_dir;  // the third descriptor, when the server sent one
   std::uint64_t payload = 0;
   bool broken = false;  // the server is gone or the conversation failed: stop
   // Requests that need no answer ("reply": false: a result without payload, fail, log,

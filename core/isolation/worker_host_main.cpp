@@ -228,6 +228,7 @@ std::string member_text(const rapidjson::Value& object, const char* key) {
     call.settings = settings;
     call.user_dir = channel.take_fd();
     call.scratch_dir = channel.take_fd();
+    if (channel.pending_fds() > 0) call.node_scratch_dir = channel.take_fd();
     channel.drop_fds();
     const rapidjson::Value& v = c->value;
     if (v.HasMember("user") && v["user"].IsString()) call.user = v["user"].GetString();

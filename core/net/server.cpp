@@ -48,6 +48,7 @@
 #include "plugin_host/lifecycle.hpp"
 #include "plugin_host/plugin_loader.hpp"
 #include "quota/usage_ledger_factory.hpp"
+#include "storage/node_scratch.hpp"
 #include "tls/server_context.hpp"
 
 namespace ops::core {
@@ -76,25 +77,6 @@ constexpr std::chrono::milliseconds kHandlerLinger{30000};
 
 Error startup_error(const std::string& message) {
   return Error{ErrorCode::internal, message};
-}
-
-// Removes the files directly inside `dir_fd`. Subdirectories are kept on purpose (unlinkat
-// without AT_REMOVEDIR refuses them): resumable uploads (§11) keep their partials in
-// <scratch>/uploads/, which must survive a restart.
-void empty_directory(int dir_fd) {
-  int fd = ::dup(dir_fd);
-  DIR* dir = ::fdopendir(fd);
-  if (dir == nullptr) {
-    ::close(fd);
-    return;
-  }
-  std::size_t removed = 0;
-  while (dirent* entry = ::readdir(dir)) {
-    if (std::strcmp(entry->d_name, ".") == 0 || std::strcmp(entry->d_name, "..") == 0) continue;
-    if (::unlinkat(dir_fd, entry->d_name, 0) == 0) ++removed;
-  }
-  ::closedir(dir);
-  if (removed > 0) spdlog::info("removed {} orphaned temporary file(s)", removed);
 }
 
 // Resumable uploads open now: their metadata files (*.meta) in <scratch>/uploads and its
@@ -164,6 +146,8 @@ struct Server::Impl {
   // Declared early so they are closed last, after everything that uses them.
   Fd storage_dir;  // the storage root, opened once
   Fd scratch_dir;  // <storage>/.ops-tmp
+  // <storage>/.ops-tmp/node-<id>: this server's temporaries (storage/node_scratch.hpp).
+  std::unique_ptr<NodeScratch> node_scratch;
   std::unique_ptr<UserStore> users;
   std::unique_ptr<Authenticator> authenticator;
   std::unique_ptr<SnapshotStore> snapshots;
@@ -482,8 +466,17 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
   if (scratch_fd < 0) {
     return startup_error("cannot open " + (cfg.storage_dir / kScratchName).string());
   }
-  // Temporary files of uploads cut short by a crash: nothing refers to them any more.
-  empty_directory(scratch_fd);
+  // This server's own part of the scratch area, shared with the other servers (nodes) that
+  // use this storage directory: opening it removes this node's crash leftovers only.
+  {
+    const std::string node_id = cfg.node_id.empty() ? default_node_id(cfg.state_dir) : cfg.node_id;
+    auto node = NodeScratch::open(scratch_fd, node_id);
+    if (!node) return std::move(node).error();
+    impl->node_scratch = std::move(*node);
+    spdlog::info("node id {} (temporaries in {}/{})", node_id, kScratchName,
+                 impl->node_scratch->dir_name());
+  }
+  const int node_scratch_fd = impl->node_scratch->fd();
 
   auto users = make_user_store(cfg);  // "user_store" in server.json (issue 17)
   if (!users) return std::move(users).error();
@@ -505,13 +498,15 @@ Result<std::unique_ptr<Server>> Server::create(Config config) {
   auto ban_sync = make_ban_sync(cfg, *impl->defender);
   if (!ban_sync) return std::move(ban_sync).error();
   impl->ban_sync = std::move(*ban_sync);
+  impl->context->node_scratch_fd = node_scratch_fd;
   impl->services = std::make_unique<UserServices>(
-      *impl->users, storage_fd, scratch_fd,
+      *impl->users, storage_fd, node_scratch_fd,
       UserDefaults{cfg.default_quota_bytes, cfg.default_quota_files,
                    cfg.default_upload_bytes_per_second, cfg.default_download_bytes_per_second,
                    cfg.payload_min_rate},
       std::move(*ledger));
   impl->context->services = impl->services.get();
+  impl->node_scratch->start_janitor();
   impl->context->metrics = &impl->metrics;
   impl->context->defender = impl->defender.get();
   impl->context->audit = impl->audit.get();

@@ -54,6 +54,8 @@ struct ServerContext {
   Defender* defender = nullptr;
   AuditLog* audit = nullptr;
   std::atomic<std::uint64_t> next_connection_id{1};
+  // <storage>/.ops-tmp/node-<id>: this server's own temporaries (storage/node_scratch.hpp).
+  int node_scratch_fd = -1;
 };
 
 }  // namespace ops::core

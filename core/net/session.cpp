@@ -353,7 +353,8 @@ asio::awaitable<bool> Session::serve(Header& header, Clock::time_point arrived,
   // call's deadline covers a handler that never starts any.
   deadline_ = Clock::time_point::max();
   CallEnvironment env{connection_.executor(), connection_, ctx_.workers,    ctx_.users,
-                      ctx_.services,          settings,    ctx_.storage_fd, ctx_.scratch_fd};
+                      ctx_.services,          settings,    ctx_.storage_fd, ctx_.scratch_fd,
+                      ctx_.node_scratch_fd};
   CallRequest run{&op,
                   user_,
                   request.id,

@@ -70,6 +70,11 @@ int host_user_dir(ops_call* call) {
 int host_scratch_dir(ops_call* call) {
   return call->scratch_dir_fd;
 }
+// This server's own temporaries (storage/node_scratch.hpp); the shared scratch directory
+// where a caller (a test) set none.
+int host_node_scratch_dir(ops_call* call) {
+  return call->node_scratch_dir_fd >= 0 ? call->node_scratch_dir_fd : call->scratch_dir_fd;
+}
 const char* host_settings(ops_call* call) {
   return call->op->policy.settings_json.c_str();
 }
@@ -449,6 +454,7 @@ const ops_host_v1 kHost = {
     host_set_quota,
     host_get_usage,
     host_close_user_connections,
+    host_node_scratch_dir,
 };
 
 }  // namespace

@@ -34,7 +34,8 @@ struct ops_call {
   std::uint64_t request_id = 0;
   ops::Fd user_dir;  // the user's storage directory, open for this call
   int scratch_dir_fd = -1;
-  ops::core::Pace pace;  // limits every blocking transfer of this call
+  int node_scratch_dir_fd = -1;  // <scratch>/node-<id>: this server's temporaries
+  ops::core::Pace pace;          // limits every blocking transfer of this call
 
   // §12: the request's deadline. Reading request payload stops at it (the session then
   // answers `timeout`); once a result is sent it no longer applies.

@@ -89,7 +89,7 @@ def count_and_save(call, path):
         published = False
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o640, dir_fd=call.scratch_dir)
+                         0o640, dir_fd=call.temp_dir())
             counter = Counter()
             for chunk in call.payload_chunks(CHUNK):
                 counter.add(chunk)
@@ -99,7 +99,7 @@ def count_and_save(call, path):
             fd = -1
             # The rename replaces the old file (a symlink there was refused above, and a
             # rename never follows one); usage follows what is now on disk.
-            os.rename(tmp, leaf, src_dir_fd=call.scratch_dir, dst_dir_fd=parent)
+            os.rename(tmp, leaf, src_dir_fd=call.temp_dir(), dst_dir_fd=parent)
             published = True
             call.quota_commit(token, counter.bytes - old_size, 0 if existed else 1)
             os.fsync(parent)  # the new name is durable before we answer
@@ -110,7 +110,7 @@ def count_and_save(call, path):
                 os.close(fd)
             if not published:
                 try:
-                    os.unlink(tmp, dir_fd=call.scratch_dir)
+                    os.unlink(tmp, dir_fd=call.temp_dir())
                 except OSError:
                     pass
                 call.quota_release(token)

@@ -22,7 +22,7 @@
 //    chain N deep costs O(N^2 / kWindow) opens. Memory is the names of the current chain.
 //  - A failure part-way answers the failure's code (`unavailable` for an I/O error) and the
 //    message says how many entries had been removed.
-//  - A single file is renamed into the server's scratch directory, measured there and
+//  - A single file is renamed into this server's scratch directory, measured there and
 //    unlinked, so the usage change is the size of exactly the file that left even when
 //    an upload replaces it at the same moment (take_out_entry).
 //  - The directory that held `path` is fsynced before the answer.
@@ -225,7 +225,7 @@ class TreeRemover {
 };
 
 // Takes a file (or planted symlink or special file) out of the user's tree and says what
-// it was: the entry is renamed into the server's scratch directory first and looked at
+// it was: the entry is renamed into this server's scratch directory first and looked at
 // there, so the usage change is the size of the very file that left (another request may
 // replace the file between a look and an unlink), then unlinked. A directory that took its
 // place meanwhile is put back: EISDIR, for the caller's directory branch. Scratch on
@@ -235,8 +235,11 @@ int take_out_entry(Call& call, int parent, const std::string& leaf, bool& regula
                    std::uint64_t& size) {
   regular = false;
   size = 0;
-  const int scratch = call.scratch_dir();
-  ops::sdk::ReplaceLock lock(scratch);  // see publish.hpp: against a move's look-then-rename
+  // The lock is the one every server sharing the storage takes (on the shared scratch
+  // directory); the file goes aside into this server's own part of it (node_scratch_dir),
+  // which no other server empties.
+  const int scratch = call.node_scratch_dir();
+  ops::sdk::ReplaceLock lock(call.scratch_dir());  // publish.hpp: against a move's look-then-rename
   if (!lock.held()) return lock.error();
   const std::string aside = "remove-" + ops::proof::random_hex(16);
   struct stat st {};
@@ -254,7 +257,7 @@ int take_out_entry(Call& call, int parent, const std::string& leaf, bool& regula
       return EIO;
     }
     if (::unlinkat(scratch, aside.c_str(), 0) != 0) {
-      // Out of the user's tree already; the next start empties the scratch directory.
+      // Out of the user's tree already; this server's next start empties its directory.
       call.log(OPS_LOG_WARN, std::string("cannot unlink a removed file: ") + strerror(errno));
     }
   }

@@ -3,8 +3,8 @@
 // Decisions:
 //  - The host does the work in one call (ops_host_v1::remove_user): the user leaves the
 //    key store (atomic, durable), every connection of that user is closed at once, and
-//    its storage directory is moved out of the storage root at once (into the server's
-//    private scratch directory) and deleted in the background, so a later user of the
+//    its storage directory is moved out of the storage root at once (into this server's
+//    own private scratch directory) and deleted in the background, so a later user of the
 //    same name starts empty.
 //  - Unregistering oneself is forbidden (the answer could not arrive on a connection the
 //    server is closing), and so is unregistering `admin`; an unknown user is not_found.

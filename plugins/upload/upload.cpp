@@ -7,9 +7,11 @@
 //     an existing file without `overwrite`, a directory or symlink at the path, or no
 //     room on the disk for the declared size. (A payload over the operation's
 //     "max_payload" in ops.json is refused by the host before this handler runs.)
-//  2. The bytes stream through a 1 MiB buffer into a temporary file in the host's scratch
-//     directory: server-private, on the same filesystem, unreachable by any user path
-//     (§7), emptied at start-up (so a crash leaves no orphan visible anywhere). SHA-256 is
+//  2. The bytes stream through a 1 MiB buffer into a temporary file in this server's own
+//     scratch directory (node_scratch_dir): server-private, on the same filesystem,
+//     unreachable by any user path (§7), emptied when this server starts again (so a crash
+//     leaves no orphan visible anywhere) and by no other server sharing the storage while
+//     this one runs. SHA-256 is
 //     computed on the way. Memory does not grow with the file.
 //  3. fsync(file). A failed fsync fails the upload; it is never retried (fsyncgate).
 //  4. Missing parent directories are created only now, so a failed upload leaves no empty
@@ -152,7 +154,8 @@ Status handle_upload(Call& call, const rapidjson::Value& args) {
   if (!room) return std::move(room).error();
 
   // Step 2: the temporary file.
-  auto created = ops::sdk::ScratchFile::create(call, call.scratch_dir(), "upload-", path);
+  // This server's own scratch directory: no other server sharing the storage touches it.
+  auto created = ops::sdk::ScratchFile::create(call, call.node_scratch_dir(), "upload-", path);
   if (!created) return std::move(created).error();
   ops::sdk::ScratchFile tmp = std::move(*created);
 

@@ -15,6 +15,12 @@
 //   the partial lives in server-private scratch, invisible to list/stat/download.
 // - After a restart the durable offset is re-learned (fsync, then size) on first contact,
 //   and the SHA-256 is re-computed once, by the first commit.
+// - Any server sharing the storage directory may serve any call of an upload: the partial
+//   and its files are in the shared scratch directory, the flock on the partial is the one
+//   writer across servers, this process's state is only a cache checked against the file
+//   under that lock (upload_state.hpp), and what the lock holder has made durable is
+//   published in the upload's mark, which a status on another server reads while the lock
+//   is held (upload_store.hpp).
 // Settings (upload_open's "settings" in ops.json): upload_expiry (seconds, default 86400)
 // and max_open_uploads (per user, default 64). The expiry is recorded in each upload at open.
 #include <fcntl.h>
@@ -185,9 +191,16 @@ bool try_lock(int fd) {
   return ::flock(fd, LOCK_EX | LOCK_NB) == 0;
 }
 
-ops::Error busy(const FoundUpload& up, const UploadState& state) {
-  std::uint64_t durable = state.durable.load();
-  if (durable == ops::resumable::kUnknownOffset) durable = up.file_size;
+// While another call, here or on another server, holds the partial's lock: the durable end
+// it published in the mark (never less than an offset acknowledged, never more than is
+// durable). This process's own state may be stale: another server may have appended since.
+// An upload from before marks existed: the partial's size.
+std::uint64_t durable_while_busy(const UploadStore& store, const FoundUpload& up) {
+  return store.read_mark(up.meta.id).value_or(up.file_size);
+}
+
+ops::Error busy(const UploadStore& store, const FoundUpload& up) {
+  const std::uint64_t durable = durable_while_busy(store, up);
   return ops::fail_with_details(
       ErrorCode::conflict, "another append or commit of upload " + up.meta.id + " is in progress",
       offset_details(durable));
@@ -196,8 +209,8 @@ ops::Error busy(const FoundUpload& up, const UploadState& state) {
 // Takes the lock of a found upload: `conflict` while another append or commit holds it,
 // `not_found` if an abort or the expiry sweep removed the upload between the find and the
 // lock (the partial this call opened would otherwise be an unlinked file).
-Status lock_upload(const UploadStore& store, const FoundUpload& up, const UploadState& state) {
-  if (!try_lock(up.part.get())) return busy(up, state);
+Status lock_upload(const UploadStore& store, const FoundUpload& up) {
+  if (!try_lock(up.part.get())) return busy(store, up);
   struct stat st {};
   if (::fstatat(store.dir(), UploadStore::meta_name(up.meta.id).c_str(), &st,
                 AT_SYMLINK_NOFOLLOW) != 0) {
@@ -206,17 +219,30 @@ Status lock_upload(const UploadStore& store, const FoundUpload& up, const Upload
   return ops::ok_status();
 }
 
-// Under the lock: the durable end. On first contact (after a restart) the partial is
-// fsynced first, so what is reported is what is on disk and stays there.
-Result<std::uint64_t> settle(const FoundUpload& up, UploadState& state) {
+// Under the lock: the durable end. This process's state is trusted only for the very
+// partial it was recorded on at the very size (upload_state.hpp); otherwise (first contact
+// after a restart, or another server appended or cut back since) the partial is fsynced
+// first, so what is reported is what is on disk and stays there, and the running hash is
+// dropped (re-hashed at commit). The mark is brought up to date for status calls made
+// elsewhere while this lock is held.
+Result<std::uint64_t> settle(const UploadStore& store, const FoundUpload& up, UploadState& state) {
   struct stat st {};
   if (::fstat(up.part.get(), &st) != 0) return io_error(errno, "cannot read the upload");
   const auto size = static_cast<std::uint64_t>(st.st_size);
+  const auto inode = static_cast<std::uint64_t>(st.st_ino);
+  if (state.inode != inode) {
+    state.durable.store(ops::resumable::kUnknownOffset);
+    state.hash.reset();
+    state.inode = inode;
+  }
   if (state.durable.load() != size) {
     if (::fsync(up.part.get()) != 0) return io_error(errno, "cannot sync the upload");
     state.durable.store(size);
   }
   if (state.hash && state.hashed != size) state.hash.reset();  // re-hash at commit
+  if (store.read_mark(up.meta.id) != size) {
+    if (Status marked = store.write_mark(up.meta.id, size); !marked) return marked.error();
+  }
   return size;
 }
 
@@ -306,6 +332,11 @@ Status handle_open(Call& call, const rapidjson::Value& args) {
   state->hash = ops::resumable::new_sha256();
   state->hashed = 0;
   state->durable.store(0);
+  struct stat part {};
+  if (::fstatat(store->dir(), UploadStore::part_name(meta.id).c_str(), &part,
+                AT_SYMLINK_NOFOLLOW) == 0) {
+    state->inode = static_cast<std::uint64_t>(part.st_ino);
+  }
 
   rapidjson::StringBuffer out;
   Writer w(out);
@@ -332,9 +363,9 @@ Status handle_append(Call& call, const rapidjson::Value& args) {
   if (!found) return std::move(found).error();
   FoundUpload& up = *found;
   auto state = ops::resumable::state_of(id);
-  if (Status locked = lock_upload(*store, up, *state); !locked) return locked;
+  if (Status locked = lock_upload(*store, up); !locked) return locked;
 
-  auto settled = settle(up, *state);
+  auto settled = settle(*store, up, *state);
   if (!settled) return std::move(settled).error();
   const std::uint64_t end = *settled;
   // Decided before any payload byte is read (the host discards the rest).
@@ -401,9 +432,16 @@ Status handle_append(Call& call, const rapidjson::Value& args) {
   state->durable.store(end + received);
   if (state->hash) state->hashed = end + received;
   if (vanished) {
-    // Kept: the bytes that arrived, now durable; upload_status reports them.
+    // Kept: the bytes that arrived, now durable; the next upload_status, which settles under
+    // the lock, reports them (and marks them). Not marked here: nothing acknowledges them,
+    // and a status must not report them while this call still holds the lock, or the
+    // client's append from that offset would meet the lock (conflict).
     return ops::fail(ErrorCode::unavailable, "payload did not arrive");
   }
+  // Before the answer: a status on another server during the next append reports at least
+  // this. If it cannot be written, no answer acknowledges the bytes (they are durable, and
+  // the next upload_status, which settles under the lock, reports them).
+  if (Status marked = store->write_mark(id, end + received); !marked) return marked;
 
   rapidjson::StringBuffer out;
   Writer w(out);
@@ -439,17 +477,16 @@ Status handle_status(Call& call, const rapidjson::Value& args) {
   auto state = ops::resumable::state_of(*id);
   std::uint64_t offset = 0;
   std::int64_t touched = ops::resumable::now_ms();
-  Status locked = lock_upload(*store, up, *state);
+  Status locked = lock_upload(*store, up);
   if (!locked && locked.error().code == ErrorCode::not_found) return locked;
   if (locked) {
-    auto settled = settle(up, *state);
+    auto settled = settle(*store, up, *state);
     if (!settled) return std::move(settled).error();
     offset = *settled;
     if (Status t = UploadStore::touch(up.part.get()); !t) return t;
   } else {
-    // An append is running (and touching): report what is durable so far.
-    offset = state->durable.load();
-    if (offset == ops::resumable::kUnknownOffset) offset = up.file_size;
+    // An append is running (and touching), maybe on another server: what it published.
+    offset = durable_while_busy(*store, up);
   }
 
   rapidjson::StringBuffer out;
@@ -488,8 +525,8 @@ Status handle_commit(Call& call, const rapidjson::Value& args) {
     expected = g;
   }
   auto state = ops::resumable::state_of(id);
-  if (Status locked = lock_upload(*store, up, *state); !locked) return locked;
-  auto settled = settle(up, *state);
+  if (Status locked = lock_upload(*store, up); !locked) return locked;
+  auto settled = settle(*store, up, *state);
   if (!settled) return std::move(settled).error();
   const std::uint64_t end = *settled;
   if (Status t = UploadStore::touch(up.part.get()); !t) return t;
@@ -563,8 +600,7 @@ Status handle_abort(Call& call, const rapidjson::Value& args) {
   if (!store) return std::move(store).error();
   auto found = store->find(id);
   if (!found) return std::move(found).error();
-  auto state = ops::resumable::state_of(id);
-  if (Status locked = lock_upload(*store, *found, *state); !locked) return locked;
+  if (Status locked = lock_upload(*store, *found); !locked) return locked;
   if (Status removed = store->remove(id); !removed) return removed;
   call.quota_release_held(quota_tag(id));
 

@@ -1,7 +1,9 @@
 #include "upload_state.hpp"
 
+#include <chrono>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "opserver/proof.hpp"
 
@@ -20,7 +22,12 @@ std::unordered_map<std::string, std::shared_ptr<UploadState>>& states() {
 std::shared_ptr<UploadState> state_of(const std::string& id) {
   std::lock_guard lock(g_mutex);
   auto& slot = states()[id];
-  if (!slot) slot = std::make_shared<UploadState>();
+  if (!slot) {
+    slot = std::make_shared<UploadState>();
+    slot->created_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
+  }
   return slot;
 }
 
@@ -33,6 +40,18 @@ std::shared_ptr<UploadState> find_state(const std::string& id) {
 void drop_state(const std::string& id) {
   std::lock_guard lock(g_mutex);
   states().erase(id);
+}
+
+void keep_only(const std::vector<std::string>& live, std::int64_t now_ms, std::int64_t min_age_ms) {
+  const std::unordered_set<std::string> present(live.begin(), live.end());
+  std::lock_guard lock(g_mutex);
+  for (auto it = states().begin(); it != states().end();) {
+    if (!present.contains(it->first) && now_ms - it->second->created_ms >= min_age_ms) {
+      it = states().erase(it);  // a call still holding it keeps its own shared_ptr
+    } else {
+      ++it;
+    }
+  }
 }
 
 EvpCtx new_sha256() {

@@ -2,10 +2,18 @@
 // five operations live in one plugin for this): per upload id, the offset known durable and
 // the running SHA-256 of the bytes so far, so that upload_commit need not re-read the file.
 //
-// Threads: `durable` may be read by anyone; the hash fields only by the thread that holds
-// the partial's exclusive flock (every append and commit takes it first). After a restart
-// there is no state: the first call that locks the partial fsyncs it and records its size,
-// and the first commit re-hashes the partial once.
+// A cache, never the truth: the partial is on storage that other servers (nodes sharing
+// the storage directory, or other worker processes) append to as well, so whatever this
+// process recorded may be stale. Under the partial's flock it is checked against the file
+// (resumable_ops.cpp, settle()): it is used only while the partial is the same file
+// (inode) of the same size as recorded. Bytes below the recorded size never change once
+// they were recorded (appends only add at the end, and a failed append cuts back only to
+// where it began, at or past that size), so equal size means equal content. Anything else
+// and the state is dropped, exactly as after a restart: the partial is fsynced and its size
+// taken as the durable end, and the first commit re-hashes it once.
+//
+// Threads: `durable` may be read by anyone; the other fields only by the thread that holds
+// the partial's exclusive flock (every append and commit takes it first).
 #pragma once
 
 #include <openssl/evp.h>
@@ -15,6 +23,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "opserver/error.hpp"
 
@@ -31,6 +40,8 @@ struct UploadState {
   std::atomic<std::uint64_t> durable{kUnknownOffset};
   EvpCtx hash;               // null: unknown, re-hash at commit
   std::uint64_t hashed = 0;  // bytes the hash covers
+  std::uint64_t inode = 0;   // the partial these were recorded on (0: none yet)
+  std::int64_t created_ms = 0;
 };
 
 // The state of `id`, created empty on first use.
@@ -39,6 +50,9 @@ std::shared_ptr<UploadState> state_of(const std::string& id);
 std::shared_ptr<UploadState> find_state(const std::string& id);
 // Forgets `id` (commit, abort, expiry).
 void drop_state(const std::string& id);
+// Forgets every state older than `min_age_ms` whose id is not in `live` (the uploads still
+// on the storage): uploads committed, aborted or expired through another server.
+void keep_only(const std::vector<std::string>& live, std::int64_t now_ms, std::int64_t min_age_ms);
 
 // A fresh SHA-256 context, or null when OpenSSL fails.
 EvpCtx new_sha256();

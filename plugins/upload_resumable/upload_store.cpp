@@ -29,6 +29,9 @@ constexpr const char* kUploadsDir = "uploads";
 // A .meta.tmp older than this is left over from a crash inside upload_open.
 constexpr std::int64_t kStaleTempMs = 60'000;
 constexpr std::int64_t kSweepIntervalMs = 1000;
+// A state this young is never pruned: its upload_open may not have written the .meta yet
+// when the sweep listed the directory.
+constexpr std::int64_t kStateMinAgeMs = 60'000;
 
 std::int64_t mtime_ms(const struct stat& st) {
   return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1'000'000;
@@ -183,17 +186,29 @@ void remove_if_idle(int dir, const std::string& user, const std::string& id) {
   } else {
     ::unlinkat(dir, UploadStore::meta_name(id).c_str(), 0);
   }
+  ::unlinkat(dir, UploadStore::mark_name(id).c_str(), 0);
   ::fsync(dir);
   drop_state(id);
   std::lock_guard lock(g_expired_mutex);
   g_expired[user].push_back(id);
 }
 
-// Expired uploads, orphaned partials and stale temporaries in one user's directory.
+// Expired uploads, orphaned partials and stale temporaries in one user's directory. The
+// ids of the uploads it leaves are added to `live`.
 void sweep_user_dir(int dir, const std::string& user, std::uint64_t default_expiry_ms,
-                    std::int64_t now) {
+                    std::int64_t now, std::vector<std::string>& live) {
   for (const std::string& name : entries_of(dir)) {
     struct stat st {};
+    if (ends_with(name, ".mark") || ends_with(name, ".mark.tmp")) {
+      // A mark whose upload is gone (removed between the mark's write and its removal).
+      const std::string id = name.substr(0, name.size() - (ends_with(name, ".tmp") ? 9 : 5));
+      if (::fstatat(dir, UploadStore::meta_name(id).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 &&
+          ::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+          now - mtime_ms(st) > kStaleTempMs) {
+        ::unlinkat(dir, name.c_str(), 0);
+      }
+      continue;
+    }
     if (ends_with(name, ".meta.tmp")) {
       if (::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
           now - mtime_ms(st) > kStaleTempMs) {
@@ -222,7 +237,11 @@ void sweep_user_dir(int dir, const std::string& user, std::uint64_t default_expi
     if (::fstatat(dir, UploadStore::part_name(id).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
       touched = mtime_ms(st);
     }  // a .meta without its partial: touched 0, so expired
-    if (now - touched > static_cast<std::int64_t>(expiry)) remove_if_idle(dir, user, id);
+    if (now - touched > static_cast<std::int64_t>(expiry)) {
+      remove_if_idle(dir, user, id);
+    } else if (is_meta) {
+      live.push_back(id);
+    }
   }
 }
 
@@ -290,6 +309,10 @@ Status UploadStore::create(UploadMeta& meta) {
     if (fd >= 0) {
       sdk::Fd part(fd);
       if (::fsync(fd) != 0) break;
+      if (Status marked = write_mark(meta.id, 0); !marked) {
+        ::unlinkat(dir, part_name(meta.id).c_str(), 0);
+        return marked;
+      }
       // The metadata makes the upload exist: temporary name, fsync, rename, fsync dir.
       const std::string tmp = meta_name(meta.id) + ".tmp";
       const std::string text = meta_json(meta);
@@ -304,6 +327,7 @@ Status UploadStore::create(UploadMeta& meta) {
         ::unlinkat(dir, tmp.c_str(), 0);
         ::unlinkat(dir, meta_name(meta.id).c_str(), 0);
         ::unlinkat(dir, part_name(meta.id).c_str(), 0);
+        ::unlinkat(dir, mark_name(meta.id).c_str(), 0);
         return io_error(err);
       }
       return ok_status();
@@ -312,6 +336,7 @@ Status UploadStore::create(UploadMeta& meta) {
   }
   int err = errno;
   ::unlinkat(dir, part_name(meta.id).c_str(), 0);
+  ::unlinkat(dir, mark_name(meta.id).c_str(), 0);
   return io_error(err);
 }
 
@@ -376,9 +401,38 @@ Status UploadStore::remove(const std::string& id) {
   // Metadata first: once it is gone the upload no longer exists, whatever else remains.
   if (::unlinkat(dir, meta_name(id).c_str(), 0) != 0 && errno != ENOENT) return io_error(errno);
   if (::unlinkat(dir, part_name(id).c_str(), 0) != 0 && errno != ENOENT) return io_error(errno);
+  if (::unlinkat(dir, mark_name(id).c_str(), 0) != 0 && errno != ENOENT) return io_error(errno);
   if (::fsync(dir) != 0) return io_error(errno);
   drop_state(id);
   return ok_status();
+}
+
+Status UploadStore::write_mark(const std::string& id, std::uint64_t offset) const {
+  const int dir = user_dir_.get();
+  const std::string tmp = mark_name(id) + ".tmp";  // one writer: the lock holder
+  const std::string text = std::to_string(offset);
+  int fd = ::openat(dir, tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0640);
+  if (fd < 0) return io_error(errno);
+  sdk::Fd owned(fd);
+  if (::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    return io_error(errno == 0 ? EIO : errno);
+  }
+  // close(2) before the rename: on NFS it sends the bytes to the server (close-to-open), so
+  // another client that opens the mark after the rename reads them.
+  if (::close(owned.release()) != 0) return io_error(errno);
+  if (::renameat(dir, tmp.c_str(), dir, mark_name(id).c_str()) != 0) return io_error(errno);
+  return ok_status();
+}
+
+std::optional<std::uint64_t> UploadStore::read_mark(const std::string& id) const {
+  auto text = read_small_file(user_dir_.get(), mark_name(id));
+  if (!text || text->empty() || text->size() > 20) return std::nullopt;
+  std::uint64_t value = 0;
+  for (char c : *text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    value = value * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  return value;
 }
 
 Status UploadStore::touch(int part_fd) {
@@ -402,12 +456,16 @@ void UploadStore::sweep_if_due(int scratch_dir, std::uint64_t default_expiry_ms)
   int fd = ::openat(scratch_dir, kUploadsDir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return;
   sdk::Fd uploads(fd);
+  std::vector<std::string> live;
   for (const std::string& user : entries_of(fd)) {
     int ufd = ::openat(fd, user.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (ufd < 0) continue;
     sdk::Fd user_dir(ufd);
-    sweep_user_dir(ufd, user, default_expiry_ms, now);
+    sweep_user_dir(ufd, user, default_expiry_ms, now, live);
   }
+  // The in-memory state of uploads that another server committed or aborted (or that
+  // expired there) would otherwise stay here for ever.
+  keep_only(live, now, kStateMinAgeMs);
 }
 
 }  // namespace ops::resumable

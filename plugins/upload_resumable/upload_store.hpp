@@ -4,8 +4,12 @@
 //   <scratch>/uploads/<user>/<id>.part   the bytes received so far
 //   <scratch>/uploads/<user>/<id>.meta   what upload_open was told (JSON, written once,
 //                                        atomically: .tmp, fsync, rename, fsync dir)
-// The server empties only the files directly in <scratch> at start-up, never its
-// subdirectories, so partials survive a restart. An upload exists once its .meta does; a
+//   <scratch>/uploads/<user>/<id>.mark   the durable end as last published by the holder
+//                                        of the partial's lock (decimal; replaced by
+//                                        rename, never fsynced: see write_mark)
+// <scratch> is shared by every server using the storage directory and nothing in it is
+// removed at start-up, so partials survive a restart and any server continues any upload
+// (one writer at a time: the partial's flock). An upload exists once its .meta does; a
 // .part without one (a crash inside upload_open) is swept like an expired upload.
 // The last-touched time is the .part's mtime: an append's write(2) moves it, status and
 // commit set it (futimens + fsync), so touching costs no metadata rewrite.
@@ -67,6 +71,15 @@ class UploadStore {
   int dir() const noexcept { return user_dir_.get(); }
   static std::string part_name(const std::string& id) { return id + ".part"; }
   static std::string meta_name(const std::string& id) { return id + ".meta"; }
+  static std::string mark_name(const std::string& id) { return id + ".mark"; }
+
+  // The mark: what upload_status answers while another call (on any server) holds the
+  // partial's lock. Written only by the lock holder, only with an offset already fsynced,
+  // and after every append before its answer: so it is never more than is durable and
+  // never less than any offset acknowledged. Replaced whole by rename (readers never see
+  // half of it); not fsynced: after a crash the next lock holder rewrites it.
+  Status write_mark(const std::string& id, std::uint64_t offset) const;
+  std::optional<std::uint64_t> read_mark(const std::string& id) const;
 
   // Creates the empty partial and then its metadata, both durable. `meta.id` is chosen here.
   Status create(UploadMeta& meta);

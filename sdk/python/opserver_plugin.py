@@ -403,7 +403,10 @@ class Call:
         self.settings: dict = op.settings
         self.user_dir: int = fds[0] if len(fds) > 0 else -1
         self.scratch_dir: int = fds[1] if len(fds) > 1 else -1
-        for extra in fds[2:]:
+        # This server's own part of scratch_dir, for temporary files (servers sharing one
+        # storage directory each have theirs); an older server sends none: scratch_dir.
+        self.node_scratch_dir: int = fds[2] if len(fds) > 2 else -1
+        for extra in fds[3:]:
             _close_quietly(extra)
         self._payload_done = self.payload_size == 0
         self.result_sent = False
@@ -593,14 +596,18 @@ class Call:
             os.close(parent)
 
     def scratch_name(self, prefix: str = "tmp") -> str:
-        """A fresh file name for call.scratch_dir (never visible to users)."""
+        """A fresh file name for call.temp_dir() (never visible to users)."""
         return f".{prefix}-{os.getpid()}-{secrets.token_hex(8)}"
 
     def _close_fds(self) -> None:
-        for fd in (self.user_dir, self.scratch_dir):
+        for fd in (self.user_dir, self.scratch_dir, self.node_scratch_dir):
             if fd >= 0:
                 _close_quietly(fd)
-        self.user_dir = self.scratch_dir = -1
+        self.user_dir = self.scratch_dir = self.node_scratch_dir = -1
+
+    def temp_dir(self) -> int:
+        """Where temporary files go: node_scratch_dir, or scratch_dir from an older server."""
+        return self.node_scratch_dir if self.node_scratch_dir >= 0 else self.scratch_dir
 
 
 # ---------------------------------------------------------------------------------------

@@ -27,6 +27,14 @@ std::uint64_t Call::setting_u64(const char* name, std::uint64_t fallback) {
   return it->value.GetUint64();
 }
 
+int Call::node_scratch_dir() const {
+  const bool present = host_->struct_size >= offsetof(ops_host_v1, node_scratch_dir) +
+                                                 sizeof(host_->node_scratch_dir) &&
+                       host_->node_scratch_dir != nullptr;
+  const int fd = present ? host_->node_scratch_dir(call_) : -1;
+  return fd >= 0 ? fd : scratch_dir();
+}
+
 Status Call::send_result(std::string_view result_json, std::uint64_t payload_size) {
   result_sent_ = true;
   if (host_->send_result(call_, result_json.data(), result_json.size(), payload_size) != 0) {

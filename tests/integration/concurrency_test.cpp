@@ -13,6 +13,7 @@
 #include "harness/server_process.hpp"
 #include "ops_test_util.hpp"
 #include "opserver/proof.hpp"
+#include "scratch_util.hpp"
 
 namespace ops::test {
 namespace {
@@ -48,7 +49,6 @@ class Concurrency : public ::testing::Test {
     return out;
   }
   fs::path home() const { return server_->storage_dir() / "carol"; }
-  fs::path scratch() const { return server_->storage_dir() / ".ops-tmp"; }
 
   static ServerProcess* server_;
   static std::string* key_;
@@ -88,7 +88,7 @@ TEST_F(Concurrency, TwentyCreatorsOfOneNewPathExactlyOneWins) {
     ASSERT_GE(winner, 0);
     EXPECT_TRUE(read_file(home() / path) == body_for(winner, 256 * 1024));
   }
-  EXPECT_TRUE(fs::is_empty(scratch()));
+  EXPECT_TRUE(scratch_clean(server_->storage_dir()));
 }
 
 TEST_F(Concurrency, TwentyOverwritersLeaveExactlyOneCompleteBody) {
@@ -111,7 +111,7 @@ TEST_F(Concurrency, TwentyOverwritersLeaveExactlyOneCompleteBody) {
   const std::string final_body = read_file(home() / "shared.bin");
   EXPECT_EQ(final_body.size(), kSize);
   EXPECT_TRUE(sums.count(proof::sha256_hex(final_body))) << "a torn or unknown body";
-  EXPECT_TRUE(fs::is_empty(scratch()));
+  EXPECT_TRUE(scratch_clean(server_->storage_dir()));
 }
 
 TEST_F(Concurrency, DownloadsDuringOverwritesSeeOldOrNewNeverAMix) {

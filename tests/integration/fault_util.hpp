@@ -16,6 +16,7 @@
 #include "harness/server_process.hpp"
 #include "ops_test_util.hpp"
 #include "opserver/proof.hpp"
+#include "scratch_util.hpp"
 
 namespace ops::test {
 
@@ -88,8 +89,7 @@ inline std::string tree_fingerprint_of_files(const fs::path& dir) {
 
 // The server-private scratch directory: empty means no temporary file is left.
 inline bool scratch_empty(const ServerProcess& server) {
-  std::error_code ec;
-  return fs::is_empty(server.storage_dir() / ".ops-tmp", ec) && !ec;
+  return scratch_clean(server.storage_dir());
 }
 
 // Invariant S: a fresh client authenticates, describes, and round-trips 1 KiB within

@@ -21,6 +21,7 @@
 #include "harness/server_process.hpp"
 #include "ops_test_util.hpp"
 #include "opserver/proof.hpp"
+#include "scratch_util.hpp"
 
 namespace ops::test {
 namespace {
@@ -148,8 +149,9 @@ TEST_F(StageFaults, UploadResetAtEveryStage) {
     c->send(std::string_view(body).substr(0, sent));
     // The server has taken every byte sent into its temporary file before the reset.
     ASSERT_TRUE(eventually([&] {
-      for (const auto& e : fs::directory_iterator(server_->storage_dir() / ".ops-tmp")) {
-        return fs::file_size(e.path()) == sent;
+      for (const std::string& name : scratch_temporaries(server_->storage_dir())) {
+        std::error_code ec;
+        return fs::file_size(server_->storage_dir() / ".ops-tmp" / name, ec) == sent && !ec;
       }
       return false;
     })) << "no temporary file of "

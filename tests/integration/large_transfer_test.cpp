@@ -16,6 +16,7 @@
 #include "harness/server_process.hpp"
 #include "ops_test_util.hpp"
 #include "opserver/proof.hpp"
+#include "scratch_util.hpp"
 
 namespace ops::test {
 namespace {
@@ -129,7 +130,7 @@ TEST(LargeTransfer, OneGibRoundTripWithBoundedServerMemory) {
   EXPECT_LT(peak - std::min(peak, baseline), kLimit)
       << "server memory grew by " << (peak - baseline) / (1024 * 1024) << " MiB";
   EXPECT_EQ(fs::file_size(server.storage_dir() / "admin/big/one.bin"), size);
-  EXPECT_TRUE(fs::is_empty(server.storage_dir() / ".ops-tmp"));
+  EXPECT_TRUE(scratch_clean(server.storage_dir()));
 }
 
 }  // namespace

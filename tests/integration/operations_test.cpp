@@ -16,6 +16,7 @@
 #include "harness/server_process.hpp"
 #include "ops_test_util.hpp"
 #include "opserver/proof.hpp"
+#include "scratch_util.hpp"
 
 namespace ops::test {
 namespace {
@@ -51,7 +52,6 @@ class Operations : public ::testing::Test {
     ASSERT_TRUE(client_);
   }
   fs::path home() const { return server_->storage_dir() / user_; }
-  fs::path scratch() const { return server_->storage_dir() / ".ops-tmp"; }
   client::Client& c() { return *client_; }
 
   static ServerProcess* server_;
@@ -196,7 +196,7 @@ TEST_F(Operations, OverwriteRules) {
   // overwrite:true on a new path just creates it.
   EXPECT_OP_OK(upload(c(), "new.txt", "n", ",\"overwrite\":true"));
   EXPECT_OP_ERR(upload(c(), "f.txt", "x", ",\"unknown\":1"), "invalid_args");
-  EXPECT_TRUE(fs::is_empty(scratch()));
+  EXPECT_TRUE(scratch_clean(server_->storage_dir()));
 }
 
 TEST_F(Operations, Sha256IsCheckedAndMalformedOnesRefused) {
@@ -235,7 +235,7 @@ TEST_F(Operations, Sha256IsCheckedAndMalformedOnesRefused) {
   }
   EXPECT_OP_ERR(upload(c(), "malformed", body, ",\"sha256\":12"), "invalid_args");
   EXPECT_FALSE(fs::exists(home() / "malformed"));
-  EXPECT_TRUE(fs::is_empty(scratch()));
+  EXPECT_TRUE(scratch_clean(server_->storage_dir()));
 }
 
 TEST_F(Operations, EmptyFiles) {

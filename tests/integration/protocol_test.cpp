@@ -6,6 +6,7 @@
 #include <regex>
 
 #include "harness/server_process.hpp"
+#include "scratch_util.hpp"
 
 namespace ops::test {
 namespace {
@@ -292,7 +293,7 @@ TEST(ProtocolTimeouts, IdleAndStalledConnectionsAreClosed) {
            std::string(500, 'x'));
     EXPECT_TRUE(c.closed_within(std::chrono::seconds(5)));
     EXPECT_FALSE(fs::exists(server.storage_dir() / "admin" / "stalled.bin"));
-    EXPECT_TRUE(fs::is_empty(server.storage_dir() / ".ops-tmp"));
+    EXPECT_TRUE(scratch_clean(server.storage_dir()));
   }
   // And the server still serves.
   EXPECT_TRUE(server.connect_admin());

@@ -16,6 +16,7 @@
 #include "harness/server_process.hpp"
 #include "ops_test_util.hpp"
 #include "opserver/proof.hpp"
+#include "scratch_util.hpp"
 
 namespace ops::test {
 namespace {
@@ -175,7 +176,7 @@ TEST_F(Symlinks, SwapRaceNeverReachesOutside) {
   EXPECT_GT(ok_up + ok_down, 0);
   EXPECT_GT(refused, 0);  // the race was real: some requests met the symlink
   EXPECT_EQ(snapshot(), outside_before_);
-  EXPECT_TRUE(fs::is_empty(server_->storage_dir() / ".ops-tmp"));
+  EXPECT_TRUE(scratch_clean(server_->storage_dir()));
 }
 
 }  // namespace

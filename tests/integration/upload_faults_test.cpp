@@ -14,6 +14,7 @@
 #include "harness/server_process.hpp"
 #include "ops_test_util.hpp"
 #include "opserver/proof.hpp"
+#include "scratch_util.hpp"
 
 namespace ops::test {
 namespace {
@@ -44,16 +45,17 @@ class UploadFaults : public ::testing::Test {
   void TearDown() override { EXPECT_TRUE(server_->running()) << server_->log(); }
 
   fs::path home() const { return server_->storage_dir() / "frank"; }
-  fs::path scratch() const { return server_->storage_dir() / ".ops-tmp"; }
-  // Size of the one temporary upload file, or -1 if there is none.
+  // Size of the one temporary upload file (in the server's node-<id>/), or -1 if none.
   std::int64_t temp_size() const {
-    for (const auto& e : fs::directory_iterator(scratch())) {
+    for (const std::string& name : scratch_temporaries(server_->storage_dir())) {
       struct stat st {};
-      if (::stat(e.path().c_str(), &st) == 0) return st.st_size;
+      if (::stat((server_->storage_dir() / ".ops-tmp" / name).c_str(), &st) == 0) {
+        return st.st_size;
+      }
     }
     return -1;
   }
-  bool scratch_empty() const { return fs::is_empty(scratch()); }
+  bool scratch_empty() const { return scratch_clean(server_->storage_dir()); }
 
   // Starts an upload of `body` to `path`, sends its first `sent` bytes, waits until the
   // server has stored them in its temporary file, and returns the open client.

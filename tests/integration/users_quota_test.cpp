@@ -15,6 +15,7 @@
 
 #include "harness/server_process.hpp"
 #include "ops_test_util.hpp"
+#include "scratch_util.hpp"
 
 namespace ops::test {
 namespace {
@@ -129,7 +130,7 @@ TEST_F(UsersQuota, QuotaExceededIsAnsweredBeforeThePayloadIsRead) {
   EXPECT_TRUE(tree(server_->storage_dir() / "alice").empty());
   // Nothing left in the scratch directory either (no temporary file was made).
   for (const auto& e : tree(server_->storage_dir() / ".ops-tmp")) {
-    EXPECT_EQ(e.rfind("upload-", 0), std::string::npos) << e;
+    EXPECT_EQ(e.find("upload-"), std::string::npos) << e;
   }
   // Within the quota it works, and usage counts it.
   auto alice = server_->connect("alice", key);
@@ -322,8 +323,7 @@ TEST_F(UsersQuota, UnregisterClosesConnectionsAndRemovesTheStorage) {
   // The moved-aside tree is deleted in the background.
   bool gone = false;
   for (int i = 0; i < 100 && !gone; ++i) {
-    gone = true;
-    for (const auto& e : tree(server_->storage_dir() / ".ops-tmp")) gone = gone && e.empty();
+    gone = scratch_clean(server_->storage_dir());
     if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   EXPECT_TRUE(gone) << "the unregistered user's files are still in the scratch directory";

@@ -98,6 +98,26 @@ std::string sha_of_file(const fs::path& p) {
   return ops::proof::sha256_hex(slurp(p));
 }
 
+// Temporary files in the scratch area: everything but the node-<id>/ directories and
+// their .owner lock files (docs/SCALING.md, "Scratch layout").
+std::uint64_t count_temporaries(const fs::path& scratch) {
+  std::uint64_t n = 0;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(scratch, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    if (!it->path().filename().string().starts_with("node-")) {
+      ++n;
+      continue;
+    }
+    std::error_code inner;
+    for (auto f = fs::directory_iterator(it->path(), inner);
+         !inner && f != fs::directory_iterator(); f.increment(inner)) {
+      if (f->path().filename() != ".owner") ++n;
+    }
+  }
+  return n;
+}
+
 int usage() {
   std::fprintf(stderr,
                "usage: ops_soak --server BIN --plugins DIR [--rounds N] [--writers N] "
@@ -308,8 +328,7 @@ int main(int argc, char** argv) {
     if (round > 1) {
       server.start();
       t.startup_ms.push_back(static_cast<double>(server.last_startup.count()) / 1000.0);
-      std::error_code ec;
-      if (!fs::is_empty(scratch, ec)) {
+      if (count_temporaries(scratch) > 0) {
         ++t.orphans_after_start;
         std::printf("soak: round %d: temporary files left after start-up\n", round);
       }
@@ -397,11 +416,7 @@ int main(int argc, char** argv) {
     t.acknowledged += acknowledged;
     t.refused += refused;
     // Orphans right after the kill: uploads cut short.
-    std::error_code ec;
-    for (auto it = fs::directory_iterator(scratch, ec); !ec && it != fs::directory_iterator();
-         it.increment(ec)) {
-      ++t.orphans_at_kill;
-    }
+    t.orphans_at_kill += count_temporaries(scratch);
     verify("after kill");
     if (round % 20 == 0 || round == a.rounds) {
       std::printf("soak: round %d/%d: %llu uploads acknowledged so far, lost %llu, torn %llu\n",
@@ -413,10 +428,7 @@ int main(int argc, char** argv) {
   // A last start: orphans removed, everything verified once more.
   server.start();
   t.startup_ms.push_back(static_cast<double>(server.last_startup.count()) / 1000.0);
-  {
-    std::error_code ec;
-    if (!fs::is_empty(scratch, ec)) ++t.orphans_after_start;
-  }
+  if (count_temporaries(scratch) > 0) ++t.orphans_after_start;
   verify("final start");
   check_users("final start");
   server.stop();

@@ -37,8 +37,12 @@ class Call {
   std::string_view user() const { return host_->user(call_); }
   // The user's storage directory (host-owned fd: do not close).
   int user_dir() const { return host_->user_dir(call_); }
-  // Server-private directory on the user directories' filesystem (host-owned fd).
+  // Server-private directory on the user directories' filesystem (host-owned fd), shared by
+  // every server using the same storage: for state any of them may continue.
   int scratch_dir() const { return host_->scratch_dir(call_); }
+  // This server's own directory inside scratch_dir(), for temporary files (host-owned fd);
+  // scratch_dir() on a server older than ABI minor 2.
+  int node_scratch_dir() const;
   // This operation's "settings" object from ops.json.
   const rapidjson::Value& settings();
   // settings()[name] as an unsigned integer, or `fallback` when absent.

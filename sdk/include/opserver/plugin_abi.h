@@ -30,8 +30,10 @@ extern "C" {
  * beyond a struct's struct_size are read as NULL / absent. History of major 1:
  *   minor 0: the first release (no abi_minor in the stamp);
  *   minor 1: ops_plugin_stamp_v1.abi_minor; ops_op_v1.settings_schema, init, shutdown,
- *            health (the lifecycle hooks). */
-#define OPS_PLUGIN_ABI_MINOR 1u
+ *            health (the lifecycle hooks);
+ *   minor 2: ops_host_v1.node_scratch_dir (temporaries apart from other servers sharing
+ *            the storage). */
+#define OPS_PLUGIN_ABI_MINOR 2u
 
 #if defined(__GNUC__)
 #define OPS_EXPORT __attribute__((visibility("default")))
@@ -111,11 +113,13 @@ typedef struct ops_host_v1 {
   const char* (*user)(ops_call* call);
   /* The user's storage directory, opened O_DIRECTORY. OWNERSHIP: host; do not close. */
   int (*user_dir)(ops_call* call);
-  /* A server-private directory on the same filesystem as the user directories, for
-   * temporary files that must never be visible through a user's paths. The files directly
-   * in it are removed by the server at start-up; subdirectories (and what they hold) are
-   * kept, for state that must outlive a restart (resumable uploads keep theirs in
-   * `uploads/`). OWNERSHIP: host; do not close. */
+  /* A server-private directory on the same filesystem as the user directories, never
+   * visible through a user's paths, SHARED by every server using the same storage
+   * directory: for state that must outlive a restart and that any of them may continue
+   * (resumable uploads keep theirs in `uploads/`). Its subdirectories are never removed by
+   * the server; files left directly in it are, once 10 minutes old. Temporary files belong
+   * in node_scratch_dir (below); an older server has none, and then removes the files
+   * directly in this directory at start-up. OWNERSHIP: host; do not close. */
   int (*scratch_dir)(ops_call* call);
   /* This operation's "settings" object from ops.json as JSON text ("{}" if none).
    * OWNERSHIP: host; valid until the plugin is unloaded. */
@@ -232,6 +236,13 @@ typedef struct ops_host_v1 {
    * `except_this_connection` is non-zero; reads and writes in progress fail at once.
    * Returns the number of connections closed. */
   int64_t (*close_user_connections)(ops_call* call, const char* name, int except_this_connection);
+
+  /* Minor 2 (check struct_size before calling). This server's own directory inside
+   * scratch_dir (`node-<node_id>/`), on the same filesystem, for temporary files: what it
+   * holds is removed when this server starts again, never by another server while this one
+   * runs. Rename from it into the user's directory is atomic. OWNERSHIP: host; do not
+   * close. */
+  int (*node_scratch_dir)(ops_call* call);
 } ops_host_v1;
 
 /* Special values of the quota arguments of create_user_with_quota and set_quota. */

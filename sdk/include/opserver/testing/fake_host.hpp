@@ -33,8 +33,9 @@
 // server has its own.
 struct ops_call {
   std::string user = "alice";
-  int user_dir = -1;  // the caller's storage directory (the test opens it)
-  int scratch = -1;   // the server-private scratch directory (the test opens it)
+  int user_dir = -1;      // the caller's storage directory (the test opens it)
+  int scratch = -1;       // the server-private scratch directory (the test opens it)
+  int node_scratch = -1;  // this server's temporaries; -1: `scratch` serves for both
   std::string settings = "{}";
 
   std::string payload;        // the request payload
@@ -156,6 +157,9 @@ inline std::int64_t get_usage(ops_call*, const char*, char*, std::size_t) {
 inline std::int64_t close_user_connections(ops_call*, const char*, int) {
   return 0;
 }
+inline int node_scratch_dir(ops_call* c) {
+  return c->node_scratch >= 0 ? c->node_scratch : c->scratch;
+}
 
 }  // namespace fake_host_detail
 
@@ -189,7 +193,8 @@ inline const ops_host_v1* fake_host() {
                                    d::rekey_user,
                                    d::set_quota,
                                    d::get_usage,
-                                   d::close_user_connections};
+                                   d::close_user_connections,
+                                   d::node_scratch_dir};
   return &host;
 }
 
