@@ -307,6 +307,12 @@ def tls_bounds(runs):
         if s:
             per = Stat([1024 / v for v in s.values if v])
             rows.append((what, cell(s), cell(per, 3)))
+    for key, what in [("ecdsa_p256_sign_us", "openssl speed ecdsap256: one signature, µs"),
+                      ("ecdsa_p256_verify_us", "openssl speed ecdsap256: one verification, µs"),
+                      ("x25519_us", "openssl speed ecdhx25519: one operation, µs")]:
+        s = stat(runs, "openssl-handshake-crypto", key)
+        if s:
+            rows.append((what, "", cell(s)))
     return rows
 
 
@@ -375,7 +381,7 @@ def render(runs, meta):
         bounds = tls_bounds(runs)
         if bounds:
             out.append("### One core's ceilings (openssl speed, pinned to the server's CPU)\n")
-            out.append("| what | MiB/s | CPU s per GiB |")
+            out.append("| what | MiB/s | CPU s per GiB (µs for the handshake's operations) |")
             out.append("|---|---|---|")
             for row in bounds:
                 out.append("| " + " | ".join(row) + " |")
