@@ -3,7 +3,8 @@
 
 Every line is one run of one workload: {"label": ..., <metrics>}. Runs with the same label
 are summarised as median [min-max]. The goals of issue 6 are then checked as ratios of
-medians, measured in the same run of the harness.
+medians, measured in the same run of the harness; so are those of issue 12 (opserver over
+TLS against gRPC with TLS and sftp aes128-gcm), from the TLS section.
 
     report.py RESULTS.jsonl [--meta META.json] [--out FILE]
 """
@@ -77,9 +78,8 @@ def lowest(runs, labels, key):
     return min(found, key=lambda x: x[1].median)
 
 
-def goals(runs):
-    """Rows: (workload, opserver figure, reference, ratio, goal, verdict)."""
-    rows = []
+def make_ratio_row(runs, rows):
+    """A function that appends one goal row: opserver's median against a reference's."""
 
     def ratio_row(workload, ops_label, key, ref_name, ref_label, ref_stat, factor, unit,
                   higher_is_better=True):
@@ -94,6 +94,14 @@ def goals(runs):
         rows.append((workload, cell(ops) + unit, f"{ref_name} ({ref_label}): {cell(ref_stat)}{unit}",
                      f"{r:.2f} ×", ("≥ " if higher_is_better else "≤ ") + f"{factor} ×",
                      "met" if ok else "MISSED"))
+
+    return ratio_row
+
+
+def goals(runs):
+    """Rows: (workload, opserver figure, reference, ratio, goal, verdict)."""
+    rows = []
+    ratio_row = make_ratio_row(runs, rows)
 
     # Download 1 GiB.
     l, s = best(runs, ["iperf3-1m-down"], "mib_s")
@@ -162,9 +170,174 @@ def goals(runs):
     return rows
 
 
+def tls_size(runs):
+    """The transfer size in the TLS section's labels (1G, or 64M with --quick), or None."""
+    for label in sorted(runs):
+        if label.startswith("ops-tls-upload-"):
+            return label[len("ops-tls-upload-"):]
+    return None
+
+
+def paired(runs, a_label, a_key, b_label, b_key):
+    """The ratios a/b repetition by repetition (the i-th run of each label ran in the same
+    repetition), or None when the two labels do not have one run each per repetition."""
+    a = [r.get(a_key) for r in runs.get(a_label, [])]
+    b = [r.get(b_key) for r in runs.get(b_label, [])]
+    if not a or len(a) != len(b) or not all(isinstance(v, (int, float)) and v for v in a + b):
+        return None
+    return Stat([x / y for x, y in zip(a, b)])
+
+
+def tls_goals(runs):
+    """Issue 12's goals: opserver over TLS against gRPC with TLS and sftp aes128-gcm, all
+    from the TLS section of one run (the same rows, interleaved per repetition). Rows:
+    (workload, opserver, reference, ratio of medians, per-repetition ratios, goal, verdict)."""
+    size = tls_size(runs)
+    if size is None:
+        return []
+    rows = []
+    ratio_row = make_ratio_row(runs, rows)
+
+    def sftp(label):
+        """sftp's rate without its connection and login when measured (opserver's and gRPC's
+        rows connect before their clock starts), else the whole command's."""
+        s = stat(runs, label, "mib_s_after_connect")
+        if s:
+            return "sftp aes128-gcm, after its connection", label, s, "mib_s_after_connect"
+        return "sftp aes128-gcm", label, stat(runs, label, "mib_s"), "mib_s"
+
+    def goal(workload, ops_label, key, ref_name, ref_label, ref_stat, ref_key, factor, unit):
+        ratio_row(workload, ops_label, key, ref_name, ref_label, ref_stat, factor, unit)
+        p = paired(runs, ops_label, key, ref_label, ref_key) if ref_label else None
+        row = rows.pop()
+        rows.append(row[:4] + ((cell(p) + " ×") if p else "–",) + row[4:])
+
+    name, l, s, k = sftp(f"sftp-aes128-gcm-get-{size}")
+    goal(f"download {size}", f"ops-tls-download-{size}", "mib_s", name, l, s, k, 2, " MiB/s")
+    l, s = best(runs, [f"grpc-tls-download-{size}-64k", f"grpc-tls-download-{size}-1m"], "mib_s")
+    goal(f"download {size}", f"ops-tls-download-{size}", "mib_s", "gRPC-TLS", l, s, "mib_s", 1.5,
+         " MiB/s")
+    name, l, s, k = sftp(f"sftp-aes128-gcm-put-{size}")
+    goal(f"upload {size}, sha256 + fsync", f"ops-tls-upload-{size}", "mib_s", name + " (put -f)",
+         l, s, k, 2, " MiB/s")
+    s = stat(runs, "grpc-tls-pingpong-describe", "rate")
+    goal("describe, 1×1 ping-pong: rate", "ops-tls-pingpong-describe", "rate", "gRPC-TLS",
+         "grpc-tls-pingpong-describe", s, "rate", 2, " /s")
+    # Reported, no factor: TLS handshakes beside plain ones, with the server's CPU.
+    tls, plain = stat(runs, "ops-tls-handshakes", "rate"), stat(runs, "ops-plain-handshakes", "rate")
+    tcpu = stat(runs, "ops-tls-handshakes", "server_cpu_us_per_conn")
+    pcpu = stat(runs, "ops-plain-handshakes", "server_cpu_us_per_conn")
+    if tls and plain:
+        p = paired(runs, "ops-tls-handshakes", "rate", "ops-plain-handshakes", "rate")
+        rows.append(("new authenticated connections (2 client threads)",
+                     f"TLS: {cell(tls)} /s, server {cell(tcpu)} µs CPU each",
+                     f"plain opserver: {cell(plain)} /s, server {cell(pcpu)} µs CPU each",
+                     f"{tls.median / plain.median:.2f} ×", (cell(p) + " ×") if p else "–",
+                     "reported", "reported"))
+    return rows
+
+
+def tls_side_by_side(runs):
+    """Rows: (measure, plain opserver, opserver TLS, TLS / plain, gRPC-TLS, TLS / gRPC-TLS,
+    sftp aes128-gcm, TLS / sftp): medians of the TLS section, server CPU beside each rate."""
+    size = tls_size(runs)
+    if size is None:
+        return []
+
+    def pick(labels, key):
+        return best(runs, labels, key)[1]
+
+    def ratio(a, b):
+        return f"{a.median / b.median:.2f} ×" if a and b and b.median else "–"
+
+    spec = [
+        ("ping-pong describe, /s", "rate", ["ops-plain-pingpong-describe"],
+         ["ops-tls-pingpong-describe"], ["grpc-tls-pingpong-describe"], []),
+        ("ping-pong describe, p99 µs", "p99_us", ["ops-plain-pingpong-describe"],
+         ["ops-tls-pingpong-describe"], ["grpc-tls-pingpong-describe"], []),
+        ("ping-pong describe, server CPU µs/op", "server_cpu_us_per_op",
+         ["ops-plain-pingpong-describe"], ["ops-tls-pingpong-describe"],
+         ["grpc-tls-pingpong-describe"], []),
+        ("ping-pong list, /s", "rate", ["ops-plain-pingpong-list"], ["ops-tls-pingpong-list"],
+         ["grpc-tls-pingpong-list"], []),
+        ("pipeline describe 64 × 16, /s", "rate", ["ops-plain-pipeline-describe"],
+         ["ops-tls-pipeline-describe"], [], []),
+        (f"download {size}, MiB/s", "mib_s", [f"ops-plain-download-{size}"],
+         [f"ops-tls-download-{size}"],
+         [f"grpc-tls-download-{size}-64k", f"grpc-tls-download-{size}-1m"],
+         [f"sftp-aes128-gcm-get-{size}"]),
+        (f"download {size}, MiB/s; sftp after its connection", "mib_s",
+         [f"ops-plain-download-{size}"], [f"ops-tls-download-{size}"],
+         [f"grpc-tls-download-{size}-64k", f"grpc-tls-download-{size}-1m"],
+         [f"sftp-aes128-gcm-get-{size}"], "mib_s_after_connect"),
+        (f"download {size}, server CPU s/GiB", "server_cpu_s_per_gib",
+         [f"ops-plain-download-{size}"], [f"ops-tls-download-{size}"],
+         [f"grpc-tls-download-{size}-64k", f"grpc-tls-download-{size}-1m"],
+         [f"sftp-aes128-gcm-get-{size}"]),
+        (f"download {size}, client CPU s/GiB", "client_cpu_s_per_gib",
+         [f"ops-plain-download-{size}"], [f"ops-tls-download-{size}"],
+         [f"grpc-tls-download-{size}-64k", f"grpc-tls-download-{size}-1m"],
+         [f"sftp-aes128-gcm-get-{size}"]),
+        (f"upload {size} (sha256 + fsync), MiB/s", "mib_s", [f"ops-plain-upload-{size}"],
+         [f"ops-tls-upload-{size}"],
+         [f"grpc-tls-upload-{size}-64k", f"grpc-tls-upload-{size}-1m"],
+         [f"sftp-aes128-gcm-put-{size}"]),
+        (f"upload {size}, MiB/s; sftp after its connection", "mib_s",
+         [f"ops-plain-upload-{size}"], [f"ops-tls-upload-{size}"],
+         [f"grpc-tls-upload-{size}-64k", f"grpc-tls-upload-{size}-1m"],
+         [f"sftp-aes128-gcm-put-{size}"], "mib_s_after_connect"),
+        (f"upload {size}, server CPU s/GiB", "server_cpu_s_per_gib", [f"ops-plain-upload-{size}"],
+         [f"ops-tls-upload-{size}"],
+         [f"grpc-tls-upload-{size}-64k", f"grpc-tls-upload-{size}-1m"],
+         [f"sftp-aes128-gcm-put-{size}"]),
+        (f"upload {size}, client CPU s/GiB", "client_cpu_s_per_gib", [f"ops-plain-upload-{size}"],
+         [f"ops-tls-upload-{size}"],
+         [f"grpc-tls-upload-{size}-64k", f"grpc-tls-upload-{size}-1m"],
+         [f"sftp-aes128-gcm-put-{size}"]),
+        ("new connections, /s", "rate", ["ops-plain-handshakes"], ["ops-tls-handshakes"],
+         ["grpc-tls-handshakes"], []),
+        ("new connections, server CPU µs each", "server_cpu_us_per_conn",
+         ["ops-plain-handshakes"], ["ops-tls-handshakes"], ["grpc-tls-handshakes"], []),
+    ]
+    rows = []
+    for what, key, plain_l, tls_l, grpc_l, sftp_l, *sftp_key in spec:
+        plain, tls = pick(plain_l, key), pick(tls_l, key)
+        # For a CPU or latency row the gRPC figure shown is the one of the faster variant.
+        grpc = pick(grpc_l, key) if key in ("rate", "mib_s") else None
+        if grpc is None and grpc_l:
+            fast, _ = best(runs, grpc_l, "mib_s" if "gib" in key else "rate")
+            grpc = stat(runs, fast, key) if fast else None
+        sftp = pick(sftp_l, sftp_key[0] if sftp_key else key) if sftp_l else None
+        if not (plain or tls):
+            continue
+        rows.append((what, cell(plain), cell(tls), ratio(tls, plain), cell(grpc), ratio(tls, grpc),
+                     cell(sftp) if sftp_l else "", ratio(tls, sftp) if sftp_l else ""))
+    return rows
+
+
+def tls_bounds(runs):
+    """Rows: (what, MiB/s on one core, s of CPU per GiB): the ciphers' and the hash's
+    ceilings beside the server CPU per GiB the TLS transfers measured."""
+    rows = []
+    for label, what in [("openssl-aes-128-gcm-16k", "openssl speed -evp aes-128-gcm, 16 KiB"),
+                        ("openssl-aes-256-gcm-16k", "openssl speed -evp aes-256-gcm, 16 KiB"),
+                        ("openssl-sha256-1m", "openssl speed -evp sha256, 1 MiB")]:
+        s = stat(runs, label, "mib_s")
+        if s:
+            per = Stat([1024 / v for v in s.values if v])
+            rows.append((what, cell(s), cell(per, 3)))
+    for key, what in [("ecdsa_p256_sign_us", "openssl speed ecdsap256: one signature, µs"),
+                      ("ecdsa_p256_verify_us", "openssl speed ecdsap256: one verification, µs"),
+                      ("x25519_us", "openssl speed ecdhx25519: one operation, µs")]:
+        s = stat(runs, "openssl-handshake-crypto", key)
+        if s:
+            rows.append((what, "", cell(s)))
+    return rows
+
+
 # Which metrics to show per label in the detail table.
 DETAIL_KEYS = [
-    ("mib_s", "MiB/s"), ("rate", "/s"), ("p50_us", "p50 µs"), ("p99_us", "p99 µs"),
+    ("mib_s", "MiB/s"), ("mib_s_after_connect", "MiB/s after connect"), ("rate", "/s"), ("p50_us", "p50 µs"), ("p99_us", "p99 µs"),
     ("kib_per_conn", "KiB/conn"), ("server_rss_growth_mib", "server RSS growth MiB"),
     ("server_cpu_us_per_op", "server CPU µs/op"), ("client_cpu_us_per_op", "client CPU µs/op"),
     ("server_cpu_us_per_conn", "server CPU µs/conn"), ("client_cpu_us_per_conn", "client CPU µs/conn"),
@@ -200,12 +373,39 @@ def render(runs, meta):
             for n in meta["notes"]:
                 out.append(f"- {n}")
         out.append("")
-    out.append("## Goals (issue 6), ratios of medians from this run\n")
-    out.append("| workload | opserver | reference | ratio | goal | verdict |")
-    out.append("|---|---|---|---|---|---|")
-    for row in goals(runs):
-        out.append("| " + " | ".join(row) + " |")
-    out.append("")
+    rows6 = goals(runs)
+    # A --tls-only run measures none of them: no table of "not measured" rows then.
+    if any(row[-1] != "not measured" for row in rows6):
+        out.append("## Goals (issue 6), ratios of medians from this run\n")
+        out.append("| workload | opserver | reference | ratio | goal | verdict |")
+        out.append("|---|---|---|---|---|---|")
+        for row in rows6:
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+    tls_rows = tls_goals(runs)
+    if tls_rows:
+        out.append("## TLS goals (issue 12), ratios of medians from the TLS section of this run\n")
+        out.append("| workload | opserver over TLS | reference | ratio of medians "
+                   "| ratio per repetition | goal | verdict |")
+        out.append("|---|---|---|---|---|---|---|")
+        for row in tls_rows:
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+        out.append("### TLS side by side (medians [min–max])\n")
+        out.append("| measure | opserver plain | opserver TLS | TLS / plain | gRPC-TLS "
+                   "| TLS / gRPC-TLS | sftp aes128-gcm | TLS / sftp |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        for row in tls_side_by_side(runs):
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+        bounds = tls_bounds(runs)
+        if bounds:
+            out.append("### One core's ceilings (openssl speed, pinned to the server's CPU)\n")
+            out.append("| what | MiB/s | CPU s per GiB (µs for the handshake's operations) |")
+            out.append("|---|---|---|")
+            for row in bounds:
+                out.append("| " + " | ".join(row) + " |")
+            out.append("")
     out.append("## Every workload\n")
     out.append("| label | runs | " + " | ".join(name for _, name in DETAIL_KEYS) + " |")
     out.append("|---|---|" + "---|" * len(DETAIL_KEYS))

@@ -6,15 +6,22 @@
 //   upload    --parallel P client streams of --size bytes in --chunk byte messages
 //   download  --parallel P server streams of a --size file in --chunk byte messages
 //   idle      --count N connected channels held open; server RSS per connection
+//   handshakes new connections per second (--threads T, --duration S): each opens a channel,
+//             waits until it is connected (TCP, TLS when asked, HTTP/2 preface) and closes it
 // Unary calls use the asynchronous completion-queue API; the streams use the synchronous
 // API, one thread per stream (the idiomatic client form for bulk transfer).
+// Plaintext by default; --tls-ca CA.pem connects with TLS (grpc::SslCredentials with that CA
+// as the only root, gRPC's defaults otherwise) and checks the server's certificate against
+// the target host (--host, default 127.0.0.1).
 #include <grpcpp/grpcpp.h>
 #include <openssl/evp.h>
 
 #include <atomic>
 #include <barrier>
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,6 +46,7 @@ constexpr const char* kListDir = "bench-list10";
 
 struct Common {
   std::string target;
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
   long server_pid = 0;
   bool json = false;
   std::string label;
@@ -50,7 +58,7 @@ std::shared_ptr<grpc::Channel> make_channel(const Common& c, int index) {
   grpc::ChannelArguments args;
   args.SetInt("opsbench.channel", index);
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  auto channel = grpc::CreateCustomChannel(c.target, grpc::InsecureChannelCredentials(), args);
+  auto channel = grpc::CreateCustomChannel(c.target, c.credentials, args);
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
     die("cannot connect to " + c.target);
   }
@@ -381,19 +389,95 @@ int run_idle(const Flags& flags, const Common& c) {
   return 0;
 }
 
+// New connections per second, with the server's CPU per connection: the counterpart of
+// `opsbench handshakes` (which also logs in; gRPC has no login, so this side is lighter).
+int run_handshakes(const Flags& flags, const Common& c) {
+  const std::size_t threads = std::max<std::size_t>(1, flags.size("threads", 2));
+  const double duration = flags.num("duration", 3);
+  std::atomic<bool> stop{false};
+  std::atomic<bool> measuring{false};
+  std::vector<std::vector<std::uint64_t>> latencies(threads);
+  std::vector<std::uint64_t> counts(threads, 0);
+  std::vector<std::thread> workers;
+  for (std::size_t t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      latencies[t].reserve(1 << 18);
+      int index = static_cast<int>(t) << 24;
+      while (!stop.load(std::memory_order_relaxed)) {
+        auto t0 = Clock::now();
+        auto channel = make_channel(c, index++);
+        auto t1 = Clock::now();
+        channel.reset();  // the last reference: the connection closes
+        if (measuring.load(std::memory_order_relaxed)) {
+          latencies[t].push_back(static_cast<std::uint64_t>(
+              std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()));
+          ++counts[t];
+        }
+      }
+    });
+  }
+  CpuWindow window(c.server_pid);
+  std::this_thread::sleep_for(std::chrono::duration<double>(flags.num("warmup", 0.3)));
+  window.start();
+  measuring = true;
+  std::this_thread::sleep_for(std::chrono::duration<double>(duration));
+  measuring = false;
+  window.stop();
+  stop = true;
+  for (auto& w : workers) w.join();
+  std::vector<std::uint64_t> all;
+  std::uint64_t total = 0;
+  for (std::size_t t = 0; t < threads; ++t) {
+    total += counts[t];
+    all.insert(all.end(), latencies[t].begin(), latencies[t].end());
+  }
+  auto p = ops::bench::percentiles(all);
+  const double rate = static_cast<double>(total) / window.wall();
+  JsonLine j;
+  j.add("tool", "grpc_bench")
+      .add("mode", "handshakes")
+      .add("threads", static_cast<std::uint64_t>(threads))
+      .add("ops", total)
+      .add("rate", rate)
+      .add("p50_us", p.p50_us)
+      .add("p99_us", p.p99_us);
+  ops::bench::add_cpu(j, window, static_cast<double>(total), "conn");
+  char human[256];
+  std::snprintf(human, sizeof human,
+                "grpc handshakes (%zu threads): %.0f connections/s  p50 %.1f us  p99 %.1f us  "
+                "server %.1f us/conn  client %.1f us/conn",
+                threads, rate, p.p50_us, p.p99_us,
+                window.server() * 1e6 / std::max<double>(1, total),
+                window.self() * 1e6 / std::max<double>(1, total));
+  emit(c, j, human);
+  return 0;
+}
+
+std::shared_ptr<grpc::ChannelCredentials> credentials(const Flags& flags) {
+  if (!flags.has("tls-ca")) return grpc::InsecureChannelCredentials();
+  std::ifstream in(flags.str("tls-ca"));
+  if (!in) die("cannot read " + flags.str("tls-ca"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  grpc::SslCredentialsOptions options;
+  options.pem_root_certs = ss.str();
+  return grpc::SslCredentials(options);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Flags flags(argc, argv);
   if (flags.positional().size() != 1) {
     std::fprintf(stderr,
-                 "usage: grpc_bench pingpong|pipeline|upload|download|idle --port P "
-                 "[--server-pid PID] [--json] [--label NAME] [mode options as opsbench; "
-                 "--chunk BYTES for streams]\n");
+                 "usage: grpc_bench pingpong|pipeline|upload|download|idle|handshakes --port P "
+                 "[--host H] [--tls-ca CA.pem] [--server-pid PID] [--json] [--label NAME] "
+                 "[mode options as opsbench; --chunk BYTES for streams]\n");
     return 2;
   }
   Common c;
   c.target = flags.str("host", "127.0.0.1") + ":" + flags.str("port", "50051");
+  c.credentials = credentials(flags);
   c.server_pid = static_cast<long>(flags.size("server-pid", 0));
   c.json = flags.has("json");
   c.label = flags.str("label");
@@ -403,5 +487,6 @@ int main(int argc, char** argv) {
   if (mode == "upload") return run_bulk(flags, c, true);
   if (mode == "download") return run_bulk(flags, c, false);
   if (mode == "idle") return run_idle(flags, c);
+  if (mode == "handshakes") return run_handshakes(flags, c);
   die("unknown mode " + mode);
 }

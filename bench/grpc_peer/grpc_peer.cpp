@@ -1,6 +1,6 @@
 // grpc_peer: the gRPC C++ peer opserver is measured against (issue 6). The same work as
 // opserver's operations, on gRPC's asynchronous completion-queue API (its fastest
-// idiomatic server form), insecure:
+// idiomatic server form):
 //   Describe  unary: the operation list with the same strings opserver's describe sends
 //             (loaded from --describe FILE, the JSON `opsbench describe` prints)
 //   List      unary: readdir + fstatat of a directory under the storage root, sorted
@@ -9,8 +9,12 @@
 //   Download  server streaming: pread() chunks of chunk_size bytes (default 64 KiB)
 // One completion queue and one polling thread per --threads, like opserver's I/O threads.
 // The work of each call runs on its queue's thread (gRPC's async model has no worker pool).
+// Plaintext by default; with --tls-cert and --tls-key it listens with TLS instead
+// (grpc::SslServerCredentials, gRPC's defaults: TLS 1.2-1.3, no client certificate), so it
+// can be measured beside opserver's TLS listener with the same certificate.
 //
 //   grpc_peer --port P --storage DIR [--threads N] [--describe FILE]
+//             [--tls-cert CERT.pem --tls-key KEY.pem]
 #include <dirent.h>
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
@@ -413,6 +417,15 @@ bool load_describe(const std::string& file, opsbench::DescribeReply& out) {
   return true;
 }
 
+bool read_file(const std::string& file, std::string& out) {
+  std::ifstream in(file);
+  if (!in) return false;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  out = ss.str();
+  return true;
+}
+
 std::string arg(int argc, char** argv, const std::string& name, const std::string& fallback) {
   for (int i = 1; i + 1 < argc; ++i) {
     if (argv[i] == "--" + name) return argv[i + 1];
@@ -427,9 +440,23 @@ int main(int argc, char** argv) {
   const std::string storage = arg(argc, argv, "storage", "");
   const int threads = std::stoi(arg(argc, argv, "threads", "2"));
   const std::string describe = arg(argc, argv, "describe", "");
-  if (storage.empty()) {
-    std::cerr << "usage: grpc_peer --port P --storage DIR [--threads N] [--describe FILE]\n";
+  const std::string tls_cert = arg(argc, argv, "tls-cert", "");
+  const std::string tls_key = arg(argc, argv, "tls-key", "");
+  if (storage.empty() || tls_cert.empty() != tls_key.empty()) {
+    std::cerr << "usage: grpc_peer --port P --storage DIR [--threads N] [--describe FILE] "
+                 "[--tls-cert CERT.pem --tls-key KEY.pem]\n";
     return 2;
+  }
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!tls_cert.empty()) {
+    grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+    if (!read_file(tls_key, pair.private_key) || !read_file(tls_cert, pair.cert_chain)) {
+      std::cerr << "grpc_peer: cannot read " << tls_cert << " or " << tls_key << "\n";
+      return 1;
+    }
+    grpc::SslServerCredentialsOptions options;
+    options.pem_key_cert_pairs.push_back(std::move(pair));
+    credentials = grpc::SslServerCredentials(options);
   }
   // Block the stop signals in every thread; the main thread waits for them.
   sigset_t stop_signals;
@@ -454,7 +481,7 @@ int main(int argc, char** argv) {
 
   grpc::ServerBuilder builder;
   int bound = 0;
-  builder.AddListeningPort("127.0.0.1:" + port, grpc::InsecureServerCredentials(), &bound);
+  builder.AddListeningPort("127.0.0.1:" + port, credentials, &bound);
   builder.RegisterService(&shared.service);
   std::vector<std::unique_ptr<ServerCompletionQueue>> cqs;
   for (int i = 0; i < threads; ++i) cqs.push_back(builder.AddCompletionQueue());
@@ -463,7 +490,8 @@ int main(int argc, char** argv) {
     std::cerr << "grpc_peer: cannot listen on port " << port << "\n";
     return 1;
   }
-  std::printf("grpc_peer listening on 127.0.0.1:%d with %d threads\n", bound, threads);
+  std::printf("grpc_peer listening on 127.0.0.1:%d (%s) with %d threads\n", bound,
+              tls_cert.empty() ? "plaintext" : "TLS", threads);
   std::fflush(stdout);
 
   std::vector<std::thread> pollers;
