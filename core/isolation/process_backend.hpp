@@ -20,6 +20,9 @@ class ProcessBackend final : public core::OperationBackend {
   explicit ProcessBackend(std::shared_ptr<WorkerPool> pool) : pool_(std::move(pool)) {}
 
   int invoke(const ops_host_v1* host, ops_call* call, std::string_view args_json) const override;
+  std::unique_ptr<core::StartedCall> start_on_strand(
+      const ops_host_v1* host, ops_call* call, std::string_view args_json,
+      const boost::asio::any_io_executor& executor) const override;
   bool available() const override { return !pool_->down(); }
   std::optional<core::WorkerStats> worker_stats() const override;
   std::optional<std::string> health() const override {

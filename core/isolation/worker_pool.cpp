@@ -188,17 +188,57 @@ Result<std::unique_ptr<Worker>> WorkerPool::acquire(Clock::time_point deadline) 
       }
       --live_;
       note_start_failure(worker.error().message);
+      std::unique_ptr<Worker> room;
+      hand_to_slot(room);
       returned_.notify_one();
       return Error{ErrorCode::unavailable,
                    spec_.operation + " is not available: " + worker.error().message};
     }
-    if (returned_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() &&
-        live_ >= spec_.max_concurrent) {
+    ++waiting_;
+    const std::cv_status waited = returned_.wait_until(lock, deadline);
+    --waiting_;
+    if (waited == std::cv_status::timeout && idle_.empty() && live_ >= spec_.max_concurrent) {
       return Error{ErrorCode::timeout, "all " + std::to_string(spec_.max_concurrent) +
                                            " workers of " + spec_.operation +
                                            " stayed busy until the deadline"};
     }
   }
+}
+
+WorkerPool::Now WorkerPool::acquire_now(std::unique_ptr<Worker>& worker,
+                                        const std::shared_ptr<WorkerSlot>& slot) {
+  std::lock_guard lock(mutex_);
+  // Handler threads already waiting come first: the next worker back is theirs.
+  if (down_ || waiting_ > 0) return Now::use_acquire;
+  if (!idle_.empty()) {
+    // As in acquire(): readable means it died or misbehaves. Left for acquire(), which
+    // kills and reaps it (a wait this thread must not do) and finds or starts another.
+    pollfd p{idle_.back()->channel.fd(), POLLIN, 0};
+    if (::poll(&p, 1, 0) != 0) return Now::use_acquire;
+    worker = std::move(idle_.back());
+    idle_.pop_back();
+    return Now::worker;
+  }
+  if (live_ < spec_.max_concurrent) return Now::use_acquire;  // it starts one
+  if (!slot) return Now::busy;
+  slots_.push_back(slot);
+  return Now::queued;
+}
+
+bool WorkerPool::hand_to_slot(std::unique_ptr<Worker>& worker) {
+  if (waiting_ > 0) return false;  // a handler thread waits in acquire(): notify it instead
+  while (!slots_.empty()) {
+    std::shared_ptr<WorkerSlot> slot = std::move(slots_.front());
+    slots_.pop_front();
+    std::unique_lock slot_lock(slot->mutex);
+    if (slot->gone) continue;
+    slot->worker = std::move(worker);
+    slot->delivered = true;
+    slot_lock.unlock();
+    slot->wake();
+    return true;
+  }
+  return false;
 }
 
 void WorkerPool::give_back(std::unique_ptr<Worker> worker) {
@@ -210,11 +250,14 @@ void WorkerPool::give_back_unused(std::unique_ptr<Worker> worker) {
   std::unique_lock lock(mutex_);
   if (spec_.max_calls > 0 && worker->calls >= spec_.max_calls) {
     --live_;
+    std::unique_ptr<Worker> room;
+    hand_to_slot(room);  // a waiting I/O thread may start one now
     lock.unlock();
     returned_.notify_one();
     retire_worker(worker->pid, worker->channel.release(), spec_.retire_grace);
     return;
   }
+  if (hand_to_slot(worker)) return;
   idle_.push_back(std::move(worker));
   lock.unlock();
   returned_.notify_one();
@@ -227,6 +270,8 @@ std::string WorkerPool::discard(std::unique_ptr<Worker> worker) {
     std::lock_guard lock(mutex_);
     ++counts_.crashed;
     --live_;
+    std::unique_ptr<Worker> room;
+    hand_to_slot(room);  // a waiting I/O thread may start one now
   }
   returned_.notify_one();
   return ended;
