@@ -155,7 +155,7 @@ class Conversation {
   bool serve(std::string_view fn, const Value& m, std::uint64_t bytes, std::string& reply,
              std::span<const std::byte>& data, std::string& why) {
     Args a{m};
-    if (bytes > 0 && fn != "write_payload") {
+    if (bytes > 0 && fn != "write_payload" && fn != "send_result") {
       why = "attached bytes to \"" + std::string(fn.substr(0, 32)) + "\"";
       return false;
     }
@@ -186,7 +186,21 @@ class Conversation {
     if (fn == "send_result") {
       auto result = m.FindMember("result");
       const std::uint64_t size = a.u64("payload_size");
-      if (result == m.MemberEnd() || !result->value.IsObject() || !a.ok) {
+      if (!a.ok) return malformed(fn, why);
+      if (result == m.MemberEnd() && bytes > 0 && bytes <= kMaxLine) {
+        // The result's text as raw bytes after the line (what opserver-plugin-host
+        // sends): validated once, by send_result, instead of parsed, written out again
+        // and validated.
+        buffer_.resize(std::max<std::size_t>(buffer_.size(), bytes));
+        if (worker_.channel.read_bytes(buffer_.data(), bytes, wait_deadline()) !=
+            ChannelStatus::ok) {
+          why = "did not send the bytes it announced";
+          return false;
+        }
+        reply = ret(host_->send_result(call_, buffer_.data(), bytes, size));
+        return true;
+      }
+      if (result == m.MemberEnd() || !result->value.IsObject() || bytes > 0) {
         return malformed(fn, why);
       }
       const std::string text = json_text(result->value);
@@ -346,14 +360,16 @@ class Conversation {
 // anything (a result without payload only joins the connection's output buffer). Anything
 // else (payload, quotas, users, usage: they may wait on a disk, a lock or a database) goes
 // to a handler thread.
-bool strand_safe(const WorkerMessage& message) {
-  if (message.bytes > 0) return false;
+bool strand_safe(const WorkerMessage& message, std::size_t buffered) {
   const Value& m = message.json;
+  // Bytes that follow a message may have to be waited for, unless they are here already
+  // (a result sent as raw bytes comes in the same write as its line).
+  if (message.bytes > 0 && message.bytes > buffered) return false;
   if (m.HasMember("done")) return true;
   auto fn = m.FindMember("host");
   if (fn == m.MemberEnd() || !fn->value.IsString()) return true;  // refused either way
   const std::string_view name(fn->value.GetString(), fn->value.GetStringLength());
-  if (name == "fail" || name == "fail_details" || name == "log") return true;
+  if (name == "fail" || name == "fail_details" || name == "log") return message.bytes == 0;
   if (name != "send_result") return false;
   auto size = m.FindMember("payload_size");
   return size != m.MemberEnd() && size->value.IsUint64() && size->value.GetUint64() == 0;
@@ -535,7 +551,7 @@ class ProcessStartedCall final : public core::StartedCall {
         fail_now(Conversation::failure(st));
         break;
       }
-      if (!strand_safe(message)) {
+      if (!strand_safe(message, worker_->channel.buffered())) {
         state_ = State::handed_on;
         pending_ = std::move(message);
         break;

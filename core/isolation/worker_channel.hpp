@@ -63,6 +63,9 @@ class WorkerChannel {
   // unless the worker's socket buffer is full), or -1 when the peer is gone.
   std::ptrdiff_t send_now(std::string_view line);
 
+  // Bytes received and not yet taken (read_bytes takes from these first, without waiting).
+  std::size_t buffered() const noexcept { return end_ - begin_; }
+
   // Reads exactly `len` bytes that follow the last message.
   ChannelStatus read_bytes(void* out, std::size_t len, Clock::time_point deadline);
 
