@@ -11,6 +11,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cstdint>
 #include <cstring>
 #include <optional>
 #include <string_view>
@@ -70,6 +71,8 @@ std::string ret(std::int64_t value) {
   return "{\"ret\":" + std::to_string(value) + "}";
 }
 
+bool strand_safe(const WorkerMessage& message, std::size_t buffered);
+
 // One conversation: the worker's requests for one call, served on this handler thread.
 class Conversation {
  public:
@@ -94,6 +97,7 @@ class Conversation {
 
   // Serves one message and sends its reply; the end of the conversation, or nullopt.
   std::optional<End> handle(const WorkerMessage& message, int& code, std::string& why) {
+    if (!strand_safe(message, SIZE_MAX)) blocked_ = true;
     std::string reply;
     std::span<const std::byte> data;
     bool wants_reply = false;
@@ -134,6 +138,9 @@ class Conversation {
     wants_reply = !(r != m.MemberEnd() && r->value.IsBool() && !r->value.GetBool());
     return std::nullopt;
   }
+
+  // Whether the worker asked for something an I/O thread must not do (handle() only).
+  bool blocked() const noexcept { return blocked_; }
 
   static std::string failure(ChannelStatus st) {
     return st == ChannelStatus::closed ? "ended during the call" : "broke the protocol";
@@ -354,6 +361,7 @@ class Conversation {
   ops_call* call_;
   Worker& worker_;
   std::vector<char> buffer_;
+  bool blocked_ = false;
 };
 
 // What the server's I/O thread may serve itself: requests that neither block nor wait for
@@ -609,6 +617,7 @@ class ProcessStartedCall final : public core::StartedCall {
         why = "stopped reading its socket";
         ended = Conversation::End::worker_failed;
       } else if (pending_.json.IsObject()) {
+        backend_.note_calls_block(true);
         ended = conversation.handle(pending_, code, why);
       }
       end = ended ? *ended : conversation.run(code, why);
@@ -687,6 +696,9 @@ std::optional<core::WorkerStats> ProcessBackend::worker_stats() const {
 std::unique_ptr<core::StartedCall> ProcessBackend::start_on_strand(
     const ops_host_v1* host, ops_call* call, std::string_view args_json,
     const asio::any_io_executor& executor) const {
+  // Calls that ask for something blocking anyway are cheaper begun on a handler thread:
+  // the worker's request then wakes that thread directly, not the I/O thread first.
+  if (calls_block_.load(std::memory_order_relaxed)) return nullptr;
   if (args_json.size() > kMaxStrandCallLine - 4096) return nullptr;
   std::unique_ptr<Worker> worker;
   std::shared_ptr<WorkerSlot> slot;
@@ -723,7 +735,10 @@ int ProcessBackend::invoke(const ops_host_v1* host, ops_call* call,
   std::string why;
   Conversation::End end = Conversation::End::worker_failed;
   if ((*worker)->channel.send(line, {}, fds, call->op_deadline)) {
-    end = Conversation(host, call, **worker).run(code, why);
+    Conversation conversation(host, call, **worker);
+    end = conversation.run(code, why);
+    // A call that needed nothing blocking: the next ones may begin on the I/O thread.
+    if (end == Conversation::End::done) note_calls_block(conversation.blocked());
   } else {
     why = "did not take the call";
   }
