@@ -505,9 +505,14 @@ class ProcessStartedCall final : public core::StartedCall {
     // Torn down mid-call (the server stopping): the worker's state is unknown.
     if (worker_) pool_->discard(std::move(worker_));
     if (slot_) {
-      std::lock_guard lock(slot_->mutex);
-      slot_->gone = true;
-      if (slot_->worker) pool_->give_back_unused(std::move(slot_->worker));
+      std::unique_ptr<Worker> unused;
+      {
+        std::lock_guard lock(slot_->mutex);
+        slot_->gone = true;
+        unused = std::move(slot_->worker);
+      }
+      // Not under the slot's lock: the pool takes its own lock, then a slot's.
+      if (unused) pool_->give_back_unused(std::move(unused));
     }
   }
 

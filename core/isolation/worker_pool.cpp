@@ -190,26 +190,40 @@ Result<std::unique_ptr<Worker>> WorkerPool::acquire(Clock::time_point deadline) 
       note_start_failure(worker.error().message);
       std::unique_ptr<Worker> room;
       hand_to_slot(room);
-      returned_.notify_one();
       return Error{ErrorCode::unavailable,
                    spec_.operation + " is not available: " + worker.error().message};
     }
-    ++waiting_;
-    const std::cv_status waited = returned_.wait_until(lock, deadline);
-    --waiting_;
-    if (waited == std::cv_status::timeout && idle_.empty() && live_ >= spec_.max_concurrent) {
+    // In the one queue with the I/O threads' waits (acquire_now), so whoever waited
+    // longest gets the next worker back, or the room to start one.
+    auto slot = std::make_shared<WorkerSlot>();
+    slot->wake = [raw = slot.get()] { raw->delivered_cv.notify_one(); };
+    slots_.push_back(slot);
+    lock.unlock();
+    std::unique_ptr<Worker> delivered;
+    bool got = false;
+    {
+      std::unique_lock slot_lock(slot->mutex);
+      slot->delivered_cv.wait_until(slot_lock, deadline, [&] { return slot->delivered; });
+      slot->gone = true;
+      got = slot->delivered;
+      delivered = std::move(slot->worker);
+    }
+    if (delivered) return delivered;
+    lock.lock();
+    if (!got) {
       return Error{ErrorCode::timeout, "all " + std::to_string(spec_.max_concurrent) +
                                            " workers of " + spec_.operation +
                                            " stayed busy until the deadline"};
     }
+    // Room to start one: the loop does.
   }
 }
 
 WorkerPool::Now WorkerPool::acquire_now(std::unique_ptr<Worker>& worker,
                                         const std::shared_ptr<WorkerSlot>& slot) {
   std::lock_guard lock(mutex_);
-  // Handler threads already waiting come first: the next worker back is theirs.
-  if (down_ || waiting_ > 0) return Now::use_acquire;
+  // (Anyone already waiting gets each worker back before it is idle: see hand_to_slot.)
+  if (down_) return Now::use_acquire;
   if (!idle_.empty()) {
     // As in acquire(): readable means it died or misbehaves. Left for acquire(), which
     // kills and reaps it (a wait this thread must not do) and finds or starts another.
@@ -226,7 +240,6 @@ WorkerPool::Now WorkerPool::acquire_now(std::unique_ptr<Worker>& worker,
 }
 
 bool WorkerPool::hand_to_slot(std::unique_ptr<Worker>& worker) {
-  if (waiting_ > 0) return false;  // a handler thread waits in acquire(): notify it instead
   while (!slots_.empty()) {
     std::shared_ptr<WorkerSlot> slot = std::move(slots_.front());
     slots_.pop_front();
@@ -251,16 +264,13 @@ void WorkerPool::give_back_unused(std::unique_ptr<Worker> worker) {
   if (spec_.max_calls > 0 && worker->calls >= spec_.max_calls) {
     --live_;
     std::unique_ptr<Worker> room;
-    hand_to_slot(room);  // a waiting I/O thread may start one now
+    hand_to_slot(room);  // a waiting call may start one now
     lock.unlock();
-    returned_.notify_one();
     retire_worker(worker->pid, worker->channel.release(), spec_.retire_grace);
     return;
   }
   if (hand_to_slot(worker)) return;
   idle_.push_back(std::move(worker));
-  lock.unlock();
-  returned_.notify_one();
 }
 
 std::string WorkerPool::discard(std::unique_ptr<Worker> worker) {
@@ -271,9 +281,8 @@ std::string WorkerPool::discard(std::unique_ptr<Worker> worker) {
     ++counts_.crashed;
     --live_;
     std::unique_ptr<Worker> room;
-    hand_to_slot(room);  // a waiting I/O thread may start one now
+    hand_to_slot(room);  // a waiting call may start one now
   }
-  returned_.notify_one();
   return ended;
 }
 

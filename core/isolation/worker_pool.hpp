@@ -50,10 +50,12 @@ struct Worker {
   std::uint64_t calls = 0;
 };
 
-// An I/O thread's place in the queue for a worker (WorkerPool::acquire_now): a worker
-// coming back is handed to the first slot still waiting, and `wake` tells its thread.
+// A call's place in the queue for a worker while all are busy (an I/O thread's, from
+// acquire_now, or a handler thread's in acquire()): a worker coming back is handed to the
+// first slot still waiting, and `wake` tells its thread.
 struct WorkerSlot {
   std::mutex mutex;
+  std::condition_variable delivered_cv;  // a handler thread's wait
   std::unique_ptr<Worker> worker;
   bool delivered = false;      // `worker` is set, or null: room to start one (acquire() it)
   bool gone = false;           // the waiter stopped waiting: give the worker to someone else
@@ -114,11 +116,9 @@ class WorkerPool {
 
   PoolSpec spec_;
   mutable std::mutex mutex_;
-  std::condition_variable returned_;
   std::vector<std::unique_ptr<Worker>> idle_;
-  unsigned live_ = 0;     // idle + lent out + starting
-  unsigned waiting_ = 0;  // handler threads waiting in acquire() for a worker to come back
-  std::deque<std::shared_ptr<WorkerSlot>> slots_;  // I/O threads waiting for one, in order
+  unsigned live_ = 0;                              // idle + lent out + starting
+  std::deque<std::shared_ptr<WorkerSlot>> slots_;  // calls waiting for a worker, in order
   unsigned failed_starts_in_row_ = 0;
   Clock::time_point next_start_ = Clock::time_point::min();
   std::atomic<bool> down_{false};

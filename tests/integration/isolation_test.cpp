@@ -246,6 +246,37 @@ TEST_F(IsolatedPlugin, TheWorkerCannotTouchFilesOutsideTheStorageTree) {
 
 // The standard transfer plugins, unmodified, run isolated: every host service crosses the
 // worker socket (payload both ways, send_file with a passed descriptor, quotas).
+// `usage` asks the server for get_usage, which may block, so its calls run on handler
+// threads; with one worker for four busy connections those threads queue for it (in the
+// same queue as calls waiting on I/O threads) and every call is answered.
+TEST(IsolationQueue, HandlerThreadCallsQueueForTheOnlyWorker) {
+  TempDir plugins;
+  ServerOptions o;
+  const fs::path dir = plugins.path() / "p";
+  o.ops_json = ops_json_with(dir, {},
+                             R"("usage": {"allow": ["*"], "isolation": "process", "plugin": )"
+                             R"("libusage.so", "limits": {"max_concurrent": 1}})");
+  fs::copy_file(fs::path(OPS_PLUGIN_DIR) / "libusage.so", dir / "libusage.so");
+  ServerProcess server(o);
+  const std::string key = server.add_user("una");
+  std::atomic<int> ok{0}, wrong{0};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 4; ++t) {
+    callers.emplace_back([&] {
+      auto c = server.connect("una", key);
+      if (!c) return void(wrong++);
+      for (int i = 0; i < 20; ++i) {
+        Outcome r = call_op(*c, "usage", "{}");
+        r.ok&& r.result_json.find("\"files\"") != std::string::npos ? ok++ : wrong++;
+      }
+    });
+  }
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(ok.load(), 80);
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(children_of(server.pid()), 1u);
+}
+
 TEST(IsolationTransfers, UploadAndDownloadRunIsolatedWithQuotas) {
   TempDir plugins;
   ServerOptions o;
