@@ -49,7 +49,8 @@ class OperationBackend {
   // ABI's call state (owned by the caller, valid until this returns). Returns an ops_code.
   virtual int invoke(const ops_host_v1* host, ops_call* call, std::string_view args_json) const = 0;
   // Begins a call on the session's strand without blocking; null when this backend cannot
-  // (in-process handlers block) or cannot now (no idle worker): then invoke() runs it on a
+  // (in-process handlers block) or should not now (a worker must be started first, the
+  // operation is down, its calls ask for blocking services): then invoke() runs it on a
   // handler thread. `call` and `args_json` stay valid until the call ends.
   virtual std::unique_ptr<StartedCall> start_on_strand(const ops_host_v1* /*host*/,
                                                        ops_call* /*call*/,
