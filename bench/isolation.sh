@@ -9,6 +9,9 @@
 # "server ... us/op" is the CPU of the server process and of its workers together.
 #   ISO_WORKLOADS="small transfer exec"   which to run (default all three)
 #   ISO_TMP=/dev/shm                      where the servers store (default: mktemp's)
+#   ISO_BASE=/path/to/old/build           also run that build's server (bin/opserver, plugins/)
+#                                         in-process and isolated, alternating with this one's:
+#                                         a before/after of a change in one run
 set -u
 rounds=${1:-2}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,8 +30,8 @@ isolated() { # op -> an ops.json entry running the op's .so isolated
 }
 in_process() { printf '"%s": {"allow": ["*"]}' "$1"; }
 
-start() { # name port ops-json-body
-  local d=$work/$1
+start() { # name port ops-json-body [server-binary plugin-dir]
+  local d=$work/$1 bin=${4:-$bin} plugins=${5:-$plugins}
   mkdir -p "$d/storage/admin"
   printf '{"plugin_dir": "%s", "operations": {%s}}\n' "$plugins" "$3" > "$d/ops.json"
   printf '{"listen": "127.0.0.1:%s", "storage_dir": "%s/storage", "state_dir": "%s/state", "ops_config": "%s/ops.json", "log_level": "warn"}\n' \
@@ -56,6 +59,15 @@ for op in "${ops[@]}"; do
 done
 start in_process 9311 "$body_in"
 start isolated 9312 "$body_iso"
+sides=("in_process 9311" "isolated 9312")
+if [ -n "${ISO_BASE:-}" ]; then
+  base_bin=$ISO_BASE/bin/opserver base_plugins=$ISO_BASE/plugins
+  [ -e "$base_bin" ] || { echo "missing $base_bin" >&2; exit 2; }
+  # The ops.json bodies name plugin_dir per server, so each side loads its own build's .so.
+  start base_in_process 9314 "$body_in" "$base_bin" "$base_plugins"
+  start base_isolated 9315 "$body_iso" "$base_bin" "$base_plugins"
+  sides=("base_in_process 9314" "in_process 9311" "base_isolated 9315" "isolated 9312")
+fi
 if [[ " $workloads " == *" exec "* ]]; then
   examples=$root/examples/exec
   exec_ops="\"hello_warm\": {\"allow\": [\"*\"], \"exec\": [\"/bin/sh\", \"$examples/hello.sh\"]},"
@@ -66,7 +78,7 @@ if [[ " $workloads " == *" exec "* ]]; then
 fi
 
 for round in $(seq "$rounds"); do
-  for side in "in_process 9311" "isolated 9312"; do
+  for side in "${sides[@]}"; do
     set -- $side
     echo "== $1 round $round"
     if [[ " $workloads " == *" small "* ]]; then

@@ -42,6 +42,8 @@ struct PendingCall {
   // Holds the operation's backend (and so its .so) for as long as the handler runs, even
   // when the session has moved on.
   std::shared_ptr<const OperationBackend> backend;
+  // Set when the call began on the session's strand and a handler thread finishes it.
+  std::unique_ptr<StartedCall> started;
   asio::steady_timer timer;  // fires at the deadline, cancelled on completion
   bool done = false;         // strand only
   int code = OPS_INTERNAL;   // strand only, once done
@@ -133,14 +135,26 @@ asio::awaitable<CallOutcome> run_plugin_call(const CallEnvironment& env, CallReq
   call.op_deadline = op_deadline;
   call.stall_timeout = env.settings.payload_timeout;
   pending->timer.expires_at(op_deadline);
+  // A backend that can begin the call here (an isolated operation with an idle worker)
+  // needs no handler thread unless the call does something that blocks.
+  if (auto started =
+          pending->backend->start_on_strand(host_vtable(), &call, pending->args_json, env.strand)) {
+    int code = OPS_INTERNAL;
+    if (co_await started->run_on_strand(code) == StartedCall::Step::done) {
+      co_return settle(call, code, op);
+    }
+    pending->started = std::move(started);
+  }
   env.workers.submit([pending, strand = env.strand] {
     bool abandoned;
     {
       std::lock_guard lock(pending->call.guard);
       abandoned = pending->call.abandoned;
     }
-    // Answered `timeout` while it waited for a handler thread: it must not run at all.
-    int code = abandoned
+    // Answered `timeout` while it waited for a handler thread: it must not run at all (a
+    // call begun on the strand only cleans up).
+    int code = pending->started ? pending->started->finish_blocking(abandoned)
+               : abandoned
                    ? OPS_TIMEOUT
                    : pending->backend->invoke(host_vtable(), &pending->call, pending->args_json);
     asio::post(strand, [pending, code] {

@@ -22,8 +22,9 @@ struct RemoteCall {
   std::uint64_t payload = 0;
   bool broken = false;  // the server is gone or the conversation failed: stop
   // Requests that need no answer ("reply": false: a result without payload, fail, log,
-  // usage_adjust), held back and sent with the next request or with "done", so a simple
-  // call costs the server one wake-up for its answer instead of one per message.
+  // usage_adjust; whole lines, each followed by the raw bytes it announces), held back and sent
+  // with the next request or with "done", so a simple call costs the server one wake-up for its
+  // answer instead of one per message.
   std::string held;
 };
 

@@ -84,7 +84,7 @@ bool WorkerChannel::send(std::string_view line, std::span<const std::byte> data,
   return true;
 }
 
-ChannelStatus WorkerChannel::fill(Clock::time_point deadline) {
+ChannelStatus WorkerChannel::fill(Clock::time_point deadline, bool now) {
   if (begin_ == end_) begin_ = end_ = 0;
   if (buffer_.size() - end_ < kReadSize) {
     if (begin_ > 0) {
@@ -105,11 +105,13 @@ ChannelStatus WorkerChannel::fill(Clock::time_point deadline) {
     // Without a deadline (a worker waiting for its next call) one blocking recvmsg; with
     // one, poll first: the answer is rarely there already, and each system call counts on
     // a path that runs once per isolated call.
-    const bool forever = deadline == Clock::time_point::max();
-    if (!forever && !wait(POLLIN, deadline)) return ChannelStatus::timeout;
+    // `now`: one attempt without waiting (the caller waits for readiness itself).
+    const bool forever = deadline == Clock::time_point::max() && !now;
+    if (!forever && !now && !wait(POLLIN, deadline)) return ChannelStatus::timeout;
     const ssize_t n =
         ::recvmsg(socket_.get(), &msg, MSG_CMSG_CLOEXEC | (forever ? 0 : MSG_DONTWAIT));
     if (n < 0) {
+      if (errno == EAGAIN && now) return ChannelStatus::timeout;
       if (errno == EINTR || errno == EAGAIN) continue;
       return ChannelStatus::closed;
     }
@@ -131,32 +133,62 @@ ChannelStatus WorkerChannel::fill(Clock::time_point deadline) {
   }
 }
 
+ChannelStatus WorkerChannel::take_line(WorkerMessage& message, std::size_t& scanned) {
+  const char* start = buffer_.data() + scanned;
+  const void* newline = end_ > scanned ? std::memchr(start, '\n', end_ - scanned) : nullptr;
+  if (newline == nullptr) {
+    scanned = end_;
+    return end_ - begin_ > kMaxLine ? ChannelStatus::malformed : ChannelStatus::timeout;
+  }
+  const std::size_t line_end = static_cast<const char*>(newline) - buffer_.data();
+  std::string_view line(buffer_.data() + begin_, line_end - begin_);
+  begin_ = line_end + 1;
+  json::JsonError error;
+  message.json = rapidjson::Document();
+  if (!json::parse_strict_json(line, message.json, error) || !message.json.IsObject()) {
+    return ChannelStatus::malformed;
+  }
+  message.bytes = 0;
+  if (auto it = message.json.FindMember("bytes"); it != message.json.MemberEnd()) {
+    if (!it->value.IsUint64()) return ChannelStatus::malformed;
+    message.bytes = it->value.GetUint64();
+  }
+  return ChannelStatus::ok;
+}
+
 ChannelStatus WorkerChannel::receive(WorkerMessage& message, Clock::time_point deadline) {
   std::size_t scanned = begin_;
   for (;;) {
-    const char* start = buffer_.data() + scanned;
-    const void* newline = end_ > scanned ? std::memchr(start, '\n', end_ - scanned) : nullptr;
-    if (newline != nullptr) {
-      const std::size_t line_end = static_cast<const char*>(newline) - buffer_.data();
-      std::string_view line(buffer_.data() + begin_, line_end - begin_);
-      begin_ = line_end + 1;
-      json::JsonError error;
-      message.json = rapidjson::Document();
-      if (!json::parse_strict_json(line, message.json, error) || !message.json.IsObject()) {
-        return ChannelStatus::malformed;
-      }
-      message.bytes = 0;
-      if (auto it = message.json.FindMember("bytes"); it != message.json.MemberEnd()) {
-        if (!it->value.IsUint64()) return ChannelStatus::malformed;
-        message.bytes = it->value.GetUint64();
-      }
-      return ChannelStatus::ok;
-    }
-    scanned = end_;
-    if (end_ - begin_ > kMaxLine) return ChannelStatus::malformed;
+    if (ChannelStatus st = take_line(message, scanned); st != ChannelStatus::timeout) return st;
     const std::size_t offset = scanned - begin_;
     if (ChannelStatus st = fill(deadline); st != ChannelStatus::ok) return st;
     scanned = begin_ + offset;
+  }
+}
+
+ChannelStatus WorkerChannel::receive_now(WorkerMessage& message) {
+  std::size_t scanned = begin_;
+  for (;;) {
+    if (ChannelStatus st = take_line(message, scanned); st != ChannelStatus::timeout) return st;
+    const std::size_t offset = scanned - begin_;
+    if (ChannelStatus st = fill(Clock::time_point::min(), true); st != ChannelStatus::ok) {
+      return st;
+    }
+    scanned = begin_ + offset;
+  }
+}
+
+std::ptrdiff_t WorkerChannel::send_now(std::string_view line) {
+  static const char newline = '\n';
+  iovec iov[2] = {{const_cast<char*>(line.data()), line.size()}, {const_cast<char*>(&newline), 1}};
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = 2;
+  for (;;) {
+    const ssize_t n = ::sendmsg(socket_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0) return n;
+    if (errno == EINTR) continue;
+    return errno == EAGAIN ? 0 : -1;
   }
 }
 

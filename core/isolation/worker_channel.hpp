@@ -56,6 +56,16 @@ class WorkerChannel {
   // The next message, waiting until `deadline`. Its raw bytes (message.bytes) must be read
   // with read_bytes or skip_bytes before the next receive.
   ChannelStatus receive(WorkerMessage& message, Clock::time_point deadline);
+  // The next message if one is here already, without waiting: `timeout` when the socket
+  // has nothing more for now (the server's I/O thread then waits for it with Asio).
+  ChannelStatus receive_now(WorkerMessage& message);
+  // Sends `line` and "\n" without waiting; returns how many bytes went (all of them
+  // unless the worker's socket buffer is full), or -1 when the peer is gone.
+  std::ptrdiff_t send_now(std::string_view line);
+
+  // Bytes received and not yet taken (read_bytes takes from these first, without waiting).
+  std::size_t buffered() const noexcept { return end_ - begin_; }
+
   // Reads exactly `len` bytes that follow the last message.
   ChannelStatus read_bytes(void* out, std::size_t len, Clock::time_point deadline);
 
@@ -66,7 +76,9 @@ class WorkerChannel {
 
  private:
   // Reads more from the socket into the buffer; waits until `deadline`.
-  ChannelStatus fill(Clock::time_point deadline);
+  ChannelStatus fill(Clock::time_point deadline, bool now = false);
+  // The next complete line's message from the buffer; `timeout` when none is whole yet.
+  ChannelStatus take_line(WorkerMessage& message, std::size_t& scanned);
   bool wait(short events, Clock::time_point deadline);
 
   Fd socket_;

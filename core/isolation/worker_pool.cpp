@@ -188,17 +188,70 @@ Result<std::unique_ptr<Worker>> WorkerPool::acquire(Clock::time_point deadline) 
       }
       --live_;
       note_start_failure(worker.error().message);
-      returned_.notify_one();
+      std::unique_ptr<Worker> room;
+      hand_to_slot(room);
       return Error{ErrorCode::unavailable,
                    spec_.operation + " is not available: " + worker.error().message};
     }
-    if (returned_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() &&
-        live_ >= spec_.max_concurrent) {
+    // In the one queue with the I/O threads' waits (acquire_now), so whoever waited
+    // longest gets the next worker back, or the room to start one.
+    auto slot = std::make_shared<WorkerSlot>();
+    slot->wake = [raw = slot.get()] { raw->delivered_cv.notify_one(); };
+    slots_.push_back(slot);
+    lock.unlock();
+    std::unique_ptr<Worker> delivered;
+    bool got = false;
+    {
+      std::unique_lock slot_lock(slot->mutex);
+      slot->delivered_cv.wait_until(slot_lock, deadline, [&] { return slot->delivered; });
+      slot->gone = true;
+      got = slot->delivered;
+      delivered = std::move(slot->worker);
+    }
+    if (delivered) return delivered;
+    lock.lock();
+    if (!got) {
       return Error{ErrorCode::timeout, "all " + std::to_string(spec_.max_concurrent) +
                                            " workers of " + spec_.operation +
                                            " stayed busy until the deadline"};
     }
+    // Room to start one: the loop does.
   }
+}
+
+WorkerPool::Now WorkerPool::acquire_now(std::unique_ptr<Worker>& worker,
+                                        const std::shared_ptr<WorkerSlot>& slot) {
+  std::lock_guard lock(mutex_);
+  // (Anyone already waiting gets each worker back before it is idle: see hand_to_slot.)
+  if (down_) return Now::use_acquire;
+  if (!idle_.empty()) {
+    // As in acquire(): readable means it died or misbehaves. Left for acquire(), which
+    // kills and reaps it (a wait this thread must not do) and finds or starts another.
+    pollfd p{idle_.back()->channel.fd(), POLLIN, 0};
+    if (::poll(&p, 1, 0) != 0) return Now::use_acquire;
+    worker = std::move(idle_.back());
+    idle_.pop_back();
+    return Now::worker;
+  }
+  if (live_ < spec_.max_concurrent) return Now::use_acquire;  // it starts one
+  if (!slot) return Now::busy;
+  slots_.push_back(slot);
+  return Now::queued;
+}
+
+bool WorkerPool::hand_to_slot(std::unique_ptr<Worker>& worker) {
+  while (!slots_.empty()) {
+    std::shared_ptr<WorkerSlot> slot = std::move(slots_.front());
+    slots_.pop_front();
+    std::unique_lock slot_lock(slot->mutex);
+    if (slot->gone) continue;
+    slot->worker = std::move(worker);
+    slot->delivered = true;
+    slot_lock.unlock();
+    slot->wake();
+    return true;
+  }
+  return false;
 }
 
 void WorkerPool::give_back(std::unique_ptr<Worker> worker) {
@@ -210,14 +263,14 @@ void WorkerPool::give_back_unused(std::unique_ptr<Worker> worker) {
   std::unique_lock lock(mutex_);
   if (spec_.max_calls > 0 && worker->calls >= spec_.max_calls) {
     --live_;
+    std::unique_ptr<Worker> room;
+    hand_to_slot(room);  // a waiting call may start one now
     lock.unlock();
-    returned_.notify_one();
     retire_worker(worker->pid, worker->channel.release(), spec_.retire_grace);
     return;
   }
+  if (hand_to_slot(worker)) return;
   idle_.push_back(std::move(worker));
-  lock.unlock();
-  returned_.notify_one();
 }
 
 std::string WorkerPool::discard(std::unique_ptr<Worker> worker) {
@@ -227,8 +280,9 @@ std::string WorkerPool::discard(std::unique_ptr<Worker> worker) {
     std::lock_guard lock(mutex_);
     ++counts_.crashed;
     --live_;
+    std::unique_ptr<Worker> room;
+    hand_to_slot(room);  // a waiting call may start one now
   }
-  returned_.notify_one();
   return ended;
 }
 

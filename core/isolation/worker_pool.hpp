@@ -11,6 +11,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -48,6 +50,18 @@ struct Worker {
   std::uint64_t calls = 0;
 };
 
+// A call's place in the queue for a worker while all are busy (an I/O thread's, from
+// acquire_now, or a handler thread's in acquire()): a worker coming back is handed to the
+// first slot still waiting, and `wake` tells its thread.
+struct WorkerSlot {
+  std::mutex mutex;
+  std::condition_variable delivered_cv;  // a handler thread's wait
+  std::unique_ptr<Worker> worker;
+  bool delivered = false;      // `worker` is set, or null: room to start one (acquire() it)
+  bool gone = false;           // the waiter stopped waiting: give the worker to someone else
+  std::function<void()> wake;  // called once, after delivery, on the delivering thread
+};
+
 // Counts for metrics and tests, monotonic.
 struct PoolCounts {
   std::uint64_t started = 0;
@@ -71,6 +85,14 @@ class WorkerPool {
   // for one to come back until `deadline` (then `timeout`). `unavailable` while down or
   // backing off after failed starts.
   Result<std::unique_ptr<Worker>> acquire(Clock::time_point deadline);
+  // A worker for one call without blocking (on an I/O thread): an idle one; or, when all
+  // max_concurrent are busy, `slot` queued for the next one back; or `use_acquire` when
+  // acquire() must do the rest (start a worker, down, backing off).
+  // With `slot` null, `busy` instead of queueing.
+  enum class Now { worker, queued, busy, use_acquire };
+  Now acquire_now(std::unique_ptr<Worker>& worker, const std::shared_ptr<WorkerSlot>& slot);
+  // A worker taken but not used for a call (its caller gave up before sending one).
+  void give_back_unused(std::unique_ptr<Worker> worker);
   // After a call that ended with "done": kept for the next call, or retired (max_calls).
   void give_back(std::unique_ptr<Worker> worker);
   // After a call the worker failed: killed and reaped now. Returns how it ended.
@@ -86,15 +108,17 @@ class WorkerPool {
   const PoolSpec& spec() const noexcept { return spec_; }
 
  private:
-  void give_back_unused(std::unique_ptr<Worker> worker);  // without counting a call
   Result<std::unique_ptr<Worker>> start_worker(WorkerReady* ready);
   void note_start_failure(const std::string& why);
+  // Hands `worker` to the first slot still waiting; false (worker kept) when none is.
+  // `worker` null: tells that slot there is room to start one. mutex_ held.
+  bool hand_to_slot(std::unique_ptr<Worker>& worker);
 
   PoolSpec spec_;
   mutable std::mutex mutex_;
-  std::condition_variable returned_;
   std::vector<std::unique_ptr<Worker>> idle_;
-  unsigned live_ = 0;  // idle + lent out + starting
+  unsigned live_ = 0;                              // idle + lent out + starting
+  std::deque<std::shared_ptr<WorkerSlot>> slots_;  // calls waiting for a worker, in order
   unsigned failed_starts_in_row_ = 0;
   Clock::time_point next_start_ = Clock::time_point::min();
   std::atomic<bool> down_{false};

@@ -3,6 +3,8 @@
 // second (isolation/process_backend.hpp) runs it in a worker process.
 #pragma once
 
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -25,12 +27,37 @@ struct WorkerStats {
   std::uint64_t crashes = 0;  // workers that failed during a call (or died idle)
 };
 
+// A call an operation began on the session's I/O thread (isolation/process_backend.hpp):
+// it goes on there, without blocking, for as long as it can, and hands what blocks (payload
+// I/O, quotas, user administration, a failed worker's end) to a handler thread.
+class StartedCall {
+ public:
+  virtual ~StartedCall() = default;
+  enum class Step { done, needs_handler };
+  // On the session's strand: runs until the call ended (`done`, its ops_code in `code`)
+  // or until the rest needs a handler thread.
+  virtual boost::asio::awaitable<Step> run_on_strand(int& code) = 0;
+  // On a handler thread after `needs_handler`: finishes the call and returns its ops_code.
+  // `abandoned`: the session answered `timeout` meanwhile; only clean up.
+  virtual int finish_blocking(bool abandoned) = 0;
+};
+
 class OperationBackend {
  public:
   virtual ~OperationBackend() = default;
   // Runs the operation for one request on the calling handler thread, with `call` as the
   // ABI's call state (owned by the caller, valid until this returns). Returns an ops_code.
   virtual int invoke(const ops_host_v1* host, ops_call* call, std::string_view args_json) const = 0;
+  // Begins a call on the session's strand without blocking; null when this backend cannot
+  // (in-process handlers block) or should not now (a worker must be started first, the
+  // operation is down, its calls ask for blocking services): then invoke() runs it on a
+  // handler thread. `call` and `args_json` stay valid until the call ends.
+  virtual std::unique_ptr<StartedCall> start_on_strand(const ops_host_v1* /*host*/,
+                                                       ops_call* /*call*/,
+                                                       std::string_view /*args_json*/,
+                                                       const boost::asio::any_io_executor&) const {
+    return nullptr;
+  }
   // False while the operation cannot be called at all (an isolated plugin marked down):
   // describe leaves it out and calls are answered `unavailable` before anything runs.
   virtual bool available() const { return true; }

@@ -117,6 +117,47 @@ TEST_F(IsolatedPlugin, ACrashDoesNotDisturbConcurrentCallsOfTheSameOperation) {
   EXPECT_EQ(wrong.load(), 0);
 }
 
+// With one worker for four busy connections, calls queue for it (on the server's I/O
+// threads, docs/ARCHITECTURE.md "Calls") instead of failing or starting more workers: all
+// 100 calls are answered ok, by one process.
+TEST_F(IsolatedPlugin, CallsQueueForABusyPoolsOnlyWorker) {
+  start(R"(, "limits": {"max_concurrent": 1})");
+  std::atomic<int> ok{0}, wrong{0};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 4; ++t) {
+    callers.emplace_back([&] {
+      auto c = connect();
+      if (!c) return void(wrong++);
+      for (int i = 0; i < 25; ++i) crash(*c, "none").ok ? ok++ : wrong++;
+    });
+  }
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(ok.load(), 100);
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(children_of(server_->pid()), 1u);
+}
+
+// A call waiting for the only worker while that one hangs: when the hung call's deadline
+// kills it, the waiting call gets a fresh worker and is answered ok within its own deadline.
+TEST_F(IsolatedPlugin, ACallWaitingForAHungWorkerGetsTheNextOne) {
+  start(R"(, "timeout_ms": 1500, "limits": {"max_concurrent": 1})");
+  auto hung = connect();
+  auto waiting = connect();
+  ASSERT_TRUE(hung && waiting);
+  ASSERT_TRUE(crash(*waiting, "none").ok);  // the worker is up
+  Outcome hung_outcome;
+  std::thread first([&] { hung_outcome = crash(*hung, "hang"); });
+  std::this_thread::sleep_for(700ms);  // the hang holds the worker; 800 ms are left after it
+  const auto asked = std::chrono::steady_clock::now();
+  Outcome next = crash(*waiting, "none");
+  const auto took = std::chrono::steady_clock::now() - asked;
+  first.join();
+  EXPECT_EQ(hung_outcome.code, "timeout");
+  EXPECT_TRUE(next.ok) << next.code << ": " << next.message;
+  EXPECT_GE(took, 500ms) << "it waited for the hung call's end";
+  EXPECT_TRUE(crash(*hung, "none").ok);
+}
+
 // The leak check the issue asks for: 1,000 worker crashes, then the server holds as many
 // descriptors and processes as before, and its memory has not grown with the crashes.
 TEST_F(IsolatedPlugin, AThousandWorkerCrashesLeakNothingInTheServer) {
@@ -209,6 +250,37 @@ TEST_F(IsolatedPlugin, TheWorkerCannotTouchFilesOutsideTheStorageTree) {
 
 // The standard transfer plugins, unmodified, run isolated: every host service crosses the
 // worker socket (payload both ways, send_file with a passed descriptor, quotas).
+// `usage` asks the server for get_usage, which may block, so its calls run on handler
+// threads; with one worker for four busy connections those threads queue for it (in the
+// same queue as calls waiting on I/O threads) and every call is answered.
+TEST(IsolationQueue, HandlerThreadCallsQueueForTheOnlyWorker) {
+  TempDir plugins;
+  ServerOptions o;
+  const fs::path dir = plugins.path() / "p";
+  o.ops_json = ops_json_with(dir, {},
+                             R"("usage": {"allow": ["*"], "isolation": "process", "plugin": )"
+                             R"("libusage.so", "limits": {"max_concurrent": 1}})");
+  fs::copy_file(fs::path(OPS_PLUGIN_DIR) / "libusage.so", dir / "libusage.so");
+  ServerProcess server(o);
+  const std::string key = server.add_user("una");
+  std::atomic<int> ok{0}, wrong{0};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 4; ++t) {
+    callers.emplace_back([&] {
+      auto c = server.connect("una", key);
+      if (!c) return void(wrong++);
+      for (int i = 0; i < 20; ++i) {
+        Outcome r = call_op(*c, "usage", "{}");
+        r.ok&& r.result_json.find("\"files\"") != std::string::npos ? ok++ : wrong++;
+      }
+    });
+  }
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(ok.load(), 80);
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(children_of(server.pid()), 1u);
+}
+
 TEST(IsolationTransfers, UploadAndDownloadRunIsolatedWithQuotas) {
   TempDir plugins;
   ServerOptions o;
