@@ -26,21 +26,24 @@ constexpr std::size_t kFileChunk = 256 * 1024;
 // `progress` to its Pace as it grows, and gives up (breaking the transport) when no byte
 // moved within the stall limit. It always waits for the strand side to finish, so the
 // handler's buffer is never touched after the call returns.
+//
+// The strand side publishes `progress` without notifying: the worker is woken once, by
+// finish(), and otherwise looks at the progress only when its Pace's wait runs out (the
+// stall limit, or the minimum rate's deadline), which is exactly when it matters. A
+// notification per piece would cost two context switches per TLS record.
 struct StrandCall {
   std::mutex mutex;
   std::condition_variable cv;
   bool done = false;
   std::atomic<std::uint64_t> progress{0};
+  std::uint64_t credited = 0;  // bytes the worker credited to its Pace so far
   IoResult result;
 
   void finish(IoResult r) {
     std::lock_guard lock(mutex);
     result = r;
+    if (!r.ec) progress.store(r.bytes);
     done = true;
-    cv.notify_one();
-  }
-  void nudge() {
-    std::lock_guard lock(mutex);
     cv.notify_one();
   }
   enum class Wait { done, stalled, gave_up };
@@ -48,7 +51,6 @@ struct StrandCall {
   // within its limits; `gave_up`: `give_up` passed first. Either way the caller stops the
   // strand side and calls wait_done().
   Wait wait(Pace& pace, std::chrono::steady_clock::time_point give_up) {
-    std::uint64_t credited = 0;
     std::unique_lock lock(mutex);
     while (!done) {
       const auto now = std::chrono::steady_clock::now();
@@ -56,8 +58,7 @@ struct StrandCall {
       const int ms = pace.wait_ms(now);
       if (ms == 0) return Wait::stalled;
       const auto until = std::min(now + std::chrono::milliseconds(ms), give_up);
-      const bool woke =
-          cv.wait_until(lock, until, [&] { return done || progress.load() > credited; });
+      const bool woke = cv.wait_until(lock, until, [&] { return done; });
       const std::uint64_t moved = progress.load();
       if (moved > credited) {
         pace.credit(moved - credited);
@@ -67,7 +68,10 @@ struct StrandCall {
       }
     }
     const std::uint64_t moved = progress.load();
-    if (moved > credited) pace.credit(moved - credited);
+    if (moved > credited) {
+      pace.credit(moved - credited);
+      credited = moved;
+    }
     return Wait::done;
   }
   void wait_done() {
@@ -262,13 +266,27 @@ bool Connection::sendfile_blocking(int fd, std::uint64_t offset, std::uint64_t l
   return true;
 }
 
+// One hand-off per handler buffer, not per TLS record: after the first bytes, the strand
+// keeps reading while the transport already has more (read_ready), so the worker is woken
+// once with as much of `cap` as had arrived. Progress is published without waking it.
 std::int64_t Connection::read_via_strand(void* buf, std::size_t cap, Pace& pace,
                                          Clock::time_point give_up) {
   auto call = std::make_shared<StrandCall>();
   asio::co_spawn(
       transport_->executor(),
       [this, call, buf, cap]() -> asio::awaitable<void> {
-        call->finish(co_await transport_->read_some(asio::buffer(buf, cap)));
+        auto* p = static_cast<unsigned char*>(buf);
+        IoResult r = co_await transport_->read_some(asio::buffer(p, cap));
+        std::size_t got = r.ec ? 0 : r.bytes;
+        while (!r.ec && got < cap && transport_->read_ready()) {
+          call->progress.store(got, std::memory_order_relaxed);
+          r = co_await transport_->read_some(asio::buffer(p + got, cap - got));
+          if (!r.ec) got += r.bytes;
+        }
+        // An error after some bytes (the peer closed, a deadline's cancel) is met again by
+        // the next read: these bytes count first.
+        if (got > 0) r = IoResult{{}, got};
+        call->finish(r);
       },
       asio::detached);
   switch (call->wait(pace, give_up)) {
@@ -286,28 +304,19 @@ std::int64_t Connection::read_via_strand(void* buf, std::size_t cap, Pace& pace,
       break;
   }
   if (call->result.ec) return call->result.ec == asio::error::eof ? 0 : -1;
-  pace.credit(call->result.bytes);
+  pace.credit(call->result.bytes - std::min(call->result.bytes, call->credited));
   return static_cast<std::int64_t>(call->result.bytes);
 }
 
+// The whole buffer in one hand-off (a download chunk is many TLS records): the worker
+// is woken when it is all sent, or by its Pace's limits to credit the progress so far.
 bool Connection::write_via_strand(const void* buf, std::size_t len, Pace& pace) {
   if (len == 0) return true;
   auto call = std::make_shared<StrandCall>();
   asio::co_spawn(
       transport_->executor(),
       [this, call, buf, len]() -> asio::awaitable<void> {
-        const auto* p = static_cast<const unsigned char*>(buf);
-        std::size_t sent = 0;
-        IoResult r;
-        while (sent < len) {
-          r = co_await transport_->write_some(asio::buffer(p + sent, len - sent));
-          if (r.ec) break;
-          sent += r.bytes;
-          call->progress.store(sent);
-          call->nudge();
-        }
-        r.bytes = sent;
-        call->finish(r);
+        call->finish(co_await transport_->write_all(asio::buffer(buf, len), call->progress));
       },
       asio::detached);
   if (call->wait(pace, Clock::time_point::max()) != StrandCall::Wait::done) {
@@ -315,7 +324,7 @@ bool Connection::write_via_strand(const void* buf, std::size_t len, Pace& pace) 
     call->wait_done();
     return false;
   }
-  return !call->result.ec;
+  return !call->result.ec && call->result.bytes == len;
 }
 
 bool Connection::sendfile_via_strand(int fd, std::uint64_t offset, std::uint64_t len, Pace& pace) {

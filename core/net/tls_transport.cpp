@@ -6,6 +6,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <cstring>
 #include <exception>
 
@@ -111,6 +112,33 @@ asio::awaitable<IoResult> TlsTransport::write_some(asio::const_buffer buffer) {
   if (buffer.size() == 0) co_return IoResult{};
   auto [ec, n] = co_await stream_.async_write_some(buffer, kAwaitTuple);
   co_return IoResult{ec, n};
+}
+
+// asio::async_write over the stream: one TLS record per write_some, all on this strand,
+// with no coroutine resumed between records; the completion condition (called before
+// every piece) reports the running total.
+asio::awaitable<IoResult> TlsTransport::write_all(asio::const_buffer buffer,
+                                                  std::atomic<std::uint64_t>& progress) {
+  if (buffer.size() == 0) co_return IoResult{};
+  auto [ec, n] = co_await asio::async_write(
+      stream_, buffer,
+      [&progress](const boost::system::error_code& error, std::size_t sent) -> std::size_t {
+        progress.store(sent, std::memory_order_relaxed);
+        return error ? 0 : asio::detail::default_max_transfer_size;
+      },
+      kAwaitTuple);
+  co_return IoResult{ec, n};
+}
+
+// Plaintext OpenSSL already decrypted, ciphertext it holds but has not decrypted yet
+// (records Asio's engine handed over in the last read), or bytes on the socket.
+bool TlsTransport::read_ready() {
+  if (has_peeked_ || peeked_error_) return true;
+  SSL* ssl = stream_.native_handle();
+  if (SSL_pending(ssl) > 0 || SSL_has_pending(ssl) == 1) return true;
+  if (BIO* in = SSL_get_rbio(ssl); in != nullptr && BIO_ctrl_pending(in) > 0) return true;
+  boost::system::error_code ec;
+  return stream_.next_layer().available(ec) > 0 && !ec;
 }
 
 // The socket's readability alone would be wrong both ways: decrypted bytes may already

@@ -49,6 +49,9 @@ class TlsTransport final : public Transport {
   boost::asio::awaitable<boost::system::error_code> handshake() override;
   boost::asio::awaitable<IoResult> read_some(boost::asio::mutable_buffer buffer) override;
   boost::asio::awaitable<IoResult> write_some(boost::asio::const_buffer buffer) override;
+  boost::asio::awaitable<IoResult> write_all(boost::asio::const_buffer buffer,
+                                             std::atomic<std::uint64_t>& progress) override;
+  bool read_ready() override;
   boost::asio::awaitable<boost::system::error_code> wait_readable() override;
   void close() noexcept override;
   void shutdown_both() noexcept override;

@@ -10,16 +10,20 @@
 // strand. Payload bytes of a handler (a worker thread) reach the transport in one of two
 // ways, chosen by Connection: straight through native_fd() with blocking syscalls
 // (plain TCP, where sendfile(2) is the fast path), or as async calls posted to the strand
-// while the worker waits on a bounded buffer (every other transport).
+// while the worker waits on a bounded buffer (every other transport). On the strand path
+// one hand-off moves a whole handler buffer (write_all, read_some while read_ready), not
+// one TLS record: a context switch per 16 KiB record costs more than the cipher.
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/system/error_code.hpp>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -49,6 +53,28 @@ class Transport {
   virtual boost::asio::awaitable<IoResult> read_some(boost::asio::mutable_buffer buffer) = 0;
   // At least one byte unless it fails.
   virtual boost::asio::awaitable<IoResult> write_some(boost::asio::const_buffer buffer) = 0;
+  // The whole buffer unless it fails (bytes: how many went). `progress` holds the running
+  // total after every piece, so a waiting worker can credit its Pace without being woken
+  // for each piece. A transport with a composed write (TLS: many records) overrides it.
+  virtual boost::asio::awaitable<IoResult> write_all(boost::asio::const_buffer buffer,
+                                                     std::atomic<std::uint64_t>& progress) {
+    const auto* p = static_cast<const unsigned char*>(buffer.data());
+    IoResult r;
+    std::size_t sent = 0;
+    while (sent < buffer.size()) {
+      r = co_await write_some(boost::asio::buffer(p + sent, buffer.size() - sent));
+      if (r.ec) break;
+      sent += r.bytes;
+      progress.store(sent, std::memory_order_relaxed);
+    }
+    r.bytes = sent;
+    co_return r;
+  }
+  // After a read_some: whether another read_some would find bytes already here (inside
+  // the transport, or on its socket) rather than wait for the peer. A hint, allowed to
+  // say false (the default): a TLS record may still be arriving, but a peer that sent part
+  // of one owes the rest. It lets one worker read take many TLS records.
+  virtual bool read_ready() { return false; }
   // Completes when read_some would return bytes (or an error) without waiting, holding
   // no buffer meanwhile. A TLS stream also completes when its engine already holds
   // decrypted bytes that the socket's readability would not show.
