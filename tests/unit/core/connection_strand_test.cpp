@@ -19,11 +19,11 @@ namespace {
 
 using namespace std::chrono_literals;
 
-struct StrandFixture : ::testing::Test {
+struct ConnectionOverStrand : ::testing::Test {
   boost::asio::io_context io;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{io.get_executor()};
   std::thread runner{[this] { io.run(); }};
-  ~StrandFixture() override {
+  ~ConnectionOverStrand() override {
     work.reset();
     io.stop();
     runner.join();
@@ -39,7 +39,7 @@ std::string pattern(std::size_t n) {
 
 // The write takes about 4× the stall limit, with bytes moving all along: it must not be
 // taken for a stall although the handler thread is not woken for each piece.
-TEST_F(StrandFixture, AWholeBufferWriteLongerThanTheStallLimitSucceedsWhileBytesMove) {
+TEST_F(ConnectionOverStrand, AWholeBufferWriteLongerThanTheStallLimitSucceedsWhileBytesMove) {
   auto [transport, peer] = make_memory_pipe(strand(), 4096);
   Connection conn(std::move(transport));
   const std::string sent = pattern(64 * 1024);
@@ -62,7 +62,7 @@ TEST_F(StrandFixture, AWholeBufferWriteLongerThanTheStallLimitSucceedsWhileBytes
 }
 
 // A peer that reads nothing: the write fails at the stall limit, not later.
-TEST_F(StrandFixture, AWholeBufferWriteToAPeerThatReadsNothingEndsAtTheStallLimit) {
+TEST_F(ConnectionOverStrand, AWholeBufferWriteToAPeerThatReadsNothingEndsAtTheStallLimit) {
   auto [transport, peer] = make_memory_pipe(strand(), 4096);
   Connection conn(std::move(transport));
   const std::string sent = pattern(64 * 1024);
@@ -75,7 +75,7 @@ TEST_F(StrandFixture, AWholeBufferWriteToAPeerThatReadsNothingEndsAtTheStallLimi
 }
 
 // A read returns what has arrived, without waiting to fill the handler's buffer.
-TEST_F(StrandFixture, AReadReturnsTheBytesThatArrivedWithoutWaitingToFillTheBuffer) {
+TEST_F(ConnectionOverStrand, AReadReturnsTheBytesThatArrivedWithoutWaitingToFillTheBuffer) {
   auto [transport, peer] = make_memory_pipe(strand());
   Connection conn(std::move(transport));
   peer.write("hello");
