@@ -10,7 +10,7 @@
 # context switches per GiB, summed over the server's threads (/proc/PID/task/*/status,
 # voluntary + nonvoluntary).
 set -euo pipefail
-OLD=$1 NEW=$2 ROUNDS=${3:-3} SIZE=${4:-1G}
+OLD=$(realpath "$1") NEW=$(realpath "$2") ROUNDS=${3:-3} SIZE=${4:-1G}
 OPSBENCH=${OPSBENCH:-$(dirname "$0")/../build-bench/bin/opsbench}
 W=$(mktemp -d); S=$(mktemp -d ${AB_TMP:+-p "$AB_TMP"})
 trap 'for p in ${PIDS:-}; do kill $p 2>/dev/null; wait $p 2>/dev/null; done; rm -rf "$S" "$W"' EXIT
