@@ -38,12 +38,13 @@ for round in $(seq "$rounds"); do
   echo "== round $round"
   taskset -c 0 openssl speed -evp sha256 -bytes 1048576 -seconds 3 2>/dev/null |
     awk '/^sha256/ {v=$NF; sub(/k$/, "", v); printf "openssl sha256 (CPU 0): %.0f MiB/s\n", v*1000/1048576}'
-  # shellcheck disable=SC2086
   for where in "$shm" "$dsk"; do
     echo "-- upload_paths on $(df -T "$where" | awk 'NR==2 {print $2}')"
+    # shellcheck disable=SC2086 # the variants are words
     "$bench_bin/upload_paths" "$where" 1024 ${UPLOAD_PATHS_VARIANTS:-}
   done
   for side in "shm 9311" "disk 9312"; do
+    # shellcheck disable=SC2086 # "name port"
     set -- $side
     d=$work/$1
     common=(--port "$2" --user admin --key-file "$d/state/admin.key" --server-pid "$(cat "$d/pid")")
