@@ -7,7 +7,8 @@
 # Compare the "server ... us/op" figures: CPU per operation is steadier than rates on a
 # shared machine.
 #   AB_WORKLOADS="small upload"  which to run (default small: ping-pong, 64x16 list,
-#                                handshakes; upload: 1 GiB with sha256 and fsync)
+#                                handshakes; upload: 1 GiB with sha256 and fsync;
+#                                resumable: the same 1 GiB as 64 MiB appends, 2 deep)
 #   AB_TMP=/dev/shm              where the servers store (default: mktemp's directory)
 set -u
 old_bin=$1 old_plugins=$2 new_bin=$3 new_plugins=$4 rounds=${5:-2}
@@ -20,7 +21,7 @@ start() { # name bin plugins port
   local d=$work/$1
   mkdir -p "$d/storage/admin/ten"
   for i in $(seq 10); do echo x > "$d/storage/admin/ten/f$i"; done
-  printf '{"plugin_dir": "%s", "operations": {"list": {"allow": ["*"]}, "upload": {"allow": ["*"]}}}\n' "$(realpath "$3")" > "$d/ops.json"
+  printf '{"plugin_dir": "%s", "operations": {"list": {"allow": ["*"]}, "upload": {"allow": ["*"]}, "upload_open": {"allow": ["*"]}, "upload_append": {"allow": ["*"]}, "upload_commit": {"allow": ["*"]}}}\n' "$(realpath "$3")" > "$d/ops.json"
   printf '{"listen": "127.0.0.1:%s", "storage_dir": "%s/storage", "state_dir": "%s/state", "ops_config": "%s/ops.json", "log_level": "warn"}\n' \
     "$4" "$d" "$d" "$d" > "$d/server.json"
   taskset -c 0 "$2" --config "$d/server.json" > "$d/log" 2>&1 &
@@ -43,6 +44,9 @@ for round in $(seq "$rounds"); do
     fi
     if [[ " $workloads " == *" upload "* ]]; then
       taskset -c 1 "$bench" upload --size 1G --parallel 1 "${common[@]}" | tail -1
+    fi
+    if [[ " $workloads " == *" resumable "* ]]; then
+      taskset -c 1 "$bench" resumable --size 1G --chunk 64M "${common[@]}" | tail -1
     fi
   done
 done

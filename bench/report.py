@@ -119,6 +119,11 @@ def goals(runs):
     ratio_row("upload 1 GiB, sha256 + fsync", "ops-upload-1g", "mib_s", "gRPC", l, s, 3, " MiB/s")
     l, s = best(runs, ["sftp-aes128-gcm-put", "sftp-chacha20-put"], "mib_s")
     ratio_row("upload 1 GiB, sha256 + fsync", "ops-upload-1g", "mib_s", "sftp", l, s, 4, " MiB/s")
+    # Resumable upload (64 MiB appends, each fsynced) within 10 % of the plain upload.
+    for suffix in ("", "-disk"):
+        s = stat(runs, f"ops-upload-1g{suffix}", "mib_s")
+        ratio_row(f"resumable upload 1 GiB{suffix and ' (disk)'}", f"ops-resumable-1g{suffix}",
+                  "mib_s", "plain upload", f"ops-upload-1g{suffix}", s, 0.9, " MiB/s")
 
     # Small operations.
     for op in ("describe", "list"):

@@ -477,6 +477,80 @@ int run_upload(const Flags& flags, const Common& c) {
   return 0;
 }
 
+// One resumable upload of `size` bytes the way opclient sends a large file (client/
+// resumable_upload.cpp): upload_open with size and sha256, upload_append of --chunk bytes
+// (64 MiB) pipelined two deep, upload_commit. The server hashes and fsyncs every append.
+int run_resumable(const Flags& flags, const Common& c) {
+  const std::uint64_t size = flags.size("size", 1ull << 30);
+  const std::uint64_t chunk = std::max<std::uint64_t>(1, flags.size("chunk", 64ull << 20));
+  constexpr std::size_t kDepth = 2;
+  Payload payload = make_payload(size);
+  auto client = connect_or_die(c);
+  const std::string path = path_for(flags, "resumable", 0);
+  CpuWindow window(c.server_pid);
+  window.start();
+  auto opened =
+      client->call("upload_open", "{\"path\":\"" + path + "\",\"size\":" + std::to_string(size) +
+                                      ",\"sha256\":\"" + payload.sha + "\",\"overwrite\":true}");
+  if (!opened || !opened->ok) die("upload_open failed");
+  rapidjson::Document doc;
+  doc.Parse(opened->result_json.c_str());
+  if (!doc.IsObject() || !doc.HasMember("upload") || !doc["upload"].IsString()) {
+    die("upload_open answered no id");
+  }
+  const std::string id = doc["upload"].GetString();
+  std::uint64_t sent = 0;
+  std::size_t in_flight = 0;
+  std::uint64_t offset_in_buffer = 0;
+  while (sent < size || in_flight > 0) {
+    while (sent < size && in_flight < kDepth) {
+      const std::uint64_t n = std::min(chunk, size - sent);
+      auto req = client->send_request(
+          "upload_append", "{\"upload\":\"" + id + "\",\"offset\":" + std::to_string(sent) + "}",
+          n);
+      if (!req) die("upload_append: " + req.error().message);
+      for (std::uint64_t left = n; left > 0;) {
+        const std::size_t k = static_cast<std::size_t>(
+            std::min<std::uint64_t>(left, payload.buffer.size() - offset_in_buffer));
+        if (auto s = client->send_payload(payload.buffer.data() + offset_in_buffer, k); !s) {
+          die("upload_append payload: " + s.error().message);
+        }
+        left -= k;
+        offset_in_buffer = (offset_in_buffer + k) % payload.buffer.size();
+      }
+      sent += n;
+      ++in_flight;
+    }
+    auto r = client->read_response();
+    if (!r || !r->ok) die("upload_append failed");
+    --in_flight;
+  }
+  auto committed = client->call("upload_commit",
+                                "{\"upload\":\"" + id + "\",\"sha256\":\"" + payload.sha + "\"}");
+  if (!committed || !committed->ok) {
+    die("upload_commit failed" + (committed ? ": " + committed->error.message : std::string()));
+  }
+  window.stop();
+  if (!flags.has("keep")) {
+    (void)client->call("upload", "{\"path\":\"" + path + "\",\"overwrite\":true}", "");
+  }
+  const double gib = static_cast<double>(size) / (1 << 30);
+  const double mib_s = static_cast<double>(size) / (1 << 20) / window.wall();
+  JsonLine j;
+  j.add("tool", "opsbench")
+      .add("mode", "resumable")
+      .add("size", size)
+      .add("chunk", chunk)
+      .add("mib_s", mib_s);
+  ops::bench::add_cpu(j, window, gib, "gib");
+  emit(c, j,
+       fmt("resumable %.0f MiB in %.0f MiB appends: %.1f MiB/s  server %.2f s/GiB  client %.2f "
+           "s/GiB",
+           static_cast<double>(size) / (1 << 20), static_cast<double>(chunk) / (1 << 20), mib_s,
+           window.server() / gib, window.self() / gib));
+  return 0;
+}
+
 std::uint64_t remote_size(Client& client, const std::string& path) {
   auto r = client.call("download", "{\"path\":\"" + path + "\",\"length\":0}");
   if (!r || !r->ok) return UINT64_MAX;
@@ -678,17 +752,19 @@ int run_describe(const Common& c) {
 }
 
 void usage() {
-  std::fprintf(stderr,
-               "usage: opsbench pingpong|pipeline|upload|download|idle|handshakes|describe\n"
-               "  --port P --user U --key-file F [--host H] [--server-pid PID] [--json]\n"
-               "  [--label NAME] [--tls --ca CA_FILE]\n"
-               "  pingpong:   --op describe|list|OPERATION [--args JSON] --duration S\n"
-               "  pipeline:   --op describe|list --connections N --depth D --threads T "
-               "--duration S [--lean]\n"
-               "  upload:     --size BYTES[K|M|G] --parallel P [--no-sha] [--keep]\n"
-               "  download:   --size BYTES --parallel P\n"
-               "  idle:       --count N --threads T --hold S (needs --server-pid)\n"
-               "  handshakes: --threads T --duration S\n");
+  std::fprintf(
+      stderr,
+      "usage: opsbench pingpong|pipeline|upload|resumable|download|idle|handshakes|describe\n"
+      "  --port P --user U --key-file F [--host H] [--server-pid PID] [--json]\n"
+      "  [--label NAME] [--tls --ca CA_FILE]\n"
+      "  pingpong:   --op describe|list|OPERATION [--args JSON] --duration S\n"
+      "  pipeline:   --op describe|list --connections N --depth D --threads T "
+      "--duration S [--lean]\n"
+      "  upload:     --size BYTES[K|M|G] --parallel P [--no-sha] [--keep]\n"
+      "  resumable:  --size BYTES --chunk BYTES (64M; appends pipelined 2 deep) [--keep]\n"
+      "  download:   --size BYTES --parallel P\n"
+      "  idle:       --count N --threads T --hold S (needs --server-pid)\n"
+      "  handshakes: --threads T --duration S\n");
 }
 
 }  // namespace
@@ -705,6 +781,7 @@ int main(int argc, char** argv) {
     if (mode == "pingpong") return run_small(flags, c, false);
     if (mode == "pipeline") return run_small(flags, c, true);
     if (mode == "upload") return run_upload(flags, c);
+    if (mode == "resumable") return run_resumable(flags, c);
     if (mode == "download") return run_download(flags, c);
     if (mode == "idle") return run_idle(flags, c);
     if (mode == "handshakes") return run_handshakes(flags, c);
