@@ -348,9 +348,11 @@ TEST_F(TlsFloodTest, AHandshakeFloodDoesNotStarveAnAuthenticatedClient) {
       static_cast<double>(flood.hellos_answered.load()) / flood.seconds(),
       static_cast<unsigned long long>(flood.handshake_failures.load()));
 
-  // The flood was real: the server answered hundreds of ClientHellos a second throughout
-  // (most connections beyond those are refused at the max_unauthenticated cap).
-  EXPECT_GT(flood.handshakes.load() + flood.hellos_answered.load(), 300u);
+  // The flood was real: the server answered ClientHellos throughout (most connections
+  // beyond those are refused at the max_unauthenticated cap). How many depends on the CPU
+  // the flooding threads get: 300 to 1,100 in these 3 s on a quiet machine, about 350 with
+  // two tests at once on 2 cores, so the bound only says the flood ran.
+  EXPECT_GT(flood.handshakes.load() + flood.hellos_answered.load(), 100u);
   EXPECT_EQ(during.failed, 0u) << during.first_failure;
   // The bounds, from measurements on 2 cores shared with other builds: with the handshakes
   // on the I/O threads this client got 26 to 962 answers in 3 s, p99 127 to 267 ms; with
