@@ -17,6 +17,7 @@
 #include <sstream>
 #include <thread>
 
+#include "connect_util.hpp"
 #include "harness/server_process.hpp"
 #include "ops_test_util.hpp"
 #include "opserver/frame.hpp"
@@ -41,25 +42,6 @@ std::uint16_t admin_port(const ServerProcess& server) {
   const std::string log = server.log();
   if (!std::regex_search(log, m, kLine)) return 0;
   return static_cast<std::uint16_t>(std::stoi(m[1]));
-}
-
-// A TCP connection to 127.0.0.1:port from `source` (127.0.0.2 is a second loopback
-// address on Linux); -1 on failure.
-int connect_from(const char* source, std::uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in local{};
-  local.sin_family = AF_INET;
-  ::inet_pton(AF_INET, source, &local.sin_addr);
-  sockaddr_in remote{};
-  remote.sin_family = AF_INET;
-  remote.sin_port = htons(port);
-  remote.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0 ||
-      ::connect(fd, reinterpret_cast<sockaddr*>(&remote), sizeof remote) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
 }
 
 // Reads up to `n` bytes (fewer on close or after `timeout`).

@@ -101,6 +101,14 @@ inline Outcome download(client::Client& c, const std::string& path,
   return call_op(c, "download", "{\"path\":" + jstr(path) + extra_members + "}");
 }
 
+// `n` bytes of a pattern that differs with `seed` and does not repeat at any short period,
+// so a misplaced or repeated chunk changes the content's SHA-256.
+inline std::string pattern_bytes(std::size_t n, unsigned seed) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 131 + seed) ^ (i >> 11));
+  return s;
+}
+
 inline std::string read_file(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
   std::ostringstream ss;

@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "connect_util.hpp"
 #include "harness/pg_cluster.hpp"
 #include "harness/server_process.hpp"
 #include "ops_test_util.hpp"
@@ -64,38 +65,6 @@ Used usage_of(client::Client& c) {
   if (!o.ok) return {};
   auto d = o.result();
   return {d["bytes"].GetUint64(), d["files"].GetUint64(), d["reserved_bytes"].GetUint64(), true};
-}
-
-std::unique_ptr<client::Client> connect_soon(const ServerProcess& server, const std::string& user,
-                                             const std::string& key) {
-  const auto give_up = Clock::now() + 2s;
-  while (true) {
-    auto c = client::Client::connect(server.options(user, key));
-    if (c) return std::move(*c);
-    if (Clock::now() > give_up) {
-      ADD_FAILURE() << "login as " << user << " still refused after 2 s: " << c.error().message;
-      return nullptr;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
-}
-
-// A TCP connection to 127.0.0.1:port from `source` (another loopback address); -1 on failure.
-int connect_from(const char* source, std::uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in local{};
-  local.sin_family = AF_INET;
-  ::inet_pton(AF_INET, source, &local.sin_addr);
-  sockaddr_in remote{};
-  remote.sin_family = AF_INET;
-  remote.sin_port = htons(port);
-  remote.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0 ||
-      ::connect(fd, reinterpret_cast<sockaddr*>(&remote), sizeof remote) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
 }
 
 // One frame's header text from `fd`, or nullopt on close or after 5 s.

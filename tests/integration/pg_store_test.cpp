@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "connect_util.hpp"
 #include "harness/pg_cluster.hpp"
 #include "harness/server_process.hpp"
 #include "ops_test_util.hpp"
@@ -50,22 +51,6 @@ std::string key_of(const Outcome& o) {
 
 bool is_closed(client::Client& c) {
   return !c.call("usage", "{}");
-}
-
-// A server hears of a user registered elsewhere (another server, `opserver user add`) a few
-// milliseconds after the register answered: these retry the login for up to 2 s.
-std::unique_ptr<client::Client> connect_soon(const ServerProcess& server, const std::string& user,
-                                             const std::string& key) {
-  const auto give_up = Clock::now() + 2s;
-  while (true) {
-    auto c = client::Client::connect(server.options(user, key));
-    if (c) return std::move(*c);
-    if (Clock::now() > give_up) {
-      ADD_FAILURE() << "login as " << user << " still refused after 2 s: " << c.error().message;
-      return nullptr;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
 }
 
 std::unique_ptr<RawConnection> authenticate_soon(const ServerProcess& server,

@@ -40,12 +40,6 @@ std::string resumable_ops_json() {
 })";
 }
 
-std::string pattern_bytes(std::size_t n, unsigned seed) {
-  std::string s(n, '\0');
-  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 151 + seed) ^ (i >> 13));
-  return s;
-}
-
 class ResumableOpclient : public ::testing::Test {
  protected:
   void SetUp() override {

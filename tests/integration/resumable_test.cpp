@@ -3,7 +3,6 @@
 // rules, publish rules, binding to the user, status by path, expiry, the per-user cap, a
 // client that vanishes mid-append, and a SIGKILL mid-append followed by a restart.
 #include <gtest/gtest.h>
-#include <openssl/sha.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -12,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "fault_util.hpp"
 #include "harness/server_process.hpp"
 #include "ops_test_util.hpp"
 #include "opserver/proof.hpp"
@@ -26,27 +26,6 @@ namespace ops::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-bool eventually(const std::function<bool()>& done, std::chrono::milliseconds limit = 10s) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return done();
-}
-
-std::string sha256_hex(std::string_view data) {
-  unsigned char d[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), d);
-  return proof::to_hex(d, sizeof d);
-}
-
-std::string pattern_bytes(std::size_t n, unsigned seed) {
-  std::string s(n, '\0');
-  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 131 + seed) ^ (i >> 11));
-  return s;
-}
 
 // ops.json with the resumable operations for everyone and `open_settings` for upload_open.
 std::string resumable_ops_json(const std::string& open_settings = "{}") {
@@ -184,11 +163,11 @@ TEST_F(Resumable, OpenAppendStatusCommitRoundTrip) {
   EXPECT_OP_ERR(download(*c_, "big/file.bin"), "not_found");
   EXPECT_FALSE(fs::exists(home() / "big"));
 
-  Outcome done = commit(id, ",\"sha256\":" + jstr(sha256_hex(body)));
+  Outcome done = commit(id, ",\"sha256\":" + jstr(proof::sha256_hex(body)));
   ASSERT_OP_OK(done);
   EXPECT_EQ(str_member(done, "path"), "big/file.bin");
   EXPECT_EQ(uint_member(done, "size"), body.size());
-  EXPECT_EQ(str_member(done, "sha256"), sha256_hex(body));
+  EXPECT_EQ(str_member(done, "sha256"), proof::sha256_hex(body));
   EXPECT_EQ(read_file(home() / "big" / "file.bin"), body);
   EXPECT_FALSE(fs::exists(partial(id)));
   // After a successful commit the id is gone.
@@ -201,7 +180,7 @@ TEST_F(Resumable, EmptyUploadCommits) {
   const std::string id = open("empty.txt", R"(,"size":0)");
   Outcome done = commit(id);
   ASSERT_OP_OK(done);
-  EXPECT_EQ(str_member(done, "sha256"), sha256_hex(""));
+  EXPECT_EQ(str_member(done, "sha256"), proof::sha256_hex(""));
   EXPECT_TRUE(fs::exists(home() / "empty.txt"));
   EXPECT_EQ(fs::file_size(home() / "empty.txt"), 0u);
 }
@@ -259,8 +238,8 @@ TEST_F(Resumable, DeclaredSizeLimitsAppendsAndCommits) {
 }
 
 TEST_F(Resumable, Sha256RulesAndFailedCommitsLeaveTheUploadOpen) {
-  const std::string good = sha256_hex("payload");
-  const std::string bad = sha256_hex("other");
+  const std::string good = proof::sha256_hex("payload");
+  const std::string bad = proof::sha256_hex("other");
   // Given at open and at commit, different: invalid_args.
   std::string id = open("s1.bin", ",\"sha256\":" + jstr(good));
   ASSERT_OP_OK(append(id, 0, "payload"));
@@ -431,13 +410,13 @@ TEST_F(Resumable, ClientVanishingMidAppendKeepsTheDurableBytesReceived) {
   })) << kept;
   EXPECT_EQ(partial_size(id), static_cast<std::int64_t>(kept));
   ASSERT_OP_OK(append(id, kept, std::string_view(body).substr(kept - head.size())));
-  ASSERT_OP_OK(commit(id, ",\"sha256\":" + jstr(sha256_hex(head + body))));
+  ASSERT_OP_OK(commit(id, ",\"sha256\":" + jstr(proof::sha256_hex(head + body))));
   EXPECT_EQ(read_file(home() / "vanish.bin"), head + body);
 }
 
 TEST_F(Resumable, SigkillMidAppendThenRestart) {
   const std::string body = pattern_bytes(6 << 20, 7);
-  const std::string id = open("crash.bin", ",\"sha256\":" + jstr(sha256_hex(body)));
+  const std::string id = open("crash.bin", ",\"sha256\":" + jstr(proof::sha256_hex(body)));
   const std::uint64_t acked = 2 << 20;
   Outcome a = append(id, 0, std::string_view(body).substr(0, acked));
   ASSERT_OP_OK(a);
@@ -471,7 +450,7 @@ TEST_F(Resumable, SigkillMidAppendThenRestart) {
   ASSERT_OP_OK(append(id, offset, std::string_view(body).substr(offset)));
   Outcome done = commit(id);
   ASSERT_OP_OK(done);
-  EXPECT_EQ(str_member(done, "sha256"), sha256_hex(body));
+  EXPECT_EQ(str_member(done, "sha256"), proof::sha256_hex(body));
   EXPECT_EQ(read_file(home() / "crash.bin"), body);
 }
 
@@ -486,10 +465,10 @@ TEST_F(Resumable, PartialsSurviveARestartAndStartupCleanup) {
   ASSERT_OP_OK(st);
   EXPECT_EQ(uint_member(st, "offset"), 20u);
   // A wrong sha256 after the restart: the re-hash is of the real bytes.
-  EXPECT_OP_ERR(commit(id, ",\"sha256\":" + jstr(sha256_hex("nope"))), "checksum_mismatch");
+  EXPECT_OP_ERR(commit(id, ",\"sha256\":" + jstr(proof::sha256_hex("nope"))), "checksum_mismatch");
   Outcome done = commit(id);
   ASSERT_OP_OK(done);
-  EXPECT_EQ(str_member(done, "sha256"), sha256_hex("kept across restarts"));
+  EXPECT_EQ(str_member(done, "sha256"), proof::sha256_hex("kept across restarts"));
 }
 
 class ResumableCap : public Resumable {

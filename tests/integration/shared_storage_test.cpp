@@ -8,7 +8,6 @@
 //    upload's temporary file (it used to empty the whole shared .ops-tmp): the upload
 //    succeeds.
 #include <gtest/gtest.h>
-#include <openssl/sha.h>
 
 #include <algorithm>
 #include <chrono>
@@ -17,6 +16,7 @@
 #include <string>
 #include <thread>
 
+#include "fault_util.hpp"
 #include "harness/server_process.hpp"
 #include "ops_test_util.hpp"
 #include "opserver/proof.hpp"
@@ -26,27 +26,6 @@ namespace ops::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-bool eventually(const std::function<bool()>& done, std::chrono::milliseconds limit = 10s) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return done();
-}
-
-std::string sha256_hex(std::string_view data) {
-  unsigned char d[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), d);
-  return proof::to_hex(d, sizeof d);
-}
-
-std::string pattern_bytes(std::size_t n, unsigned seed) {
-  std::string s(n, '\0');
-  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 131 + seed) ^ (i >> 11));
-  return s;
-}
 
 std::string ops_json() {
   return R"({
@@ -175,10 +154,11 @@ TEST_F(SharedStorage, ResumableUploadAlternatesBetweenServers) {
   Answer wrong = ask(*on_b, "upload_commit",
                      "{\"upload\":" + jstr(id) + ",\"sha256\":" + jstr(std::string(64, '0')) + "}");
   EXPECT_EQ(wrong.code, "checksum_mismatch");
-  Answer committed = ask(*on_b, "upload_commit",
-                         "{\"upload\":" + jstr(id) + ",\"sha256\":" + jstr(sha256_hex(body)) + "}");
+  Answer committed =
+      ask(*on_b, "upload_commit",
+          "{\"upload\":" + jstr(id) + ",\"sha256\":" + jstr(proof::sha256_hex(body)) + "}");
   ASSERT_TRUE(committed.ok) << committed.code;
-  EXPECT_EQ(committed.result["sha256"].GetString(), sha256_hex(body));
+  EXPECT_EQ(committed.result["sha256"].GetString(), proof::sha256_hex(body));
   EXPECT_EQ(committed.result["size"].GetUint64(), body.size());
   EXPECT_EQ(read_file(a_->storage_dir() / "rita" / "shared" / "big.bin"), body);
   Outcome fetched = download(*on_a, "shared/big.bin");
@@ -197,7 +177,7 @@ TEST_F(SharedStorage, ResumableUploadAlternatesBetweenServers) {
   ASSERT_TRUE(ask(*on_b, "upload_append", append_args(id2, 50000), second.substr(50000)).ok);
   Answer committed2 = ask(*on_a, "upload_commit", "{\"upload\":" + jstr(id2) + "}");
   ASSERT_TRUE(committed2.ok) << committed2.code;
-  EXPECT_EQ(committed2.result["sha256"].GetString(), sha256_hex(second));
+  EXPECT_EQ(committed2.result["sha256"].GetString(), proof::sha256_hex(second));
   EXPECT_EQ(read_file(a_->storage_dir() / "rita" / "shared" / "second.bin"), second);
   // Nothing left: no temporaries, and no partial, metadata or mark of either upload.
   EXPECT_TRUE(scratch_temporaries(a_->storage_dir(), false).empty());
@@ -245,8 +225,9 @@ TEST_F(SharedStorage, StatusDuringAnAppendOnTheOtherServerIsTheAcknowledgedEnd) 
   EXPECT_NE(reply->find("\"offset\":140000"), std::string::npos) << *reply;
   EXPECT_EQ(offset_of(ask(*on_a, "upload_status", status_args)), 140000u);
   const std::string body = std::string(70000, 'a') + std::string(30000, 'b') + tail;
-  Answer committed = ask(*on_a, "upload_commit",
-                         "{\"upload\":" + jstr(id) + ",\"sha256\":" + jstr(sha256_hex(body)) + "}");
+  Answer committed =
+      ask(*on_a, "upload_commit",
+          "{\"upload\":" + jstr(id) + ",\"sha256\":" + jstr(proof::sha256_hex(body)) + "}");
   ASSERT_TRUE(committed.ok) << committed.code;
   EXPECT_EQ(read_file(a_->storage_dir() / "rita" / "s.bin"), body);
 }
