@@ -95,6 +95,27 @@ void BM_RapidJsonPlain(benchmark::State& state) {
 }
 BENCHMARK(BM_RapidJsonPlain);
 
+// What the host checks of every plugin result before it goes on the wire: a `list` page
+// of 10 entries, as the list plugin writes it.
+const std::string kListResult = [] {
+  std::string r = R"({"path":"","entries":[)";
+  for (int i = 0; i < 10; ++i) {
+    if (i > 0) r += ',';
+    r += R"({"name":"ten/f)" + std::to_string(i) +
+         R"(.txt","type":"file","size":2,"mtime":1764770000})";
+  }
+  return r + R"(],"truncated":false})";
+}();
+
+void BM_ValidateListResult(benchmark::State& state) {
+  for (auto _ : state) {
+    ops::core::JsonError error;
+    benchmark::DoNotOptimize(ops::core::validate_strict_object(kListResult, error));
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * kListResult.size()));
+}
+BENCHMARK(BM_ValidateListResult);
+
 void BM_Utf8Validate(benchmark::State& state) {
   std::string text(static_cast<std::size_t>(state.range(0)), 'a');
   for (auto _ : state) benchmark::DoNotOptimize(ops::core::is_valid_utf8(text));

@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
+#include <memory>
 #include <type_traits>
 #include <unordered_set>
 #include <vector>
@@ -39,7 +41,13 @@ template <class Sink>
 class StrictHandler {
  public:
   StrictHandler(Sink& doc, const StrictJsonOptions& options, const rapidjson::MemoryStream& stream)
-      : doc_(doc), options_(options), stream_(stream) {}
+      : doc_(doc),
+        options_(options),
+        stream_(stream),
+        has_escapes_(std::string_view(stream.begin_, stream.size_).find("\\u") !=
+                     std::string_view::npos) {
+    names_.reserve(stream.size_);
+  }
 
   bool Null() { return value() && doc_.Null(); }
   bool Bool(bool b) { return value() && doc_.Bool(b); }
@@ -73,23 +81,23 @@ class StrictHandler {
 
   bool String(const char* s, rapidjson::SizeType len, bool copy) {
     if (!value()) return false;
-    if (!is_valid_utf8({s, len})) return fail("string is not valid UTF-8 (lone surrogate?)");
+    if (!escapes_valid({s, len})) return fail("string is not valid UTF-8 (lone surrogate?)");
     return doc_.String(s, len, copy);
   }
 
   bool StartObject() {
     if (!value()) return false;
     if (++depth_ > options_.max_depth) return fail("nesting deeper than the limit");
-    frames_.push_back(Frame{true, 0, {}});
+    frames_.push_back(Frame{true, 0, keys_.size(), {}, nullptr});
     return doc_.StartObject();
   }
   bool Key(const char* s, rapidjson::SizeType len, bool copy) {
     std::string_view key(s, len);
-    if (!is_valid_utf8(key)) return fail("member name is not valid UTF-8 (lone surrogate?)");
-    if (!frames_.back().add_key(key)) {
-      return fail("duplicate member name \"" + std::string(key) + "\"");
+    if (!escapes_valid(key)) return fail("member name is not valid UTF-8 (lone surrogate?)");
+    if (!add_key(frames_.back(), key)) {
+      if (reason_.empty()) reason_ = "duplicate member name \"" + std::string(key) + "\"";
+      return false;
     }
-    pending_key_ = key;
     return doc_.Key(s, len, copy);
   }
   bool EndObject(rapidjson::SizeType count) {
@@ -99,7 +107,7 @@ class StrictHandler {
   bool StartArray() {
     if (!value()) return false;
     if (++depth_ > options_.max_depth) return fail("nesting deeper than the limit");
-    frames_.push_back(Frame{false, 0, {}});
+    frames_.push_back(Frame{false, 0, keys_.size(), {}, nullptr});
     return doc_.StartArray();
   }
   bool EndArray(rapidjson::SizeType count) {
@@ -110,33 +118,55 @@ class StrictHandler {
   const std::string& reason() const { return reason_; }
 
  private:
+  // An open object or array. The member names of every open object live in one arena
+  // (`names_`, reserved to the input's size up front, so views into it stay valid: a
+  // decoded name is never longer than its JSON text) and one stack of views (`keys_`):
+  // no allocation per object or per member, which is what a result of many small objects
+  // (a `list` page) is made of.
   struct Frame {
     bool object;
-    std::size_t index;
-    std::vector<std::string> keys;  // small objects: linear search beats hashing
+    std::size_t index;      // arrays: elements seen so far
+    std::size_t first_key;  // objects: where this object's names start in keys_
+    std::string_view last_key;
     // Past kLinearKeys members, a hash set: a 1 MiB header of 100,000 members must not
     // cost 10^10 comparisons on an I/O thread (reliability.md case 33).
-    std::unordered_set<std::string> many;
-    static constexpr std::size_t kLinearKeys = 16;
-    // The member being read, for JSON pointers: `keys` is emptied into `many` past
-    // kLinearKeys members, so its back() is not it.
-    std::string last_key;
-
-    // False if `key` is already a member of this object.
-    bool add_key(std::string_view key) {
-      last_key.assign(key);
-      if (many.empty() && keys.size() < kLinearKeys) {
-        if (std::find(keys.begin(), keys.end(), key) != keys.end()) return false;
-        keys.emplace_back(key);
-        return true;
-      }
-      if (many.empty()) {
-        for (std::string& k : keys) many.insert(std::move(k));
-        keys.clear();
-      }
-      return many.emplace(key).second;
-    }
+    std::unique_ptr<std::unordered_set<std::string_view>> many;
   };
+  static constexpr std::size_t kLinearKeys = 16;
+
+  // The raw bytes are checked once (utf8_error_offset) and RapidJSON decodes escaped
+  // surrogate pairs, but it passes a lone escaped surrogate (\uD800) on as the three
+  // bytes ED A0..BF xx. Only a decoded string holding an 0xED byte, in a text with a \u
+  // escape at all, needs the full check.
+  bool escapes_valid(std::string_view text) const noexcept {
+    return !has_escapes_ || std::memchr(text.data(), 0xED, text.size()) == nullptr ||
+           is_valid_utf8(text);
+  }
+
+  // False if `key` is already a member of the innermost object.
+  bool add_key(Frame& frame, std::string_view key) {
+    // names_ holds every name read so far and was reserved to the input's size, which
+    // no set of decoded names can outgrow: views into it stay valid.
+    const std::size_t at = names_.size();
+    if (names_.capacity() - at < key.size()) return fail("member names longer than the input");
+    names_.append(key);
+    std::string_view stored(names_.data() + at, key.size());
+    frame.last_key = stored;
+    const std::size_t members = keys_.size() - frame.first_key;
+    if (!frame.many && members < kLinearKeys) {
+      for (std::size_t i = frame.first_key; i < keys_.size(); ++i) {
+        if (keys_[i] == stored) return false;
+      }
+      keys_.push_back(stored);
+      return true;
+    }
+    if (!frame.many) {
+      frame.many = std::make_unique<std::unordered_set<std::string_view>>(
+          keys_.begin() + static_cast<std::ptrdiff_t>(frame.first_key), keys_.end());
+      keys_.resize(frame.first_key);
+    }
+    return frame.many->insert(stored).second;
+  }
 
   // Called at the start of every value: records its offset under its JSON pointer.
   bool value() {
@@ -145,7 +175,7 @@ class StrictHandler {
       if (!frames_.empty()) {
         Frame& frame = frames_.back();
         pointer += '/';
-        pointer += frame.object ? escape(pending_key_) : std::to_string(frame.index);
+        pointer += frame.object ? escape(frame.last_key) : std::to_string(frame.index);
       }
       // The stream has consumed the value's first character already.
       std::size_t at = stream_.Tell();
@@ -180,6 +210,7 @@ class StrictHandler {
   }
   void pop() {
     --depth_;
+    if (frames_.back().object) keys_.resize(frames_.back().first_key);
     frames_.pop_back();
   }
   bool fail(std::string reason) {
@@ -190,15 +221,35 @@ class StrictHandler {
   Sink& doc_;
   const StrictJsonOptions& options_;
   const rapidjson::MemoryStream& stream_;
+  const bool has_escapes_;  // the text holds a \u escape somewhere
   unsigned depth_ = 0;
   std::vector<Frame> frames_;
-  std::string pending_key_;
+  std::vector<std::string_view> keys_;  // names of the open objects' members, in order
+  std::string names_;                   // the bytes keys_ views
   std::string reason_;
 };
 
-constexpr unsigned kParseFlags = rapidjson::kParseValidateEncodingFlag |
-                                 rapidjson::kParseNumbersAsStringsFlag |
-                                 rapidjson::kParseStopWhenDoneFlag | rapidjson::kParseIterativeFlag;
+// UTF-8 is checked once over the whole text (utf8_error_offset) rather than character by
+// character inside RapidJSON (kParseValidateEncodingFlag), which cost more than the parse
+// itself. The recursive parser is safe: StrictHandler refuses past max_depth before
+// RapidJSON recurses any deeper.
+constexpr unsigned kParseFlags =
+    rapidjson::kParseNumbersAsStringsFlag | rapidjson::kParseStopWhenDoneFlag;
+// Where value offsets are recorded (config files, for file:line:col messages) the
+// iterative parser is kept: its events come at the positions those messages have always
+// named.
+constexpr unsigned kParseFlagsWithOffsets = kParseFlags | rapidjson::kParseIterativeFlag;
+
+// The first error in `text`: a byte that is not UTF-8 before RapidJSON's error (or
+// anywhere, if RapidJSON found none) is the one reported, as RapidJSON's own encoding
+// check would have reported it.
+bool encoding_error(std::string_view text, bool parsed, std::size_t parse_error_offset,
+                    JsonError& error) {
+  const std::size_t bad = utf8_error_offset(text);
+  if (bad == text.size() || (!parsed && bad >= parse_error_offset)) return false;
+  error = {bad, "Invalid encoding in string."};
+  return true;
+}
 
 }  // namespace
 
@@ -215,11 +266,17 @@ bool parse_strict_json(std::string_view text, rapidjson::Document& out, JsonErro
   bool parsed = false;
   std::size_t end = 0;
   auto generate = [&](rapidjson::Document&) {
-    parsed = !reader.Parse<kParseFlags>(stream, handler).IsError();
+    parsed = options.offsets != nullptr
+                 ? !reader.Parse<kParseFlagsWithOffsets>(stream, handler).IsError()
+                 : !reader.Parse<kParseFlags>(stream, handler).IsError();
     end = stream.Tell();
     return parsed;
   };
   out.Populate(generate);
+  if (encoding_error(text, parsed, reader.GetErrorOffset(), error)) {
+    out.SetNull();
+    return false;
+  }
   if (!parsed) {
     error.offset = reader.GetErrorOffset();
     error.reason = !handler.reason().empty()
@@ -253,7 +310,9 @@ bool validate_strict_object(std::string_view text, JsonError& error,
   NullSink sink;
   StrictHandler<NullSink> handler(sink, options, stream);
   rapidjson::Reader reader;
-  if (reader.Parse<kParseFlags>(stream, handler).IsError()) {
+  const bool parsed = !reader.Parse<kParseFlags>(stream, handler).IsError();
+  if (encoding_error(text, parsed, reader.GetErrorOffset(), error)) return false;
+  if (!parsed) {
     error.offset = reader.GetErrorOffset();
     error.reason = !handler.reason().empty()
                        ? handler.reason()
@@ -268,9 +327,22 @@ bool validate_strict_object(std::string_view text, JsonError& error,
 }
 
 bool is_valid_utf8(std::string_view text) noexcept {
-  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  return utf8_error_offset(text) == text.size();
+}
+
+std::size_t utf8_error_offset(std::string_view text) noexcept {
+  const auto* begin = reinterpret_cast<const unsigned char*>(text.data());
+  const auto* p = begin;
   const auto* end = p + text.size();
   while (p < end) {
+    // JSON is mostly ASCII: eight bytes at a time while no high bit is set.
+    while (end - p >= 8) {
+      std::uint64_t word;
+      std::memcpy(&word, p, sizeof word);
+      if ((word & 0x8080808080808080ull) != 0) break;
+      p += 8;
+    }
+    if (p == end) break;
     unsigned c = *p;
     if (c < 0x80) {
       ++p;
@@ -288,18 +360,19 @@ bool is_valid_utf8(std::string_view text) noexcept {
       n = 3;
       cp = c & 0x07;
     } else {
-      return false;
+      return static_cast<std::size_t>(p - begin);
     }
-    if (static_cast<std::size_t>(end - p) <= n) return false;
+    if (static_cast<std::size_t>(end - p) <= n) return static_cast<std::size_t>(p - begin);
     for (std::size_t i = 1; i <= n; ++i) {
-      if ((p[i] & 0xC0) != 0x80) return false;
+      if ((p[i] & 0xC0) != 0x80) return static_cast<std::size_t>(p - begin);
       cp = (cp << 6) | (p[i] & 0x3F);
     }
     static constexpr unsigned kMin[] = {0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+      return static_cast<std::size_t>(p - begin);
     p += n + 1;
   }
-  return true;
+  return text.size();
 }
 
 LineCol line_col(std::string_view text, std::size_t offset) noexcept {

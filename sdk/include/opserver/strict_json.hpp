@@ -41,6 +41,9 @@ bool validate_strict_object(std::string_view text, JsonError& error,
 // True if `text` is well-formed UTF-8 with no surrogate code points and no overlong forms.
 bool is_valid_utf8(std::string_view text) noexcept;
 
+// The offset of the first byte where `text` stops being such UTF-8, or text.size().
+std::size_t utf8_error_offset(std::string_view text) noexcept;
+
 // Line and column (1-based) of a byte offset, for "file:line:col" messages.
 struct LineCol {
   std::size_t line = 1;

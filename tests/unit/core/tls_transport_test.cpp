@@ -230,11 +230,13 @@ class TlsTransportTest : public ::testing::Test {
   test::CertFiles server_files_;
   std::unique_ptr<FileUserStore> users_;
   std::unique_ptr<Authenticator> auth_;
+  // Before io_: coroutines still suspended when the test ends (a client that never
+  // finished its handshake) are destroyed with io_ and may record into seen_ then.
+  Seen seen_;
   asio::io_context io_;
   std::unique_ptr<TlsListener> listener_;
   std::uint16_t port_ = 0;
   std::thread thread_;
-  Seen seen_;
 };
 
 TEST_F(TlsTransportTest, PlusLoginAndPayloadsBothWays) {
