@@ -51,7 +51,7 @@ run() { # name port opsbench-args...
     --server-pid "$(cat "$d/pid")" | tail -1
 }
 
-ops=(usage list upload download)
+ops=(usage stat list upload download)
 body_in="" body_iso=""
 for op in "${ops[@]}"; do
   body_in+="${body_in:+, }$(in_process "$op")"
@@ -84,6 +84,8 @@ for round in $(seq "$rounds"); do
     if [[ " $workloads " == *" small "* ]]; then
       run "$1" "$2" pingpong --op usage --args '{}' --duration 3
       run "$1" "$2" pingpong --op list --duration 3
+      # describe-like: one small answer from one system call (bench-list10/ exists now)
+      run "$1" "$2" pingpong --op stat --args '{"path":"bench-list10"}' --duration 3
       run "$1" "$2" pipeline --op list --connections 16 --depth 8 --threads 1 --duration 3
     fi
     if [[ " $workloads " == *" transfer "* ]]; then

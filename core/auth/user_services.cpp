@@ -195,7 +195,19 @@ Result<std::string> UserServices::usage_json(const std::string& user) {
   if (!exists(user)) return fail(ErrorCode::not_found, "no such user: " + user);
   auto counted = usage_->usage(user);
   if (!counted) return std::move(counted).error();
-  const Usage& u = *counted;
+  return usage_text(user, *counted);
+}
+
+std::optional<Result<std::string>> UserServices::usage_json_now(const std::string& user) {
+  if (!users_.answers_from_memory()) return std::nullopt;
+  if (!exists(user))
+    return Result<std::string>(fail(ErrorCode::not_found, "no such user: " + user));
+  auto known = usage_->usage_if_known(user);
+  if (!known) return std::nullopt;
+  return Result<std::string>(usage_text(user, *known));
+}
+
+std::string UserServices::usage_text(const std::string& user, const Usage& u) {
   QuotaLimits q = quota_for(user);
   rapidjson::StringBuffer out;
   rapidjson::Writer<rapidjson::StringBuffer> w(out);

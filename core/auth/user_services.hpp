@@ -96,10 +96,15 @@ class UserServices {
   Result<UserRecord> set_limits(const std::string& name, const LimitChange& change);
   // {"user","bytes","files","reserved_bytes","quota_bytes","quota_files"}; not_found.
   Result<std::string> usage_json(const std::string& user);
+  // usage_json's answer if it can be had without waiting (the user store answers from
+  // memory and the user's usage is counted already, or there is no such user); nullopt
+  // when only usage_json can answer. For serving `get_usage` on an I/O thread.
+  std::optional<Result<std::string>> usage_json_now(const std::string& user);
 
  private:
   // Renames <storage>/<name> into the scratch directory and queues it for deletion.
   Status move_aside(const std::string& name);
+  std::string usage_text(const std::string& user, const Usage& usage);
 
   UserStore& users_;
   int storage_fd_;

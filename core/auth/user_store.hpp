@@ -72,6 +72,9 @@ class UserStore {
   virtual std::optional<std::string> key_for(std::string_view user) = 0;
   // Everything the store keeps about `user`, or nullopt.
   virtual std::optional<UserRecord> find(std::string_view user) = 0;
+  // True if find() and key_for() answer from this process's memory (at most a stat of a
+  // local file), so an I/O thread may call them.
+  virtual bool answers_from_memory() const noexcept { return false; }
 
   // Adds a user (name and key checked), creating its storage directory, with `limits`
   // applied. Atomic: on any failure the store is unchanged. already_exists for a taken

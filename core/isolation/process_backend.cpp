@@ -71,7 +71,8 @@ std::string ret(std::int64_t value) {
   return "{\"ret\":" + std::to_string(value) + "}";
 }
 
-bool strand_safe(const WorkerMessage& message, std::size_t buffered);
+bool strand_safe(const WorkerMessage& message, std::size_t buffered, ops_call* call);
+std::string usage_subject(const Value& m);
 
 // One conversation: the worker's requests for one call, served on this handler thread.
 class Conversation {
@@ -97,7 +98,7 @@ class Conversation {
 
   // Serves one message and sends its reply; the end of the conversation, or nullopt.
   std::optional<End> handle(const WorkerMessage& message, int& code, std::string& why) {
-    if (!strand_safe(message, SIZE_MAX)) blocked_ = true;
+    if (!strand_safe(message, SIZE_MAX, call_)) blocked_ = true;
     std::string reply;
     std::span<const std::byte> data;
     bool wants_reply = false;
@@ -329,13 +330,12 @@ class Conversation {
       if (!a.ok) return malformed(fn, why);
       r = host_->close_user_connections(call_, name.c_str(), a.flag("except_this_connection"));
     } else if (fn == "get_usage") {
-      auto name = m.FindMember("name");
-      std::string who;
-      if (name != m.MemberEnd() && name->value.IsString()) {
-        who.assign(name->value.GetString(), name->value.GetStringLength());
-      }
+      const std::string who = usage_subject(m);
       std::array<char, 1024> usage{};
-      r = host_->get_usage(call_, who.empty() ? nullptr : who.c_str(), usage.data(), usage.size());
+      const char* whose = who.empty() ? nullptr : who.c_str();
+      // Counts already taken are answered without waiting (on an I/O thread too).
+      auto now = core::get_usage_now(call_, whose, usage.data(), usage.size());
+      r = now ? *now : host_->get_usage(call_, whose, usage.data(), usage.size());
       if (r >= 0 && static_cast<std::size_t>(r) < usage.size()) {
         reply =
             "{\"ret\":0,\"usage\":" + std::string(usage.data(), static_cast<std::size_t>(r)) + "}";
@@ -368,7 +368,14 @@ class Conversation {
 // anything (a result without payload only joins the connection's output buffer). Anything
 // else (payload, quotas, users, usage: they may wait on a disk, a lock or a database) goes
 // to a handler thread.
-bool strand_safe(const WorkerMessage& message, std::size_t buffered) {
+// The user a get_usage request names ("" for the caller).
+std::string usage_subject(const Value& m) {
+  auto name = m.FindMember("name");
+  if (name == m.MemberEnd() || !name->value.IsString()) return {};
+  return {name->value.GetString(), name->value.GetStringLength()};
+}
+
+bool strand_safe(const WorkerMessage& message, std::size_t buffered, ops_call* call) {
   const Value& m = message.json;
   // Bytes that follow a message may have to be waited for, unless they are here already
   // (a result sent as raw bytes comes in the same write as its line).
@@ -378,6 +385,12 @@ bool strand_safe(const WorkerMessage& message, std::size_t buffered) {
   if (fn == m.MemberEnd() || !fn->value.IsString()) return true;  // refused either way
   const std::string_view name(fn->value.GetString(), fn->value.GetStringLength());
   if (name == "fail" || name == "fail_details" || name == "log") return message.bytes == 0;
+  if (name == "get_usage") {
+    // Safe when the answer is in memory already (a file user store, a counted user).
+    const std::string who = usage_subject(m);
+    return message.bytes == 0 &&
+           core::get_usage_now(call, who.empty() ? nullptr : who.c_str(), nullptr, 0);
+  }
   if (name != "send_result") return false;
   auto size = m.FindMember("payload_size");
   return size != m.MemberEnd() && size->value.IsUint64() && size->value.GetUint64() == 0;
@@ -565,7 +578,7 @@ class ProcessStartedCall final : public core::StartedCall {
         fail_now(Conversation::failure(st));
         break;
       }
-      if (!strand_safe(message, worker_->channel.buffered())) {
+      if (!strand_safe(message, worker_->channel.buffered(), call_)) {
         state_ = State::handed_on;
         pending_ = std::move(message);
         break;

@@ -409,14 +409,18 @@ int host_set_quota(ops_call* call, const char* name, int64_t quota_bytes, int64_
   return OPS_OK;
 }
 
-int64_t host_get_usage(ops_call* call, const char* name, char* buf, size_t cap) {
-  if (call->services == nullptr) return -OPS_UNAVAILABLE;
-  auto json = call->services->usage_json(name ? std::string(name) : call->user);
+// get_usage's return value for an answer (its length, the text copied when it fits).
+int64_t usage_answer(const Result<std::string>& json, char* buf, size_t cap) {
   if (!json) return -static_cast<int64_t>(json.error().code);
   if (buf != nullptr && json->size() < cap) {
     std::memcpy(buf, json->c_str(), json->size() + 1);
   }
   return static_cast<int64_t>(json->size());
+}
+
+int64_t host_get_usage(ops_call* call, const char* name, char* buf, size_t cap) {
+  if (call->services == nullptr) return -OPS_UNAVAILABLE;
+  return usage_answer(call->services->usage_json(name ? std::string(name) : call->user), buf, cap);
 }
 
 int64_t host_close_user_connections(ops_call* call, const char* name, int except_this) {
@@ -461,6 +465,14 @@ const ops_host_v1 kHost = {
 
 const ops_host_v1* host_vtable() noexcept {
   return &kHost;
+}
+
+std::optional<std::int64_t> get_usage_now(ops_call* call, const char* name, char* buf,
+                                          std::size_t cap) {
+  if (call->services == nullptr) return -OPS_UNAVAILABLE;
+  auto json = call->services->usage_json_now(name ? std::string(name) : call->user);
+  if (!json) return std::nullopt;
+  return usage_answer(*json, buf, cap);
 }
 
 }  // namespace ops::core

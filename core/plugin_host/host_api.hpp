@@ -83,6 +83,12 @@ namespace ops::core {
 // The vtable handed to every handler. Valid for the life of the process.
 const ops_host_v1* host_vtable() noexcept;
 
+// What the vtable's get_usage would return, when that can be had without waiting
+// (UserServices::usage_json_now); nullopt when only get_usage itself can answer. Lets an
+// isolated call serve its worker's get_usage on the session's I/O thread.
+std::optional<std::int64_t> get_usage_now(ops_call* call, const char* name, char* buf,
+                                          std::size_t cap);
+
 // Messages from plugins go to clients: keep them short, valid UTF-8, no control bytes.
 std::string sanitize_message(std::string_view message);
 // For logs: control characters and invalid bytes escaped as \xNN, at most `limit` bytes.

@@ -12,6 +12,9 @@ class MemoryUsageLedger final : public UsageLedger {
   explicit MemoryUsageLedger(int storage_fd) : tracker_(storage_fd) {}
 
   Result<Usage> usage(const std::string& user) override { return tracker_.usage(user); }
+  std::optional<Usage> usage_if_known(const std::string& user) override {
+    return tracker_.usage_if_counted(user);
+  }
   Result<std::uint64_t> reserve(const std::string& user, std::uint64_t bytes, std::uint64_t files,
                                 const QuotaLimits& limits) override {
     return tracker_.reserve(user, bytes, files, limits);

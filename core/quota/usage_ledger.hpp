@@ -12,7 +12,9 @@
 #include <cstdint>
 #include <string>
 
+#include <optional>
 #include "opserver/error.hpp"
+
 #include "quota/usage_tracker.hpp"
 
 namespace ops::core {
@@ -24,6 +26,9 @@ class UsageLedger {
   // The user's usage (counted from disk the first time it is needed); `unavailable` when
   // a shared ledger cannot be reached.
   virtual Result<Usage> usage(const std::string& user) = 0;
+  // The user's usage when it can be had without waiting (counted already, kept in this
+  // process's memory); nullopt otherwise. For answering on an I/O thread.
+  virtual std::optional<Usage> usage_if_known(const std::string& /*user*/) { return std::nullopt; }
   // Takes room for `bytes` and `files` more if that keeps the user within `limits`,
   // counting usage and every open reservation (of every node, for a shared ledger), in one
   // step: concurrent reservations can never together pass a limit. A dimension asked for

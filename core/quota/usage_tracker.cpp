@@ -116,6 +116,14 @@ Usage UsageTracker::usage(const std::string& user) {
   return s->usage;
 }
 
+std::optional<Usage> UsageTracker::usage_if_counted(const std::string& user) {
+  auto s = state(user, false);
+  if (!s) return std::nullopt;
+  std::unique_lock lock(s->mutex, std::try_to_lock);
+  if (!lock.owns_lock() || !s->counted) return std::nullopt;
+  return s->usage;
+}
+
 Result<std::uint64_t> UsageTracker::reserve(const std::string& user, std::uint64_t bytes,
                                             std::uint64_t files, const QuotaLimits& limits) {
   auto s = state(user, true);

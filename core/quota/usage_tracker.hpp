@@ -49,6 +49,9 @@ class UsageTracker {
 
   // The user's usage, counted from disk the first time.
   Usage usage(const std::string& user);
+  // The user's usage if it is counted already and nobody holds its counters this
+  // instant; never counts and never waits (for an I/O thread).
+  std::optional<Usage> usage_if_counted(const std::string& user);
 
   // Takes room for `bytes` more bytes and `files` more files if that keeps the user
   // within `limits` (counting usage and every open reservation); else quota_exceeded.

@@ -250,9 +250,10 @@ TEST_F(IsolatedPlugin, TheWorkerCannotTouchFilesOutsideTheStorageTree) {
 
 // The standard transfer plugins, unmodified, run isolated: every host service crosses the
 // worker socket (payload both ways, send_file with a passed descriptor, quotas).
-// `usage` asks the server for get_usage, which may block, so its calls run on handler
-// threads; with one worker for four busy connections those threads queue for it (in the
-// same queue as calls waiting on I/O threads) and every call is answered.
+// `usage` asks the server for get_usage: its first call counts the user's directory on a
+// handler thread, later ones are answered on I/O threads from the count. With one worker
+// for four busy connections the calls queue for it (handler and I/O threads in one queue)
+// and every call is answered.
 TEST(IsolationQueue, HandlerThreadCallsQueueForTheOnlyWorker) {
   TempDir plugins;
   ServerOptions o;
@@ -279,6 +280,35 @@ TEST(IsolationQueue, HandlerThreadCallsQueueForTheOnlyWorker) {
   EXPECT_EQ(ok.load(), 80);
   EXPECT_EQ(wrong.load(), 0);
   EXPECT_EQ(children_of(server.pid()), 1u);
+}
+
+// An isolated `usage` answered from counts already taken (on the I/O thread) follows every
+// change at once: what it reports is what was stored a moment before.
+TEST(IsolationQueue, IsolatedUsageFollowsEachUpload) {
+  TempDir plugins;
+  ServerOptions o;
+  const fs::path dir = plugins.path() / "p";
+  o.ops_json = ops_json_with(dir, {},
+                             R"("usage": {"allow": ["*"], "isolation": "process", "plugin": )"
+                             R"("libusage.so"})");
+  fs::copy_file(fs::path(OPS_PLUGIN_DIR) / "libusage.so", dir / "libusage.so");
+  ServerProcess server(o);
+  const std::string key = server.add_user("ulla");
+  auto c = server.connect("ulla", key);
+  ASSERT_TRUE(c);
+  std::uint64_t bytes = 0;
+  for (int i = 0; i < 5; ++i) {
+    Outcome u = call_op(*c, "usage", "{}");
+    ASSERT_TRUE(u.ok) << u.message;
+    EXPECT_NE(u.result_json.find("\"bytes\":" + std::to_string(bytes) + ","), std::string::npos)
+        << u.result_json;
+    EXPECT_NE(u.result_json.find("\"files\":" + std::to_string(i) + ","), std::string::npos)
+        << u.result_json;
+    const std::string data(100 * (i + 1), 'u');
+    Outcome up = call_op(*c, "upload", R"({"path":"f)" + std::to_string(i) + R"("})", data);
+    ASSERT_TRUE(up.ok) << up.message;
+    bytes += data.size();
+  }
 }
 
 TEST(IsolationTransfers, UploadAndDownloadRunIsolatedWithQuotas) {

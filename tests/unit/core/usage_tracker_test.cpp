@@ -43,6 +43,28 @@ class UsageTrackerTest : public ::testing::Test {
   int fd_ = -1;
 };
 
+// What an I/O thread may ask (an isolated call's get_usage): never a count, never a wait.
+TEST_F(UsageTrackerTest, UsageIfCountedNeverCountsAndFollowsTheCount) {
+  write("alice/a", 10);
+  UsageTracker t(fd_);
+  EXPECT_FALSE(t.usage_if_counted("alice"));  // not counted yet: only usage() counts
+  EXPECT_FALSE(t.usage_if_counted("alice"));  // and asking did not count it either
+  EXPECT_EQ(t.usage("alice").bytes, 10u);
+  auto known = t.usage_if_counted("alice");
+  ASSERT_TRUE(known);
+  EXPECT_EQ(known->bytes, 10u);
+  EXPECT_EQ(known->files, 1u);
+  auto id = t.reserve("alice", 5, 1, {});
+  ASSERT_TRUE(id);
+  ASSERT_TRUE(t.commit("alice", *id, 5, 1));
+  known = t.usage_if_counted("alice");
+  ASSERT_TRUE(known);
+  EXPECT_EQ(known->bytes, 15u);
+  EXPECT_EQ(known->files, 2u);
+  t.forget("alice");
+  EXPECT_FALSE(t.usage_if_counted("alice"));
+}
+
 TEST_F(UsageTrackerTest, CountsRegularFilesOnlyAndNeverFollowsSymlinks) {
   write("alice/a", 10);
   write("alice/d/e/b", 20);
