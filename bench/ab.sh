@@ -21,7 +21,12 @@ start() { # name bin plugins port
   local d=$work/$1
   mkdir -p "$d/storage/admin/ten"
   for i in $(seq 10); do echo x > "$d/storage/admin/ten/f$i"; done
-  printf '{"plugin_dir": "%s", "operations": {"list": {"allow": ["*"]}, "upload": {"allow": ["*"]}, "upload_open": {"allow": ["*"]}, "upload_append": {"allow": ["*"]}, "upload_commit": {"allow": ["*"]}}}\n' "$(realpath "$3")" > "$d/ops.json"
+  # Resumable uploads only where the build has them, so older builds can be compared too.
+  local resumable=""
+  if [ -e "$3/libupload_resumable.so" ]; then
+    resumable=', "upload_open": {"allow": ["*"]}, "upload_append": {"allow": ["*"]}, "upload_commit": {"allow": ["*"]}'
+  fi
+  printf '{"plugin_dir": "%s", "operations": {"list": {"allow": ["*"]}, "upload": {"allow": ["*"]}%s}}\n' "$(realpath "$3")" "$resumable" > "$d/ops.json"
   printf '{"listen": "127.0.0.1:%s", "storage_dir": "%s/storage", "state_dir": "%s/state", "ops_config": "%s/ops.json", "log_level": "warn"}\n' \
     "$4" "$d" "$d" "$d" > "$d/server.json"
   taskset -c 0 "$2" --config "$d/server.json" > "$d/log" 2>&1 &

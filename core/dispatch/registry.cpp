@@ -31,6 +31,30 @@ std::string_view payload_name(ops_payload_dir dir) noexcept {
   }
 }
 
+namespace {
+// {"name","summary","plugin","version","payload","args"}: one entry of describe's answer.
+std::string describe_entry(const Operation& op) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
+  w.StartObject();
+  w.Key("name");
+  w.String(op.name);
+  w.Key("summary");
+  w.String(op.summary);
+  w.Key("plugin");
+  w.String(op.plugin);
+  w.Key("version");
+  w.String(op.version);
+  w.Key("payload");
+  std::string_view payload = payload_name(op.payload);
+  w.String(payload.data(), static_cast<rapidjson::SizeType>(payload.size()));
+  w.Key("args");
+  op.schema_doc->Accept(w);
+  w.EndObject();
+  return {buffer.GetString(), buffer.GetSize()};
+}
+}  // namespace
+
 Result<std::unique_ptr<Registry>> Registry::build(const Config& config,
                                                   std::vector<LoadedOperation> loaded) {
   auto registry = std::make_unique<Registry>();
@@ -70,6 +94,7 @@ Result<std::unique_ptr<Registry>> Registry::build(const Config& config,
                                             "\" has an args schema that is not a JSON object"};
     }
     op.schema = std::make_shared<rapidjson::SchemaDocument>(*op.schema_doc);
+    op.describe_json = describe_entry(op);
     registry->ops_.emplace(name, std::move(op));
   }
   // Settings schemas, then init hooks (plugin_host/prepare_operations.hpp).
@@ -100,6 +125,7 @@ Status Registry::add_isolated(const std::string& name, const OperationPolicy& po
                  "operation \"" + name + "\": its worker sent an args schema that is not valid"};
   }
   op.schema = std::make_shared<rapidjson::SchemaDocument>(*op.schema_doc);
+  op.describe_json = describe_entry(op);
   ops_.emplace(name, std::move(op));
   return ok_status();
 }
@@ -110,32 +136,16 @@ const Operation* Registry::find(std::string_view name) const {
 }
 
 std::string Registry::describe_for(std::string_view user) const {
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
-  w.StartObject();
-  w.Key("operations");
-  w.StartArray();
+  std::string out = "{\"operations\":[";
+  bool first = true;
   for (const auto& [name, op] : ops_) {
     if (!op.policy.allows(user) || !op.backend->available()) continue;
-    w.StartObject();
-    w.Key("name");
-    w.String(op.name);
-    w.Key("summary");
-    w.String(op.summary);
-    w.Key("plugin");
-    w.String(op.plugin);
-    w.Key("version");
-    w.String(op.version);
-    w.Key("payload");
-    std::string_view payload = payload_name(op.payload);
-    w.String(payload.data(), static_cast<rapidjson::SizeType>(payload.size()));
-    w.Key("args");
-    op.schema_doc->Accept(w);
-    w.EndObject();
+    if (!first) out += ',';
+    first = false;
+    out += op.describe_json;
   }
-  w.EndArray();
-  w.EndObject();
-  return {buffer.GetString(), buffer.GetSize()};
+  out += "]}";
+  return out;
 }
 
 namespace {
