@@ -67,6 +67,22 @@ struct Args {
   }
 };
 
+// The descriptors a call carries: the user's directory, and the scratch directories too
+// when the worker does not have them yet (they never change, so it keeps them).
+class CallFds {
+ public:
+  CallFds(const ops_host_v1* host, ops_call* call, Worker& worker)
+      : fds_{host->user_dir(call), host->scratch_dir(call), host->node_scratch_dir(call)},
+        count_(worker.has_scratch ? 1 : 3) {
+    worker.has_scratch = true;  // a worker that fails to take this call is not used again
+  }
+  std::span<const int> span() const { return {fds_.data(), count_}; }
+
+ private:
+  std::array<int, 3> fds_;
+  std::size_t count_;
+};
+
 std::string ret(std::int64_t value) {
   return "{\"ret\":" + std::to_string(value) + "}";
 }
@@ -533,11 +549,10 @@ class ProcessStartedCall final : public core::StartedCall {
   void begin(std::unique_ptr<Worker> worker) {
     worker_ = std::move(worker);
     const std::string line = call_line(call_, args_json_);
-    const std::array<int, 3> fds{host_->user_dir(call_), host_->scratch_dir(call_),
-                                 host_->node_scratch_dir(call_)};
+    const CallFds fds(host_, call_, *worker_);
     // An idle worker's socket is empty and takes the line whole (kMaxStrandCallLine):
     // this never waits. A worker that is gone (EPIPE) fails this call only.
-    if (!worker_->channel.send(line, {}, fds, Clock::time_point::min())) {
+    if (!worker_->channel.send(line, {}, fds.span(), Clock::time_point::min())) {
       fail_now("did not take the call");
     }
   }
@@ -749,12 +764,11 @@ int ProcessBackend::invoke(const ops_host_v1* host, ops_call* call,
     return code;
   }
   const std::string line = call_line(call, args_json);
-  const std::array<int, 3> fds{host->user_dir(call), host->scratch_dir(call),
-                               host->node_scratch_dir(call)};
+  const CallFds fds(host, call, **worker);
   int code = OPS_INTERNAL;
   std::string why;
   Conversation::End end = Conversation::End::worker_failed;
-  if ((*worker)->channel.send(line, {}, fds, call->op_deadline)) {
+  if ((*worker)->channel.send(line, {}, fds.span(), call->op_deadline)) {
     Conversation conversation(host, call, **worker);
     end = conversation.run(code, why);
     // A call that needed nothing blocking: the next ones may begin on the I/O thread.

@@ -86,11 +86,11 @@ int host_user_dir(ops_call* call) {
   return remote(call).user_dir.get();
 }
 int host_scratch_dir(ops_call* call) {
-  return remote(call).scratch_dir.get();
+  return remote(call).scratch_dir;
 }
 int host_node_scratch_dir(ops_call* call) {
   const RemoteCall& c = remote(call);
-  return c.node_scratch_dir.valid() ? c.node_scratch_dir.get() : c.scratch_dir.get();
+  return c.node_scratch_dir >= 0 ? c.node_scratch_dir : c.scratch_dir;
 }
 const char* host_settings(ops_call* call) {
   return remote(call).settings.c_str();

@@ -17,8 +17,10 @@ struct RemoteCall {
   std::string user;
   std::string settings;  // the operation's settings, JSON text
   Fd user_dir;
-  Fd scratch_dir;
-  Fd node_scratch_dir;  // the third descriptor, when the server sent one
+  // Borrowed from the worker's loop, which keeps them from the worker's first call on
+  // (the server sends them with that call only: they never change).
+  int scratch_dir = -1;
+  int node_scratch_dir = -1;  // the third descriptor, when the server sent one
   std::uint64_t payload = 0;
   bool broken = false;  // the server is gone or the conversation failed: stop
   // Requests that need no answer ("reply": false: a result without payload, fail, log,

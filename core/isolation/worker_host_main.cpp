@@ -200,6 +200,10 @@ std::string member_text(const rapidjson::Value& object, const char* key) {
   ready += "}}";
   if (!channel.send(ready)) std::exit(1);
 
+  // The scratch directories come with the first call (with every call from an older
+  // server) and are kept: later calls carry only the user's directory.
+  Fd scratch_dir;
+  Fd node_scratch_dir;
   for (;;) {
     WorkerMessage message;
     if (channel.receive(message, Clock::time_point::max()) != ChannelStatus::ok) {
@@ -220,15 +224,20 @@ std::string member_text(const rapidjson::Value& object, const char* key) {
       continue;
     }
     auto c = message.json.FindMember("call");
-    if (c == message.json.MemberEnd() || !c->value.IsObject() || channel.pending_fds() < 2) {
+    if (c == message.json.MemberEnd() || !c->value.IsObject() || channel.pending_fds() < 1 ||
+        (channel.pending_fds() < 2 && !scratch_dir.valid())) {
       std::exit(1);
     }
     RemoteCall call;
     call.channel = &channel;
     call.settings = settings;
     call.user_dir = channel.take_fd();
-    call.scratch_dir = channel.take_fd();
-    if (channel.pending_fds() > 0) call.node_scratch_dir = channel.take_fd();
+    if (channel.pending_fds() > 0) {
+      scratch_dir = channel.take_fd();
+      node_scratch_dir = channel.pending_fds() > 0 ? channel.take_fd() : Fd();
+    }
+    call.scratch_dir = scratch_dir.get();
+    call.node_scratch_dir = node_scratch_dir.valid() ? node_scratch_dir.get() : -1;
     channel.drop_fds();
     const rapidjson::Value& v = c->value;
     if (v.HasMember("user") && v["user"].IsString()) call.user = v["user"].GetString();

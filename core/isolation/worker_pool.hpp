@@ -48,6 +48,9 @@ struct Worker {
   pid_t pid = -1;
   WorkerChannel channel;
   std::uint64_t calls = 0;
+  // The worker has the scratch directories (sent with its first call): later calls send
+  // only the user's directory, one descriptor instead of three.
+  bool has_scratch = false;
 };
 
 // A call's place in the queue for a worker while all are busy (an I/O thread's, from
