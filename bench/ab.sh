@@ -8,6 +8,7 @@
 # shared machine.
 #   AB_WORKLOADS="small upload"  which to run (default small: ping-pong, 64x16 list,
 #                                handshakes; upload: 1 GiB with sha256 and fsync;
+#                                download: 1 GiB, the file prepared once;
 #                                resumable: the same 1 GiB as 64 MiB appends, 2 deep)
 #   AB_TMP=/dev/shm              where the servers store (default: mktemp's directory)
 set -u
@@ -26,7 +27,7 @@ start() { # name bin plugins port
   if [ -e "$3/libupload_resumable.so" ]; then
     resumable=', "upload_open": {"allow": ["*"]}, "upload_append": {"allow": ["*"]}, "upload_commit": {"allow": ["*"]}'
   fi
-  printf '{"plugin_dir": "%s", "operations": {"list": {"allow": ["*"]}, "upload": {"allow": ["*"]}%s}}\n' "$(realpath "$3")" "$resumable" > "$d/ops.json"
+  printf '{"plugin_dir": "%s", "operations": {"list": {"allow": ["*"]}, "upload": {"allow": ["*"]}, "download": {"allow": ["*"]}%s}}\n' "$(realpath "$3")" "$resumable" > "$d/ops.json"
   printf '{"listen": "127.0.0.1:%s", "storage_dir": "%s/storage", "state_dir": "%s/state", "ops_config": "%s/ops.json", "log_level": "warn"}\n' \
     "$4" "$d" "$d" "$d" > "$d/server.json"
   taskset -c 0 "$2" --config "$d/server.json" > "$d/log" 2>&1 &
@@ -49,6 +50,9 @@ for round in $(seq "$rounds"); do
     fi
     if [[ " $workloads " == *" upload "* ]]; then
       taskset -c 1 "$bench" upload --size 1G --parallel 1 "${common[@]}" | tail -1
+    fi
+    if [[ " $workloads " == *" download "* ]]; then
+      taskset -c 1 "$bench" download --size 1G --parallel 1 "${common[@]}" | tail -1
     fi
     if [[ " $workloads " == *" resumable "* ]]; then
       taskset -c 1 "$bench" resumable --size 1G --chunk 64M "${common[@]}" | tail -1
