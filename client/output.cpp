@@ -52,6 +52,11 @@ void print_error(std::string_view code, std::string_view message) {
                static_cast<int>(message.size()), message.data());
 }
 
+int protocol_error(std::string_view message) {
+  print_error(label_for(client::Failure::protocol), message);
+  return exit_code::kConnection;
+}
+
 int report(const Error& error, client::Failure failure) {
   if (failure == client::Failure::none) {
     print_error(wire_name(error.code), error.message);

@@ -27,6 +27,9 @@ std::string format_json(std::string_view json, bool pretty);
 
 // "opclient: <code>: <message>" on stderr.
 void print_error(std::string_view code, std::string_view message);
+// A reply that breaks the protocol, as "opclient: protocol_error: <message>". Returns the
+// exit status for it (a connection failure).
+int protocol_error(std::string_view message);
 // An error from a client call: the failure class, else the server's OPS/1 code. Returns
 // the exit status for it.
 int report(const Error& error, client::Failure failure);

@@ -12,6 +12,7 @@
 #include <deque>
 
 #include "exit_codes.hpp"
+#include "output.hpp"
 
 namespace ops::opclient {
 
@@ -73,11 +74,6 @@ bool member_uint(const rapidjson::Document& d, const char* name, std::uint64_t& 
   if (it == d.MemberEnd() || !it->value.IsUint64()) return false;
   out = it->value.GetUint64();
   return true;
-}
-
-int protocol_error(const std::string& message) {
-  print_error(label_for(client::Failure::protocol), message);
-  return exit_code::kConnection;
 }
 
 }  // namespace

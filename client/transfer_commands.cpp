@@ -14,6 +14,7 @@
 #include "exit_codes.hpp"
 #include "json_args.hpp"
 #include "local_files.hpp"
+#include "output.hpp"
 #include "resumable_upload.hpp"
 #include "tree_transfer.hpp"
 
@@ -28,11 +29,6 @@ bool result_uint(const rapidjson::Document& doc, const char* name, std::uint64_t
   if (it == doc.MemberEnd() || !it->value.IsUint64()) return false;
   value = it->value.GetUint64();
   return true;
-}
-
-int protocol_error(const std::string& message) {
-  print_error(label_for(client::Failure::protocol), message);
-  return exit_code::kConnection;
 }
 
 // --sha256 and --continue: the complete local file (resumed or not) against the server's
