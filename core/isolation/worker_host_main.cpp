@@ -202,8 +202,8 @@ std::string member_text(const rapidjson::Value& object, const char* key) {
 
   // The scratch directories come with the first call (with every call from an older
   // server) and are kept: later calls carry only the user's directory.
-  Fd scratch_dir;
-  Fd node_scratch_dir;
+  ops::Fd scratch_dir;
+  ops::Fd node_scratch_dir;
   for (;;) {
     WorkerMessage message;
     if (channel.receive(message, Clock::time_point::max()) != ChannelStatus::ok) {
@@ -234,7 +234,7 @@ std::string member_text(const rapidjson::Value& object, const char* key) {
     call.user_dir = channel.take_fd();
     if (channel.pending_fds() > 0) {
       scratch_dir = channel.take_fd();
-      node_scratch_dir = channel.pending_fds() > 0 ? channel.take_fd() : Fd();
+      node_scratch_dir = channel.pending_fds() > 0 ? channel.take_fd() : ops::Fd();
     }
     call.scratch_dir = scratch_dir.get();
     call.node_scratch_dir = node_scratch_dir.valid() ? node_scratch_dir.get() : -1;
