@@ -52,7 +52,8 @@ IsolatedOperation start_isolated_operation(const std::string& name,
   }
   if (!iso.run_as.empty()) argv.insert(argv.end(), {"--run-as", iso.run_as});
   if (!iso.exec.empty()) {
-    spec.asks_health = false;  // an exec program has no health hook
+    spec.asks_health = false;    // an exec program has no health hook
+    spec.keeps_scratch = false;  // and expects every descriptor with every call
     argv.insert(argv.end(), {"--cwd", iso.working_dir.string(), "--exec", "--"});
     argv.insert(argv.end(), iso.exec.begin(), iso.exec.end());
   } else {

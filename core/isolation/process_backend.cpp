@@ -71,10 +71,11 @@ struct Args {
 // when the worker does not have them yet (they never change, so it keeps them).
 class CallFds {
  public:
-  CallFds(const ops_host_v1* host, ops_call* call, Worker& worker)
+  CallFds(const ops_host_v1* host, ops_call* call, Worker& worker, bool keeps_scratch)
       : fds_{host->user_dir(call), host->scratch_dir(call), host->node_scratch_dir(call)},
         count_(worker.has_scratch ? 1 : 3) {
-    worker.has_scratch = true;  // a worker that fails to take this call is not used again
+    // A worker that fails to take this call is not used again.
+    worker.has_scratch = keeps_scratch;
   }
   std::span<const int> span() const { return {fds_.data(), count_}; }
 
@@ -549,7 +550,7 @@ class ProcessStartedCall final : public core::StartedCall {
   void begin(std::unique_ptr<Worker> worker) {
     worker_ = std::move(worker);
     const std::string line = call_line(call_, args_json_);
-    const CallFds fds(host_, call_, *worker_);
+    const CallFds fds(host_, call_, *worker_, pool_->spec().keeps_scratch);
     // An idle worker's socket is empty and takes the line whole (kMaxStrandCallLine):
     // this never waits. A worker that is gone (EPIPE) fails this call only.
     if (!worker_->channel.send(line, {}, fds.span(), Clock::time_point::min())) {
@@ -764,7 +765,7 @@ int ProcessBackend::invoke(const ops_host_v1* host, ops_call* call,
     return code;
   }
   const std::string line = call_line(call, args_json);
-  const CallFds fds(host, call, **worker);
+  const CallFds fds(host, call, **worker, pool_->spec().keeps_scratch);
   int code = OPS_INTERNAL;
   std::string why;
   Conversation::End end = Conversation::End::worker_failed;

@@ -42,6 +42,9 @@ struct PoolSpec {
   std::chrono::milliseconds retire_grace{2000};
   unsigned down_after = 5;  // start-up failures in a row that mark the operation down
   bool asks_health = true;  // a .so worker answers {"health": {}} with its plugin's hook
+  // A .so worker (our worker host) keeps the scratch descriptors from its first call; an
+  // exec program is promised all of them with every call (docs/PLUGINS.md).
+  bool keeps_scratch = true;
 };
 
 struct Worker {
