@@ -149,6 +149,20 @@ def check_rekey_closes():
 
 
 # --- d) uploads and downloads through HAProxy while nodes are SIGKILLed and restarted ---
+def not_stored(user, digests):
+    """The paths of `digests` (path -> sha256 hex) not on the shared storage with that
+    content, each with why."""
+    wrong = []
+    for path, digest in digests.items():
+        try:
+            with open(os.path.join(STORAGE, user, path), "rb") as f:
+                if hashlib.sha256(f.read()).hexdigest() != digest:
+                    wrong.append(path + " (different content)")
+        except OSError:
+            wrong.append(path + " (missing)")
+    return wrong
+
+
 def check_kill_during_transfers(workers=4, seconds=24):
     with admin(NODE[1]) as a:
         user = unique("load")
@@ -231,14 +245,7 @@ def check_kill_during_transfers(workers=4, seconds=24):
     for t in threads:
         t.join()
     # every acknowledged upload is on the shared storage with its sha256
-    missing = []
-    for path, digest in acked.items():
-        try:
-            with open(os.path.join(STORAGE, user, path), "rb") as f:
-                if hashlib.sha256(f.read()).hexdigest() != digest:
-                    missing.append(path + " (different content)")
-        except OSError:
-            missing.append(path)
+    missing = not_stored(user, acked)
     # Each node keeps its temporaries in its own .ops-tmp/node-<id>/ and empties only that at
     # start, so no upload on a surviving node may fail because another node restarted.
     swept = sum(n for what, n in stats["errors"].items() if what == "upload not_found")
@@ -422,14 +429,7 @@ def check_resumable_across_kills(workers=3, seconds=24, chunk=256 << 10):
     stop.set()
     for t in threads:
         t.join()
-    wrong = []
-    for path, digest in done.items():
-        try:
-            with open(os.path.join(STORAGE, user, path), "rb") as f:
-                if hashlib.sha256(f.read()).hexdigest() != digest:
-                    wrong.append(path + " (different content)")
-        except OSError:
-            wrong.append(path + " (missing)")
+    wrong = not_stored(user, done)
     leftover = []
     udir = os.path.join(STORAGE, ".ops-tmp", "uploads", user)
     if os.path.isdir(udir):

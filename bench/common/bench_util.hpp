@@ -270,6 +270,71 @@ inline void add_cpu(JsonLine& j, const CpuWindow& w, double ops, const char* per
   }
 }
 
+// New connections per second: `threads` threads each open and close connections with
+// `connect_once(thread, n)` (n counts that thread's connections) as fast as they can;
+// measured for `duration` seconds after `warmup`, with the server's CPU over the window.
+// Adds mode, threads, ops, rate, percentiles and CPU per connection to `j` and returns the
+// human line's figures in the same order as both tools print them.
+struct HandshakeRun {
+  std::uint64_t total = 0;
+  double rate = 0;
+  Percentiles p;
+  double server_us_per_conn = 0;
+  double client_us_per_conn = 0;
+};
+template <class ConnectOnce>
+HandshakeRun measure_handshakes(std::size_t threads, double warmup, double duration,
+                                long server_pid, JsonLine& j, ConnectOnce connect_once) {
+  std::atomic<bool> stop{false};
+  std::atomic<bool> measuring{false};
+  std::vector<std::vector<std::uint64_t>> latencies(threads);
+  std::vector<std::uint64_t> counts(threads, 0);
+  std::vector<std::thread> workers;
+  for (std::size_t t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      latencies[t].reserve(1 << 18);
+      for (std::uint64_t n = 0; !stop.load(std::memory_order_relaxed); ++n) {
+        auto t0 = Clock::now();
+        connect_once(t, n);  // opens and closes one connection
+        auto t1 = Clock::now();
+        if (measuring.load(std::memory_order_relaxed)) {
+          latencies[t].push_back(static_cast<std::uint64_t>(
+              std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()));
+          ++counts[t];
+        }
+      }
+    });
+  }
+  CpuWindow window(server_pid);
+  std::this_thread::sleep_for(std::chrono::duration<double>(warmup));
+  window.start();
+  measuring = true;
+  std::this_thread::sleep_for(std::chrono::duration<double>(duration));
+  measuring = false;
+  window.stop();
+  stop = true;
+  for (auto& w : workers) w.join();
+  std::vector<std::uint64_t> all;
+  HandshakeRun r;
+  for (std::size_t t = 0; t < threads; ++t) {
+    r.total += counts[t];
+    all.insert(all.end(), latencies[t].begin(), latencies[t].end());
+  }
+  r.p = percentiles(all);
+  r.rate = static_cast<double>(r.total) / window.wall();
+  const double conns = std::max<double>(1, static_cast<double>(r.total));
+  r.server_us_per_conn = window.server() * 1e6 / conns;
+  r.client_us_per_conn = window.self() * 1e6 / conns;
+  j.add("mode", "handshakes")
+      .add("threads", static_cast<std::uint64_t>(threads))
+      .add("ops", r.total)
+      .add("rate", r.rate)
+      .add("p50_us", r.p.p50_us)
+      .add("p99_us", r.p.p99_us);
+  add_cpu(j, window, static_cast<double>(r.total), "conn");
+  return r;
+}
+
 // Splits `total` items over `parts` as evenly as possible; part `i` gets the result.
 inline std::size_t share(std::size_t total, std::size_t parts, std::size_t i) {
   return total / parts + (i < total % parts ? 1 : 0);

@@ -393,62 +393,21 @@ int run_idle(const Flags& flags, const Common& c) {
 // `opsbench handshakes` (which also logs in; gRPC has no login, so this side is lighter).
 int run_handshakes(const Flags& flags, const Common& c) {
   const std::size_t threads = std::max<std::size_t>(1, flags.size("threads", 2));
-  const double duration = flags.num("duration", 3);
-  std::atomic<bool> stop{false};
-  std::atomic<bool> measuring{false};
-  std::vector<std::vector<std::uint64_t>> latencies(threads);
-  std::vector<std::uint64_t> counts(threads, 0);
-  std::vector<std::thread> workers;
-  for (std::size_t t = 0; t < threads; ++t) {
-    workers.emplace_back([&, t] {
-      latencies[t].reserve(1 << 18);
-      int index = static_cast<int>(t) << 24;
-      while (!stop.load(std::memory_order_relaxed)) {
-        auto t0 = Clock::now();
-        auto channel = make_channel(c, index++);
-        auto t1 = Clock::now();
-        channel.reset();  // the last reference: the connection closes
-        if (measuring.load(std::memory_order_relaxed)) {
-          latencies[t].push_back(static_cast<std::uint64_t>(
-              std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()));
-          ++counts[t];
-        }
-      }
-    });
-  }
-  CpuWindow window(c.server_pid);
-  std::this_thread::sleep_for(std::chrono::duration<double>(flags.num("warmup", 0.3)));
-  window.start();
-  measuring = true;
-  std::this_thread::sleep_for(std::chrono::duration<double>(duration));
-  measuring = false;
-  window.stop();
-  stop = true;
-  for (auto& w : workers) w.join();
-  std::vector<std::uint64_t> all;
-  std::uint64_t total = 0;
-  for (std::size_t t = 0; t < threads; ++t) {
-    total += counts[t];
-    all.insert(all.end(), latencies[t].begin(), latencies[t].end());
-  }
-  auto p = ops::bench::percentiles(all);
-  const double rate = static_cast<double>(total) / window.wall();
   JsonLine j;
-  j.add("tool", "grpc_bench")
-      .add("mode", "handshakes")
-      .add("threads", static_cast<std::uint64_t>(threads))
-      .add("ops", total)
-      .add("rate", rate)
-      .add("p50_us", p.p50_us)
-      .add("p99_us", p.p99_us);
-  ops::bench::add_cpu(j, window, static_cast<double>(total), "conn");
+  j.add("tool", "grpc_bench");
+  const auto r = ops::bench::measure_handshakes(
+      threads, flags.num("warmup", 0.3), flags.num("duration", 3), c.server_pid, j,
+      [&c](std::size_t t, std::uint64_t n) {
+        // A channel of its own each time (channel args differ), so gRPC cannot reuse one.
+        auto channel = make_channel(c, static_cast<int>((t << 24) + n));
+        channel.reset();  // the last reference: the connection closes
+      });
   char human[256];
   std::snprintf(human, sizeof human,
                 "grpc handshakes (%zu threads): %.0f connections/s  p50 %.1f us  p99 %.1f us  "
                 "server %.1f us/conn  client %.1f us/conn",
-                threads, rate, p.p50_us, p.p99_us,
-                window.server() * 1e6 / std::max<double>(1, total),
-                window.self() * 1e6 / std::max<double>(1, total));
+                threads, r.rate, r.p.p50_us, r.p.p99_us, r.server_us_per_conn,
+                r.client_us_per_conn);
   emit(c, j, human);
   return 0;
 }

@@ -88,9 +88,6 @@ std::string ret(std::int64_t value) {
   return "{\"ret\":" + std::to_string(value) + "}";
 }
 
-bool strand_safe(const WorkerMessage& message, std::size_t buffered, ops_call* call);
-std::string usage_subject(const Value& m);
-
 // One conversation: the worker's requests for one call, served on this handler thread.
 class Conversation {
  public:
@@ -115,7 +112,7 @@ class Conversation {
 
   // Serves one message and sends its reply; the end of the conversation, or nullopt.
   std::optional<End> handle(const WorkerMessage& message, int& code, std::string& why) {
-    if (!strand_safe(message, SIZE_MAX, call_)) blocked_ = true;
+    if (!safe_on_strand(message, SIZE_MAX)) blocked_ = true;
     std::string reply;
     std::span<const std::byte> data;
     bool wants_reply = false;
@@ -159,6 +156,27 @@ class Conversation {
 
   // Whether the worker asked for something an I/O thread must not do (handle() only).
   bool blocked() const noexcept { return blocked_; }
+
+  // Whether `message` may be served on an I/O thread: it neither blocks nor waits for
+  // anything (a result without payload only joins the connection's output buffer);
+  // payload, quotas, user administration may wait on a disk, a lock or a database. Called
+  // before every serve_message(); a get_usage it can answer from memory (a file user
+  // store, a user counted already) is answered here and the reply kept for serve_message().
+  bool safe_on_strand(const WorkerMessage& message, std::size_t buffered) {
+    const Value& m = message.json;
+    // Bytes that follow a message may have to be waited for, unless they are here already
+    // (a result sent as raw bytes comes in the same write as its line).
+    if (message.bytes > 0 && message.bytes > buffered) return false;
+    if (m.HasMember("done")) return true;
+    auto fn = m.FindMember("host");
+    if (fn == m.MemberEnd() || !fn->value.IsString()) return true;  // refused either way
+    const std::string_view name(fn->value.GetString(), fn->value.GetStringLength());
+    if (name == "fail" || name == "fail_details" || name == "log") return message.bytes == 0;
+    if (name == "get_usage") return message.bytes == 0 && usage_now(m);
+    if (name != "send_result") return false;
+    auto size = m.FindMember("payload_size");
+    return size != m.MemberEnd() && size->value.IsUint64() && size->value.GetUint64() == 0;
+  }
 
   static std::string failure(ChannelStatus st) {
     return st == ChannelStatus::closed ? "ended during the call" : "broke the protocol";
@@ -347,18 +365,17 @@ class Conversation {
       if (!a.ok) return malformed(fn, why);
       r = host_->close_user_connections(call_, name.c_str(), a.flag("except_this_connection"));
     } else if (fn == "get_usage") {
+      // Answered by safe_on_strand() when the answer was in memory; else it may wait here.
+      if (usage_reply_) {
+        reply = std::move(*usage_reply_);
+        usage_reply_.reset();
+        return true;
+      }
       const std::string who = usage_subject(m);
       std::array<char, 1024> usage{};
-      const char* whose = who.empty() ? nullptr : who.c_str();
-      // Counts already taken are answered without waiting (on an I/O thread too).
-      auto now = core::get_usage_now(call_, whose, usage.data(), usage.size());
-      r = now ? *now : host_->get_usage(call_, whose, usage.data(), usage.size());
-      if (r >= 0 && static_cast<std::size_t>(r) < usage.size()) {
-        reply =
-            "{\"ret\":0,\"usage\":" + std::string(usage.data(), static_cast<std::size_t>(r)) + "}";
-      } else {
-        reply = ret(r < 0 ? r : -OPS_INTERNAL);
-      }
+      reply = usage_line(
+          host_->get_usage(call_, who.empty() ? nullptr : who.c_str(), usage.data(), usage.size()),
+          usage);
       return true;
     } else {
       reply = "{\"ret\":-1,\"error\":" +
@@ -367,6 +384,33 @@ class Conversation {
     }
     reply = ret(r);
     return true;
+  }
+
+  // get_usage's answer without waiting, into usage_reply_; false if only the blocking
+  // get_usage can answer.
+  bool usage_now(const Value& m) {
+    const std::string who = usage_subject(m);
+    std::array<char, 1024> usage{};
+    auto r =
+        core::get_usage_now(call_, who.empty() ? nullptr : who.c_str(), usage.data(), usage.size());
+    if (!r) return false;
+    usage_reply_ = usage_line(*r, usage);
+    return true;
+  }
+
+  // The user a get_usage request names ("" for the caller).
+  static std::string usage_subject(const Value& m) {
+    auto name = m.FindMember("name");
+    if (name == m.MemberEnd() || !name->value.IsString()) return {};
+    return {name->value.GetString(), name->value.GetStringLength()};
+  }
+
+  // The reply line for get_usage's return value `r` with its text in `usage`.
+  static std::string usage_line(std::int64_t r, const std::array<char, 1024>& usage) {
+    if (r >= 0 && static_cast<std::size_t>(r) < usage.size()) {
+      return "{\"ret\":0,\"usage\":" + std::string(usage.data(), static_cast<std::size_t>(r)) + "}";
+    }
+    return ret(r < 0 ? r : -OPS_INTERNAL);
   }
 
   static bool malformed(std::string_view fn, std::string& why) {
@@ -379,39 +423,8 @@ class Conversation {
   Worker& worker_;
   std::vector<char> buffer_;
   bool blocked_ = false;
+  std::optional<std::string> usage_reply_;  // see safe_on_strand()
 };
-
-// What the server's I/O thread may serve itself: requests that neither block nor wait for
-// anything (a result without payload only joins the connection's output buffer). Anything
-// else (payload, quotas, users, usage: they may wait on a disk, a lock or a database) goes
-// to a handler thread.
-// The user a get_usage request names ("" for the caller).
-std::string usage_subject(const Value& m) {
-  auto name = m.FindMember("name");
-  if (name == m.MemberEnd() || !name->value.IsString()) return {};
-  return {name->value.GetString(), name->value.GetStringLength()};
-}
-
-bool strand_safe(const WorkerMessage& message, std::size_t buffered, ops_call* call) {
-  const Value& m = message.json;
-  // Bytes that follow a message may have to be waited for, unless they are here already
-  // (a result sent as raw bytes comes in the same write as its line).
-  if (message.bytes > 0 && message.bytes > buffered) return false;
-  if (m.HasMember("done")) return true;
-  auto fn = m.FindMember("host");
-  if (fn == m.MemberEnd() || !fn->value.IsString()) return true;  // refused either way
-  const std::string_view name(fn->value.GetString(), fn->value.GetStringLength());
-  if (name == "fail" || name == "fail_details" || name == "log") return message.bytes == 0;
-  if (name == "get_usage") {
-    // Safe when the answer is in memory already (a file user store, a counted user).
-    const std::string who = usage_subject(m);
-    return message.bytes == 0 &&
-           core::get_usage_now(call, who.empty() ? nullptr : who.c_str(), nullptr, 0);
-  }
-  if (name != "send_result") return false;
-  auto size = m.FindMember("payload_size");
-  return size != m.MemberEnd() && size->value.IsUint64() && size->value.GetUint64() == 0;
-}
 
 // The end of a call, on a handler thread: the worker back to its pool after "done", else
 // killed and the call failed (unless its answer was already complete).
@@ -594,7 +607,7 @@ class ProcessStartedCall final : public core::StartedCall {
         fail_now(Conversation::failure(st));
         break;
       }
-      if (!strand_safe(message, worker_->channel.buffered(), call_)) {
+      if (!conversation.safe_on_strand(message, worker_->channel.buffered())) {
         state_ = State::handed_on;
         pending_ = std::move(message);
         break;

@@ -43,6 +43,23 @@ Outcome crash(client::Client& c, const std::string& how) {
   return call_op(c, "crash", R"({"how":")" + how + R"("})");
 }
 
+// `connections` connections at once, each making `calls_each` calls with `call` (true when
+// answered as the test wants); how many were {right, wrong} (a failed connect counts once).
+template <class Connect, class Call>
+std::pair<int, int> call_concurrently(int connections, int calls_each, Connect connect, Call call) {
+  std::atomic<int> ok{0}, wrong{0};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < connections; ++t) {
+    callers.emplace_back([&] {
+      auto c = connect();
+      if (!c) return void(wrong++);
+      for (int i = 0; i < calls_each; ++i) call(*c) ? ok++ : wrong++;
+    });
+  }
+  for (auto& t : callers) t.join();
+  return {ok.load(), wrong.load()};
+}
+
 class IsolatedPlugin : public ::testing::Test {
  protected:
   void start(const std::string& crash_extra, const std::string& settings = "") {
@@ -100,21 +117,16 @@ TEST_F(IsolatedPlugin, EachWayAPluginFailsCostsOnlyItsOwnCall) {
 // a worker that crashes: each call has its own worker process.
 TEST_F(IsolatedPlugin, ACrashDoesNotDisturbConcurrentCallsOfTheSameOperation) {
   start(R"(, "limits": {"max_concurrent": 6})");
-  std::atomic<int> ok{0}, wrong{0};
-  std::vector<std::thread> callers;
-  for (int t = 0; t < 3; ++t) {
-    callers.emplace_back([&] {
-      auto c = connect();
-      if (!c) return void(wrong++);
-      for (int i = 0; i < 30; ++i) crash(*c, "none").ok ? ok++ : wrong++;
-    });
-  }
   auto crasher = connect();
   ASSERT_TRUE(crasher);
-  for (int i = 0; i < 20; ++i) EXPECT_OP_ERR(crash(*crasher, "segv"), "unavailable");
-  for (auto& t : callers) t.join();
-  EXPECT_EQ(ok.load(), 90);
-  EXPECT_EQ(wrong.load(), 0);
+  std::thread crashes([&] {
+    for (int i = 0; i < 20; ++i) EXPECT_OP_ERR(crash(*crasher, "segv"), "unavailable");
+  });
+  auto [ok, wrong] = call_concurrently(
+      3, 30, [&] { return connect(); }, [](client::Client& c) { return crash(c, "none").ok; });
+  crashes.join();
+  EXPECT_EQ(ok, 90);
+  EXPECT_EQ(wrong, 0);
 }
 
 // With one worker for four busy connections, calls queue for it (on the server's I/O
@@ -122,18 +134,10 @@ TEST_F(IsolatedPlugin, ACrashDoesNotDisturbConcurrentCallsOfTheSameOperation) {
 // 100 calls are answered ok, by one process.
 TEST_F(IsolatedPlugin, CallsQueueForABusyPoolsOnlyWorker) {
   start(R"(, "limits": {"max_concurrent": 1})");
-  std::atomic<int> ok{0}, wrong{0};
-  std::vector<std::thread> callers;
-  for (int t = 0; t < 4; ++t) {
-    callers.emplace_back([&] {
-      auto c = connect();
-      if (!c) return void(wrong++);
-      for (int i = 0; i < 25; ++i) crash(*c, "none").ok ? ok++ : wrong++;
-    });
-  }
-  for (auto& t : callers) t.join();
-  EXPECT_EQ(ok.load(), 100);
-  EXPECT_EQ(wrong.load(), 0);
+  auto [ok, wrong] = call_concurrently(
+      4, 25, [&] { return connect(); }, [](client::Client& c) { return crash(c, "none").ok; });
+  EXPECT_EQ(ok, 100);
+  EXPECT_EQ(wrong, 0);
   EXPECT_EQ(children_of(server_->pid()), 1u);
 }
 
@@ -264,21 +268,14 @@ TEST(IsolationQueue, HandlerThreadCallsQueueForTheOnlyWorker) {
   fs::copy_file(fs::path(OPS_PLUGIN_DIR) / "libusage.so", dir / "libusage.so");
   ServerProcess server(o);
   const std::string key = server.add_user("una");
-  std::atomic<int> ok{0}, wrong{0};
-  std::vector<std::thread> callers;
-  for (int t = 0; t < 4; ++t) {
-    callers.emplace_back([&] {
-      auto c = server.connect("una", key);
-      if (!c) return void(wrong++);
-      for (int i = 0; i < 20; ++i) {
-        Outcome r = call_op(*c, "usage", "{}");
-        r.ok&& r.result_json.find("\"files\"") != std::string::npos ? ok++ : wrong++;
-      }
-    });
-  }
-  for (auto& t : callers) t.join();
-  EXPECT_EQ(ok.load(), 80);
-  EXPECT_EQ(wrong.load(), 0);
+  auto [ok, wrong] = call_concurrently(
+      4, 20, [&] { return server.connect("una", key); },
+      [](client::Client& c) {
+        Outcome r = call_op(c, "usage", "{}");
+        return r.ok && r.result_json.find("\"files\"") != std::string::npos;
+      });
+  EXPECT_EQ(ok, 80);
+  EXPECT_EQ(wrong, 0);
   EXPECT_EQ(children_of(server.pid()), 1u);
 }
 

@@ -65,6 +65,7 @@ struct Outcome {
   bool ok = false;
   std::string code;  // wire name, "" when ok
   std::string message;
+  std::string details;  // the error's §9 details, "" when none
   std::string result_json;
   std::string payload;
   rapidjson::Document result() const { return parse(result_json); }
@@ -86,6 +87,7 @@ inline Outcome call_op(client::Client& c, std::string_view op, const std::string
   } else {
     out.code = std::string(wire_name(r->error.code));
     out.message = r->error.message;
+    out.details = r->error.details;
   }
   return out;
 }

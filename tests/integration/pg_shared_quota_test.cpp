@@ -329,13 +329,7 @@ TEST_F(PgShared, PostgresDownRefusesNewReservationsAndACommitInFlightCountsOnceI
 
 TEST_F(PgShared, AHeldReservationOutlivesItsServerAndEndsOnTheOther) {
   // The file operations and the resumable ones.
-  std::string ops = file_ops_json(OPS_PLUGIN_DIR);
-  ops.replace(ops.rfind("  }\n}"), std::string::npos,
-              R"(, "upload_open": {"allow": ["*"]}, "upload_append": {"allow": ["*"]},
-    "upload_status": {"allow": ["*"]}, "upload_commit": {"allow": ["*"]},
-    "upload_abort": {"allow": ["*"]}
-  }
-})");
+  const std::string ops = with_resumable_ops(file_ops_json(OPS_PLUGIN_DIR));
   ServerOptions oa = options(true);
   oa.ops_json = ops;
   ServerOptions ob = options(false);

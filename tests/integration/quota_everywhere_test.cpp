@@ -10,12 +10,7 @@ namespace ops::test {
 namespace {
 
 std::string all_ops_json() {
-  std::string ops = file_ops_json(OPS_PLUGIN_DIR, "", "");
-  ops.insert(ops.rfind("\n  }"), R"(,
-    "upload_open": {"allow": ["*"]}, "upload_append": {"allow": ["*"]},
-    "upload_status": {"allow": ["*"]}, "upload_commit": {"allow": ["*"]},
-    "upload_abort": {"allow": ["*"]})");
-  return ops;
+  return with_resumable_ops(file_ops_json(OPS_PLUGIN_DIR));
 }
 
 class QuotaEverywhere : public ::testing::Test {

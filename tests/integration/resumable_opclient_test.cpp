@@ -23,21 +23,7 @@ namespace {
 using namespace std::chrono_literals;
 
 std::string resumable_ops_json() {
-  return R"({
-  "plugin_dir": ")" +
-         std::string(OPS_PLUGIN_DIR) + R"(",
-  "operations": {
-    "upload": {"allow": ["*"]},
-    "download": {"allow": ["*"]},
-    "list": {"allow": ["*"]},
-    "register": {"allow": ["admin"]},
-    "upload_open": {"allow": ["*"]},
-    "upload_append": {"allow": ["*"]},
-    "upload_status": {"allow": ["*"]},
-    "upload_commit": {"allow": ["*"]},
-    "upload_abort": {"allow": ["*"]}
-  }
-})";
+  return with_resumable_ops(default_ops_json(OPS_PLUGIN_DIR));
 }
 
 class ResumableOpclient : public ::testing::Test {

@@ -29,22 +29,7 @@ using namespace std::chrono_literals;
 
 // ops.json with the resumable operations for everyone and `open_settings` for upload_open.
 std::string resumable_ops_json(const std::string& open_settings = "{}") {
-  return R"({
-  "plugin_dir": ")" +
-         std::string(OPS_PLUGIN_DIR) + R"(",
-  "operations": {
-    "upload": {"allow": ["*"]},
-    "download": {"allow": ["*"]},
-    "list": {"allow": ["*"]},
-    "register": {"allow": ["admin"]},
-    "upload_open": {"allow": ["*"], "settings": )" +
-         open_settings + R"(},
-    "upload_append": {"allow": ["*"]},
-    "upload_status": {"allow": ["*"]},
-    "upload_commit": {"allow": ["*"]},
-    "upload_abort": {"allow": ["*"]}
-  }
-})";
+  return with_resumable_ops(default_ops_json(OPS_PLUGIN_DIR), R"(, "settings": )" + open_settings);
 }
 
 std::string str_member(const Outcome& o, const char* name) {
@@ -56,29 +41,6 @@ std::uint64_t uint_member(const Outcome& o, const char* name) {
   rapidjson::Document d = o.result();
   if (!d.IsObject() || !d.HasMember(name) || !d[name].IsUint64()) return ~std::uint64_t{0};
   return d[name].GetUint64();
-}
-
-// Calls that keep the error's details (§9) for the assertions.
-struct Answer {
-  bool ok = false;
-  std::string code;
-  std::string details;  // "" when none
-  std::string result;
-};
-Answer ask(client::Client& c, std::string_view op, const std::string& args,
-           std::string_view payload = {}) {
-  Answer a;
-  auto r = c.call(op, args, payload);
-  EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
-  if (!r) return a;
-  a.ok = r->ok;
-  if (r->ok) {
-    a.result = r->result_json;
-  } else {
-    a.code = std::string(wire_name(r->error.code));
-    a.details = r->error.details;
-  }
-  return a;
 }
 
 class Resumable : public ::testing::Test {
@@ -189,9 +151,9 @@ TEST_F(Resumable, AppendAtAnyOtherOffsetIsConflictWithTheServersEnd) {
   const std::string id = open("c.bin");
   ASSERT_OP_OK(append(id, 0, "hello"));
   for (std::uint64_t wrong : {0u, 4u, 6u, 1000u}) {
-    Answer a =
-        ask(*c_, "upload_append",
-            "{\"upload\":" + jstr(id) + ",\"offset\":" + std::to_string(wrong) + "}", "world");
+    Outcome a =
+        call_op(*c_, "upload_append",
+                "{\"upload\":" + jstr(id) + ",\"offset\":" + std::to_string(wrong) + "}", "world");
     EXPECT_FALSE(a.ok);
     EXPECT_EQ(a.code, "conflict");
     EXPECT_EQ(a.details, R"({"offset":5})") << "§9 details name the server's end";
@@ -224,7 +186,7 @@ TEST_F(Resumable, DeclaredSizeLimitsAppendsAndCommits) {
   const std::string id = open("sized.bin", R"(,"size":10)");
   ASSERT_OP_OK(append(id, 0, "12345"));
   EXPECT_OP_ERR(append(id, 5, "123456"), "payload_too_large");
-  Answer short_commit = ask(*c_, "upload_commit", "{\"upload\":" + jstr(id) + "}");
+  Outcome short_commit = call_op(*c_, "upload_commit", "{\"upload\":" + jstr(id) + "}");
   EXPECT_EQ(short_commit.code, "conflict");
   EXPECT_EQ(short_commit.details, R"({"offset":5})");
   Outcome st = status(id);  // still open after both failures
@@ -372,7 +334,8 @@ TEST_F(Resumable, ConcurrentAppendGetsConflictWithTheDurableOffset) {
   ASSERT_TRUE(eventually([&] { return partial_size(id) == 1010; }));
   // While that append runs: a second one gets conflict naming the durable end, and
   // status reports the durable end too (not the bytes in flight).
-  Answer second = ask(*c_, "upload_append", "{\"upload\":" + jstr(id) + ",\"offset\":10}", "abc");
+  Outcome second =
+      call_op(*c_, "upload_append", "{\"upload\":" + jstr(id) + ",\"offset\":10}", "abc");
   EXPECT_EQ(second.code, "conflict");
   EXPECT_EQ(second.details, R"({"offset":10})");
   EXPECT_EQ(uint_member(status(id), "offset"), 10u);

@@ -28,20 +28,7 @@ namespace {
 using namespace std::chrono_literals;
 
 std::string ops_json() {
-  return R"({
-  "plugin_dir": ")" +
-         std::string(OPS_PLUGIN_DIR) + R"(",
-  "operations": {
-    "upload": {"allow": ["*"]},
-    "download": {"allow": ["*"]},
-    "register": {"allow": ["admin"]},
-    "upload_open": {"allow": ["*"]},
-    "upload_append": {"allow": ["*"]},
-    "upload_status": {"allow": ["*"]},
-    "upload_commit": {"allow": ["*"]},
-    "upload_abort": {"allow": ["*"]}
-  }
-})";
+  return with_resumable_ops(default_ops_json(OPS_PLUGIN_DIR));
 }
 
 // Server B: A's storage and state directories (so A's users file) through symlinks, its
@@ -59,30 +46,10 @@ ServerOptions second_server_of(const ServerProcess& a) {
   return o;
 }
 
-struct Answer {
-  bool ok = false;
-  std::string code;
-  std::string details;
-  rapidjson::Document result;
-};
-Answer ask(client::Client& c, std::string_view op, const std::string& args,
-           std::string_view payload = {}) {
-  Answer a;
-  auto r = c.call(op, args, payload);
-  EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
-  if (!r) return a;
-  a.ok = r->ok;
-  if (r->ok) {
-    a.result = parse(r->result_json);
-  } else {
-    a.code = std::string(wire_name(r->error.code));
-    a.details = r->error.details;
-  }
-  return a;
-}
-std::uint64_t offset_of(const Answer& a) {
-  if (!a.ok || !a.result.IsObject() || !a.result.HasMember("offset")) return ~std::uint64_t{0};
-  return a.result["offset"].GetUint64();
+std::uint64_t offset_of(const Outcome& a) {
+  const rapidjson::Document result = a.result();
+  if (!a.ok || !result.IsObject() || !result.HasMember("offset")) return ~std::uint64_t{0};
+  return result["offset"].GetUint64();
 }
 
 class SharedStorage : public ::testing::Test {
@@ -130,54 +97,56 @@ TEST_F(SharedStorage, ResumableUploadAlternatesBetweenServers) {
     return "{\"upload\":" + jstr(id) + ",\"offset\":" + std::to_string(offset) + "}";
   };
 
-  Answer opened = ask(*on_a, "upload_open", R"({"path":"shared/big.bin"})");
+  Outcome opened = call_op(*on_a, "upload_open", R"({"path":"shared/big.bin"})");
   ASSERT_TRUE(opened.ok) << opened.code;
-  const std::string id = opened.result["upload"].GetString();
+  const std::string id = opened.result()["upload"].GetString();
   // A, B, A (A's memory says 70000 and a hash of 70000 bytes: stale), B, A.
   client::Client* order[] = {on_a.get(), on_b.get(), on_a.get(), on_b.get(), on_a.get()};
   for (int i = 0; i < 5; ++i) {
     SCOPED_TRACE("piece " + std::to_string(i));
-    Answer appended = ask(*order[i], "upload_append", append_args(id, cut[i]), piece(i));
+    Outcome appended = call_op(*order[i], "upload_append", append_args(id, cut[i]), piece(i));
     ASSERT_TRUE(appended.ok) << appended.code << " " << appended.details;
     EXPECT_EQ(offset_of(appended), cut[i + 1]);
     // Both servers report the acknowledged end, whichever appended.
     for (client::Client* c : {on_a.get(), on_b.get()}) {
-      EXPECT_EQ(offset_of(ask(*c, "upload_status", "{\"upload\":" + jstr(id) + "}")), cut[i + 1]);
+      EXPECT_EQ(offset_of(call_op(*c, "upload_status", "{\"upload\":" + jstr(id) + "}")),
+                cut[i + 1]);
     }
   }
   // An append at an end B remembers from before A's last append: refused, the true end given.
-  Answer stale = ask(*on_b, "upload_append", append_args(id, cut[4]), "zz");
+  Outcome stale = call_op(*on_b, "upload_append", append_args(id, cut[4]), "zz");
   EXPECT_EQ(stale.code, "conflict");
   EXPECT_NE(stale.details.find(std::to_string(body.size())), std::string::npos) << stale.details;
 
   // Commit on B (which appended last two steps ago): the whole file's sha256.
-  Answer wrong = ask(*on_b, "upload_commit",
-                     "{\"upload\":" + jstr(id) + ",\"sha256\":" + jstr(std::string(64, '0')) + "}");
+  Outcome wrong =
+      call_op(*on_b, "upload_commit",
+              "{\"upload\":" + jstr(id) + ",\"sha256\":" + jstr(std::string(64, '0')) + "}");
   EXPECT_EQ(wrong.code, "checksum_mismatch");
-  Answer committed =
-      ask(*on_b, "upload_commit",
-          "{\"upload\":" + jstr(id) + ",\"sha256\":" + jstr(proof::sha256_hex(body)) + "}");
+  Outcome committed =
+      call_op(*on_b, "upload_commit",
+              "{\"upload\":" + jstr(id) + ",\"sha256\":" + jstr(proof::sha256_hex(body)) + "}");
   ASSERT_TRUE(committed.ok) << committed.code;
-  EXPECT_EQ(committed.result["sha256"].GetString(), proof::sha256_hex(body));
-  EXPECT_EQ(committed.result["size"].GetUint64(), body.size());
+  EXPECT_EQ(committed.result()["sha256"].GetString(), proof::sha256_hex(body));
+  EXPECT_EQ(committed.result()["size"].GetUint64(), body.size());
   EXPECT_EQ(read_file(a_->storage_dir() / "rita" / "shared" / "big.bin"), body);
   Outcome fetched = download(*on_a, "shared/big.bin");
   EXPECT_OP_OK(fetched);
   EXPECT_EQ(fetched.payload, body);
   // The upload is gone on both.
-  EXPECT_EQ(ask(*on_a, "upload_status", "{\"upload\":" + jstr(id) + "}").code, "not_found");
+  EXPECT_EQ(call_op(*on_a, "upload_status", "{\"upload\":" + jstr(id) + "}").code, "not_found");
 
   // A second upload committed on A, which appended first and then saw B append: A's running
   // hash covers only its own piece and must not be used.
   const std::string second = pattern_bytes(2 * 50000, 9);
-  Answer opened2 = ask(*on_b, "upload_open", R"({"path":"shared/second.bin"})");
+  Outcome opened2 = call_op(*on_b, "upload_open", R"({"path":"shared/second.bin"})");
   ASSERT_TRUE(opened2.ok);
-  const std::string id2 = opened2.result["upload"].GetString();
-  ASSERT_TRUE(ask(*on_a, "upload_append", append_args(id2, 0), second.substr(0, 50000)).ok);
-  ASSERT_TRUE(ask(*on_b, "upload_append", append_args(id2, 50000), second.substr(50000)).ok);
-  Answer committed2 = ask(*on_a, "upload_commit", "{\"upload\":" + jstr(id2) + "}");
+  const std::string id2 = opened2.result()["upload"].GetString();
+  ASSERT_TRUE(call_op(*on_a, "upload_append", append_args(id2, 0), second.substr(0, 50000)).ok);
+  ASSERT_TRUE(call_op(*on_b, "upload_append", append_args(id2, 50000), second.substr(50000)).ok);
+  Outcome committed2 = call_op(*on_a, "upload_commit", "{\"upload\":" + jstr(id2) + "}");
   ASSERT_TRUE(committed2.ok) << committed2.code;
-  EXPECT_EQ(committed2.result["sha256"].GetString(), proof::sha256_hex(second));
+  EXPECT_EQ(committed2.result()["sha256"].GetString(), proof::sha256_hex(second));
   EXPECT_EQ(read_file(a_->storage_dir() / "rita" / "shared" / "second.bin"), second);
   // Nothing left: no temporaries, and no partial, metadata or mark of either upload.
   EXPECT_TRUE(scratch_temporaries(a_->storage_dir(), false).empty());
@@ -191,15 +160,15 @@ TEST_F(SharedStorage, StatusDuringAnAppendOnTheOtherServerIsTheAcknowledgedEnd) 
   auto on_a = a_->connect("rita", key_);
   auto on_b = b_->connect("rita", key_);
   ASSERT_TRUE(on_a && on_b);
-  Answer opened = ask(*on_a, "upload_open", R"({"path":"s.bin"})");
+  Outcome opened = call_op(*on_a, "upload_open", R"({"path":"s.bin"})");
   ASSERT_TRUE(opened.ok);
-  const std::string id = opened.result["upload"].GetString();
+  const std::string id = opened.result()["upload"].GetString();
   const std::string status_args = "{\"upload\":" + jstr(id) + "}";
-  ASSERT_TRUE(ask(*on_a, "upload_append", R"({"upload":")" + id + R"(","offset":0})",
-                  std::string(70000, 'a'))
+  ASSERT_TRUE(call_op(*on_a, "upload_append", R"({"upload":")" + id + R"(","offset":0})",
+                      std::string(70000, 'a'))
                   .ok);
-  ASSERT_TRUE(ask(*on_b, "upload_append", R"({"upload":")" + id + R"(","offset":70000})",
-                  std::string(30000, 'b'))
+  ASSERT_TRUE(call_op(*on_b, "upload_append", R"({"upload":")" + id + R"(","offset":70000})",
+                      std::string(30000, 'b'))
                   .ok);
   // A slow append on B: half of its payload, then nothing for a while.
   RawConnection raw(b_->port());
@@ -212,10 +181,11 @@ TEST_F(SharedStorage, StatusDuringAnAppendOnTheOtherServerIsTheAcknowledgedEnd) 
     std::error_code ec;
     return fs::file_size(uploads() / (id + ".part"), ec) == 120000;
   }));
-  Answer during = ask(*on_a, "upload_status", status_args);
+  Outcome during = call_op(*on_a, "upload_status", status_args);
   ASSERT_TRUE(during.ok) << during.code;
   EXPECT_EQ(offset_of(during), 100000u);  // not A's stale 70000, not the undurable 120000
-  Answer racing = ask(*on_a, "upload_append", R"({"upload":")" + id + R"(","offset":70000})", "x");
+  Outcome racing =
+      call_op(*on_a, "upload_append", R"({"upload":")" + id + R"(","offset":70000})", "x");
   EXPECT_EQ(racing.code, "conflict");
   EXPECT_NE(racing.details.find("100000"), std::string::npos) << racing.details;
   // B finishes; A then reports B's end, and commits the right bytes.
@@ -223,11 +193,11 @@ TEST_F(SharedStorage, StatusDuringAnAppendOnTheOtherServerIsTheAcknowledgedEnd) 
   auto reply = raw.read_frame(10s);
   ASSERT_TRUE(reply);
   EXPECT_NE(reply->find("\"offset\":140000"), std::string::npos) << *reply;
-  EXPECT_EQ(offset_of(ask(*on_a, "upload_status", status_args)), 140000u);
+  EXPECT_EQ(offset_of(call_op(*on_a, "upload_status", status_args)), 140000u);
   const std::string body = std::string(70000, 'a') + std::string(30000, 'b') + tail;
-  Answer committed =
-      ask(*on_a, "upload_commit",
-          "{\"upload\":" + jstr(id) + ",\"sha256\":" + jstr(proof::sha256_hex(body)) + "}");
+  Outcome committed =
+      call_op(*on_a, "upload_commit",
+              "{\"upload\":" + jstr(id) + ",\"sha256\":" + jstr(proof::sha256_hex(body)) + "}");
   ASSERT_TRUE(committed.ok) << committed.code;
   EXPECT_EQ(read_file(a_->storage_dir() / "rita" / "s.bin"), body);
 }

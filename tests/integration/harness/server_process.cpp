@@ -55,6 +55,17 @@ std::string default_ops_json(const std::string& plugin_dir) {
 })";
 }
 
+std::string with_resumable_ops(std::string ops_json, const std::string& open_extra) {
+  ops_json.insert(ops_json.rfind("\n  }"), R"(,
+    "upload_open": {"allow": ["*"])" + open_extra +
+                                               R"(},
+    "upload_append": {"allow": ["*"]},
+    "upload_status": {"allow": ["*"]},
+    "upload_commit": {"allow": ["*"]},
+    "upload_abort": {"allow": ["*"]})");
+  return ops_json;
+}
+
 std::string file_ops_json(const std::string& plugin_dir, const std::string& upload_extra,
                           const std::string& list_extra) {
   return R"({

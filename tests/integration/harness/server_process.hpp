@@ -41,6 +41,9 @@ std::string default_ops_json(const std::string& plugin_dir);
 // objects, e.g. R"(, "max_payload": 1024)".
 std::string file_ops_json(const std::string& plugin_dir, const std::string& upload_extra = "",
                           const std::string& list_extra = "");
+// `ops_json` (one of the above) with the §11 resumable upload operations added for every
+// user; `open_extra` is spliced into upload_open's object, e.g. R"(, "settings": {…})".
+std::string with_resumable_ops(std::string ops_json, const std::string& open_extra = "");
 
 struct ServerOptions {
   // Full ops.json text; empty means default_ops_json(plugin_dir).
